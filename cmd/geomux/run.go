@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"go.uber.org/dig"
+	"go.uber.org/fx"
+
+	"github.com/geomux/geomux/ingress"
+	"github.com/geomux/geomux/pkg/config"
+	"github.com/geomux/geomux/pkg/directoryfx"
+	"github.com/geomux/geomux/pkg/platformfx"
+	"github.com/geomux/geomux/pkg/zapfx"
+	workers "github.com/geomux/geomux/regional-workers"
+	"github.com/geomux/geomux/router"
+)
+
+func newRunCmd() *cobra.Command {
+	var path string
+	var target config.Target
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Run geomux: everything in one process, or one role",
+		Long: `Run geomux.
+
+--target all (the default) runs ingress, router and a worker per region in one
+process. With nats.url empty it starts an embedded nats-server with JetStream,
+storing under nats.store_dir and listening on nats.listen.
+
+--target ingress|router|worker runs one role, normally against a NATS cluster
+(nats.url); --region restricts a worker to one region.
+
+SIGINT or SIGTERM stops it gracefully: /readyz turns 503, the listener stops
+accepting, in-flight requests finish, consumers drain; shutdown_timeout bounds
+it all.`,
+		Example: `  geomux run --config deploy/local/geomux.yaml
+  geomux run --config hub.yaml --target router
+  geomux run --config eu.yaml --target worker --region eu`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := target.Validate(); err != nil {
+				return usageError{err}
+			}
+			cfg, err := loadConfig(path, target.Roles()...)
+			if err != nil {
+				return err
+			}
+			if err := target.Check(cfg); err != nil {
+				return usageError{err}
+			}
+			return runApp(cmd.Context(), cfg, target)
+		},
+	}
+	configFlag(cmd, &path)
+	cmd.Flags().StringVarP(&target.Name, "target", "t", config.TargetAll, "what to run: all, ingress, router or worker")
+	cmd.Flags().StringVarP(&target.Region, "region", "r", "", "with --target worker: run only this region's worker (default: every configured region)")
+	return cmd
+}
+
+// newApp composes the fx application for a target.
+func newApp(cfg config.Config, target config.Target, extra ...fx.Option) *fx.App {
+	opts := []fx.Option{
+		fx.Supply(cfg, target),
+		platformfx.Module,
+		fx.WithLogger(zapfx.EventLogger),
+		fx.StartTimeout(cfg.NATS.ConnectTimeout.D() + 30*time.Second),
+		fx.StopTimeout(cfg.ShutdownTimeout.D()),
+	}
+	// Modules start in this order and stop in reverse: workers first, so
+	// that the router's first events find them; ingress last, so that on
+	// stop it is the first to stop taking events.
+	if target.Has(config.RoleWorker) {
+		opts = append(opts, workers.Module)
+	}
+	if target.Has(config.RoleRouter) || target.Has(config.RoleIngress) {
+		opts = append(opts, directoryfx.Module)
+	}
+	if target.Has(config.RoleRouter) {
+		opts = append(opts, router.Module)
+	}
+	if target.Has(config.RoleIngress) {
+		opts = append(opts, ingress.Module)
+	}
+	return fx.New(append(opts, extra...)...)
+}
+
+// runApp runs until SIGINT or SIGTERM, then stops within shutdown_timeout.
+func runApp(parent context.Context, cfg config.Config, target config.Target) error {
+	app := newApp(cfg, target)
+	if err := app.Err(); err != nil {
+		return fmt.Errorf("cannot start: %w", dig.RootCause(err))
+	}
+	startCtx, cancel := context.WithTimeout(context.Background(), app.StartTimeout())
+	defer cancel()
+	if err := app.Start(startCtx); err != nil {
+		return fmt.Errorf("cannot start: %w", dig.RootCause(err))
+	}
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+	if parent == nil {
+		parent = context.Background()
+	}
+	select {
+	case <-sigs:
+	case <-parent.Done():
+	}
+	stopCtx, cancel := context.WithTimeout(context.Background(), app.StopTimeout())
+	defer cancel()
+	if err := app.Stop(stopCtx); err != nil {
+		return fmt.Errorf("stopped uncleanly: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,131 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/geomux/geomux/ingress"
+	"github.com/geomux/geomux/pkg/config"
+	"github.com/geomux/geomux/pkg/zoom"
+	"github.com/geomux/geomux/proto"
+)
+
+type sendFlags struct {
+	config  string
+	account string
+	text    string
+	url     string
+	userJID string
+	toJID   string
+}
+
+func newSendCmd() *cobra.Command {
+	var f sendFlags
+	cmd := &cobra.Command{
+		Use:   "send",
+		Short: "Sign and post a bot_notification to the ingress, as Zoom would",
+		Long: `Send a bot_notification event (a user writing to the chatbot) to a running
+geomux ingress, signed with the first of zoom.webhook_secret_tokens exactly as
+Zoom signs it. Use it to try the round trip without Zoom.`,
+		Example: `  geomux send --config deploy/local/geomux.yaml --account acct-eu-1 --text "hi"`,
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.account == "" {
+				return usagef("--account is required: the Zoom account id the event comes from")
+			}
+			if !proto.ValidAccountID(f.account) {
+				return usagef("--account %q is not a Zoom account id (letters, digits, '-', '_', '=')", f.account)
+			}
+			if f.text == "" {
+				return usagef("--text is required: what the user writes to the bot")
+			}
+			cfg, err := loadConfig(f.config, config.RoleIngress)
+			if err != nil {
+				return err
+			}
+			return send(cmd.OutOrStdout(), cfg, f)
+		},
+	}
+	configFlag(cmd, &f.config)
+	cmd.Flags().StringVarP(&f.account, "account", "a", "", "Zoom account id the event belongs to (required)")
+	cmd.Flags().StringVar(&f.text, "text", "", "what the user writes to the bot (required)")
+	cmd.Flags().StringVar(&f.url, "url", "", "webhook URL (default http://<ingress.listen>/zoom/webhook)")
+	cmd.Flags().StringVar(&f.userJID, "user-jid", "geomux.user@xmpp.zoom.us", "JID of the user writing")
+	cmd.Flags().StringVar(&f.toJID, "to-jid", "", "JID the message was written to (default: the user's, a direct message)")
+	return cmd
+}
+
+func send(out io.Writer, cfg config.Config, f sendFlags) error {
+	url := f.url
+	if url == "" {
+		host, port, _ := net.SplitHostPort(cfg.Ingress.Listen)
+		if host == "" || host == "0.0.0.0" || host == "::" {
+			host = "127.0.0.1"
+		}
+		url = "http://" + net.JoinHostPort(host, port) + ingress.WebhookPath
+	}
+	toJID := f.toJID
+	if toJID == "" {
+		toJID = f.userJID
+	}
+	now := time.Now()
+	body, err := json.Marshal(map[string]any{
+		"event":    zoom.EventBotNotification,
+		"event_ts": now.UnixMilli(),
+		"payload": map[string]any{
+			"accountId":   f.account,
+			"channelName": "geomux send",
+			"cmd":         f.text,
+			"name":        "geomux",
+			"robotJid":    cfg.Zoom.BotJID,
+			"timestamp":   now.UnixMilli(),
+			"toJid":       toJID,
+			"userId":      "geomux-send",
+			"userJid":     f.userJID,
+			"userName":    "geomux send",
+		},
+	})
+	if err != nil {
+		return err
+	}
+	ts := strconv.FormatInt(now.Unix(), 10)
+	req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return usagef("--url %q: %v", url, err)
+	}
+	req.Header.Set("Content-Type", "application/json; charset=utf-8")
+	req.Header.Set("User-Agent", "Zoom Marketplace/1.0a (geomux send)")
+	req.Header.Set(zoom.HeaderTimestamp, ts)
+	req.Header.Set(zoom.HeaderSignature, zoom.Sign(cfg.Zoom.WebhookSecretTokens[0], ts, body))
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return fmt.Errorf("cannot reach the ingress at %s (is geomux running?): %v", url, unwrapURLError(err))
+	}
+	defer resp.Body.Close()
+	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("ingress answered %s: %s", resp.Status, strings.TrimSpace(string(answer)))
+	}
+	fmt.Fprintf(out, "sent bot_notification %s for account %s: %s\n", proto.EventID(body), f.account, resp.Status)
+	return nil
+}
+
+// unwrapURLError drops the method and URL net/http puts before a dial error:
+// the message already names the URL.
+func unwrapURLError(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) {
+		return op
+	}
+	return err
+}

@@ -1,0 +1,206 @@
+// Package ingress is geomux's Bot Endpoint URL: it verifies each Zoom webhook,
+// answers endpoint URL validation itself, and persists every other event to
+// JetStream before it answers 200. If the event cannot be persisted in time it
+// answers 503, which Zoom retries; it never answers 200 for an event that is
+// not durably stored.
+package ingress
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/geomux/geomux/pkg/health"
+	"github.com/geomux/geomux/pkg/logfields"
+	"github.com/geomux/geomux/pkg/zoom"
+	"github.com/geomux/geomux/proto"
+)
+
+// MaxBody is the largest webhook body accepted (413 above). Zoom documents no
+// limit; interactive events echo a whole card, so leave room.
+const MaxBody = 1 << 20
+
+// WebhookPath is where Zoom posts events.
+const WebhookPath = "/zoom/webhook"
+
+// Options configure a Handler.
+type Options struct {
+	// Verifier checks Zoom's signatures.
+	Verifier *zoom.Verifier
+	// PublishTimeout bounds the wait for JetStream's acknowledgement.
+	PublishTimeout time.Duration
+}
+
+// Handler serves the webhook endpoint and the health endpoints.
+type Handler struct {
+	js      jetstream.JetStream
+	nc      *nats.Conn
+	opts    Options
+	log     *zap.Logger
+	metrics *Metrics
+	mux     *http.ServeMux
+	now     func() time.Time
+}
+
+// NewHandler returns the ingress HTTP handler. It publishes with js, over nc.
+func NewHandler(js jetstream.JetStream, opts Options, m *Metrics, h *health.Registry, log *zap.Logger) *Handler {
+	s := &Handler{js: js, nc: js.Conn(), opts: opts, log: log, metrics: m, mux: http.NewServeMux(), now: time.Now}
+	s.mux.HandleFunc("POST "+WebhookPath, s.webhook)
+	h.Mount(s.mux)
+	return s
+}
+
+func (s *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+
+// errorBody is the JSON of every error answer.
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+func (s *Handler) reject(w http.ResponseWriter, status int, reason, msg string, fields ...zap.Field) {
+	s.metrics.Rejected.WithLabelValues(reason).Inc()
+	s.log.Info("Webhook rejected", append(fields, logfields.Reason(reason), logfields.StatusCode(status))...)
+	writeJSON(w, status, errorBody{Error: msg})
+}
+
+func (s *Handler) webhook(w http.ResponseWriter, r *http.Request) {
+	start := s.now()
+	s.metrics.Received.Inc()
+	defer func() { s.metrics.RequestSeconds.Observe(s.now().Sub(start).Seconds()) }()
+
+	if r.ContentLength > MaxBody {
+		s.reject(w, http.StatusRequestEntityTooLarge, "too_large", "body is larger than 1 MiB")
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			s.reject(w, http.StatusRequestEntityTooLarge, "too_large", "body is larger than 1 MiB")
+			return
+		}
+		s.reject(w, http.StatusBadRequest, "unreadable", "body could not be read")
+		return
+	}
+
+	key, err := s.opts.Verifier.Verify(r.Header.Get(zoom.HeaderSignature), r.Header.Get(zoom.HeaderTimestamp), body)
+	if err != nil {
+		reason := map[error]string{
+			zoom.ErrMissingSignature: "missing_signature",
+			zoom.ErrBadTimestamp:     "bad_timestamp",
+			zoom.ErrStaleTimestamp:   "stale_timestamp",
+			zoom.ErrBadSignature:     "bad_signature",
+		}[err]
+		s.reject(w, http.StatusUnauthorized, reason, err.Error())
+		return
+	}
+
+	head, err := zoom.ParseHead(body)
+	if err != nil {
+		reason := "not_json"
+		if errors.Is(err, zoom.ErrNoEvent) {
+			reason = "no_event"
+		}
+		s.reject(w, http.StatusBadRequest, reason, err.Error())
+		return
+	}
+
+	if head.Event == zoom.EventURLValidation {
+		s.validate(w, key, head)
+		return
+	}
+	if head.AccountID == "" {
+		s.reject(w, http.StatusBadRequest, "no_account", "payload has no accountId or account_id", logfields.EventType(head.Event))
+		return
+	}
+	s.persist(w, r, body, head, start)
+}
+
+// validate answers Zoom's endpoint URL validation with the secret that signed
+// the challenge, so that it works during a secret rotation too.
+func (s *Handler) validate(w http.ResponseWriter, key *zoom.Key, head zoom.Head) {
+	if head.PlainToken == "" {
+		s.reject(w, http.StatusBadRequest, "no_plain_token", "endpoint.url_validation has no payload.plainToken")
+		return
+	}
+	s.metrics.URLValidations.Inc()
+	s.log.Info("Answered endpoint URL validation")
+	writeJSON(w, http.StatusOK, map[string]string{
+		"plainToken":     head.PlainToken,
+		"encryptedToken": key.EncryptToken(head.PlainToken),
+	})
+}
+
+// persist publishes the event and answers 200 only once JetStream has
+// acknowledged it.
+func (s *Handler) persist(w http.ResponseWriter, r *http.Request, body []byte, head zoom.Head, received time.Time) {
+	id := proto.EventID(body)
+	fields := []zap.Field{logfields.EventID(id), logfields.EventType(head.Event), logfields.AccountID(head.AccountID)}
+
+	// Without a connection the publish cannot succeed: say so at once rather
+	// than after the publish timeout.
+	if !s.nc.IsConnected() {
+		s.unavailable(w, errors.New("NATS is not connected"), fields)
+		return
+	}
+	msg := nats.NewMsg(proto.IngressSubject)
+	msg.Data = body
+	hd := msg.Header
+	hd.Set(jetstream.MsgIDHeader, id)
+	hd.Set(proto.HeaderEventID, id)
+	hd.Set(proto.HeaderEventType, head.Event)
+	hd.Set(proto.HeaderAccountID, head.AccountID)
+	hd.Set(proto.HeaderReceivedAt, received.UTC().Format(proto.TimeFormat))
+	copyHeader(hd, proto.HeaderTraceparent, r.Header.Get("Traceparent"))
+	copyHeader(hd, proto.HeaderZoomTrackingID, r.Header.Get(zoom.HeaderTrackingID))
+	copyHeader(hd, proto.HeaderZoomRequestID, r.Header.Get(zoom.HeaderRequestID))
+
+	// The publish is not tied to the request: if Zoom hangs up, the event may
+	// still be stored, and its retry is then recognised as a duplicate.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.opts.PublishTimeout)
+	defer cancel()
+	pubStart := s.now()
+	ack, err := s.js.PublishMsg(ctx, msg)
+	s.metrics.PublishSeconds.Observe(s.now().Sub(pubStart).Seconds())
+	if err != nil {
+		s.unavailable(w, err, fields)
+		return
+	}
+	if ack.Duplicate {
+		s.metrics.Duplicates.Inc()
+		s.log.Info("Duplicate event acknowledged", fields...)
+	} else {
+		s.metrics.Published.Inc()
+		if ce := s.log.Check(zap.DebugLevel, "Event persisted"); ce != nil {
+			ce.Write(append(fields, logfields.Sequence(ack.Sequence))...)
+		}
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+func (s *Handler) unavailable(w http.ResponseWriter, err error, fields []zap.Field) {
+	s.metrics.PublishFailures.Inc()
+	s.log.Warn("Event not persisted; answered 503 so that Zoom retries", append(fields, zap.Error(err))...)
+	w.Header().Set("Retry-After", strconv.Itoa(300))
+	writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: "event could not be stored; retry later"})
+}
+
+func copyHeader(h nats.Header, key, v string) {
+	if v != "" {
+		h[key] = []string{v}
+	}
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,216 @@
+// Package config is geomux's configuration: a YAML file, every key of which
+// an environment variable can override, validated all at once.
+package config
+
+import (
+	"time"
+)
+
+// Config is the whole geomux configuration. The YAML keys are the yaml tags;
+// see deploy/local/geomux.yaml for a commented example and the README for the
+// reference.
+type Config struct {
+	Log     Log      `yaml:"log"`
+	NATS    NATS     `yaml:"nats"`
+	Ingress Ingress  `yaml:"ingress"`
+	Admin   Admin    `yaml:"admin"`
+	Zoom    Zoom     `yaml:"zoom"`
+	Retry   Retry    `yaml:"retry"`
+	Router  Router   `yaml:"router"`
+	Worker  Worker   `yaml:"worker"`
+	Regions []Region `yaml:"regions"`
+	Sandbox Sandbox  `yaml:"sandbox"`
+	// ShutdownTimeout bounds a graceful stop: in-flight requests finish,
+	// consumers drain, then the process exits.
+	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level is debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Format is json (one object per line, for machines) or console (for people).
+	Format string `yaml:"format"`
+}
+
+// NATS says which NATS geomux uses.
+type NATS struct {
+	// URL of an external NATS cluster (comma-separated seed URLs). Empty: start
+	// an embedded nats-server with JetStream inside the process.
+	URL string `yaml:"url"`
+	// StoreDir is where the embedded server keeps its JetStream data.
+	StoreDir string `yaml:"store_dir"`
+	// Listen is the loopback host:port where the embedded server also accepts
+	// clients (the CLI, other geomux processes). Empty: in-process only.
+	Listen string `yaml:"listen"`
+	// DedupWindow is how long a re-delivered Zoom event is recognised and
+	// dropped. Zoom retries up to about 85 minutes after the first attempt.
+	DedupWindow Duration `yaml:"dedup_window"`
+	// SyncAlways makes the embedded server fsync every write before it
+	// acknowledges it; by default JetStream flushes to disk periodically.
+	SyncAlways bool `yaml:"sync_always"`
+	// ConnectTimeout bounds connecting to NATS at start.
+	ConnectTimeout Duration `yaml:"connect_timeout"`
+}
+
+// Ingress is the Bot Endpoint URL's HTTP server.
+type Ingress struct {
+	// Listen is the host:port of the webhook listener.
+	Listen string `yaml:"listen"`
+	// PublishTimeout bounds the wait for JetStream's acknowledgement; past it
+	// ingress answers 503 so that Zoom retries (Zoom itself waits 3 s).
+	PublishTimeout Duration `yaml:"publish_timeout"`
+	// MaxClockSkew is how far x-zm-request-timestamp may be from now.
+	MaxClockSkew Duration `yaml:"max_clock_skew"`
+}
+
+// Admin is the operator HTTP API (accounts, metrics).
+type Admin struct {
+	// Listen is the host:port of the admin listener. Empty disables it.
+	Listen string `yaml:"listen"`
+	// Token is the bearer token every admin request must carry.
+	Token string `yaml:"token"`
+}
+
+// Zoom holds the Zoom app's credentials and Zoom's addresses.
+type Zoom struct {
+	// WebhookSecretTokens verify x-zm-signature; a request signed with any of
+	// them is accepted, so a secret can be rotated without downtime.
+	WebhookSecretTokens []string `yaml:"webhook_secret_tokens"`
+	ClientID            string   `yaml:"client_id"`
+	ClientSecret        string   `yaml:"client_secret"`
+	// BotJID is the chatbot's JID, robot_jid in every message sent.
+	BotJID       string `yaml:"bot_jid"`
+	APIBaseURL   string `yaml:"api_base_url"`
+	OAuthBaseURL string `yaml:"oauth_base_url"`
+}
+
+// Retry says how a regional worker retries an event whose backend or Zoom
+// call failed transiently (5xx, timeout, 429).
+type Retry struct {
+	// MaxAttempts is how many times an event is tried in all.
+	MaxAttempts int `yaml:"max_attempts"`
+	// Backoff is the wait before each retry; the last value repeats.
+	Backoff []Duration `yaml:"backoff"`
+	// HTTPRetries is how many quick retries (under a second apart) one HTTP
+	// call gets before the event is handed back to JetStream for Backoff.
+	HTTPRetries int `yaml:"http_retries"`
+}
+
+// Router configures the region router.
+type Router struct {
+	// ParkTTL is how long an event of an account without a region is kept
+	// waiting for one. After it, JetStream discards the event.
+	ParkTTL Duration `yaml:"park_ttl"`
+}
+
+// Worker configures the regional workers.
+type Worker struct {
+	// Concurrency is how many events one region's worker handles at once.
+	Concurrency int `yaml:"concurrency"`
+	// HandlerTimeout bounds the handling of one event (backend call and
+	// replies); past it the attempt counts as a transient failure.
+	HandlerTimeout Duration `yaml:"handler_timeout"`
+	// DeadLetterMaxAge is how long a region keeps an event it gave up on.
+	DeadLetterMaxAge Duration `yaml:"dead_letter_max_age"`
+}
+
+// Region is one data region and how its events are handled.
+type Region struct {
+	// Name is the region's id, e.g. "eu": lowercase letters, digits and '-'.
+	Name string `yaml:"name"`
+	// Handler is "echo" (reply with the user's text) or "http" (ask BackendURL).
+	Handler string `yaml:"handler"`
+	// BackendURL is the vendor's regional backend, for handler http.
+	BackendURL string `yaml:"backend_url"`
+	// Timeout bounds one call to the backend.
+	Timeout Duration `yaml:"timeout"`
+}
+
+// Sandbox is a built-in stand-in for Zoom's OAuth and chat API, for trying
+// geomux without a Zoom account. It prints every message it would deliver.
+type Sandbox struct {
+	// Listen is the host:port to serve the sandbox on; empty disables it. Point
+	// zoom.api_base_url at http://<listen>/v2 and zoom.oauth_base_url at
+	// http://<listen>.
+	Listen string `yaml:"listen"`
+}
+
+// Handlers a region can use.
+const (
+	HandlerEcho = "echo"
+	HandlerHTTP = "http"
+)
+
+// Default returns the configuration every file is read on top of.
+func Default() Config {
+	return Config{
+		Log: Log{Level: "info", Format: "json"},
+		NATS: NATS{
+			StoreDir:       "./data/nats",
+			Listen:         "127.0.0.1:4222",
+			DedupWindow:    Duration(2 * time.Hour),
+			ConnectTimeout: Duration(10 * time.Second),
+		},
+		Ingress: Ingress{
+			Listen:         "127.0.0.1:8080",
+			PublishTimeout: Duration(2 * time.Second),
+			MaxClockSkew:   Duration(5 * time.Minute),
+		},
+		Admin: Admin{Listen: "127.0.0.1:8081"},
+		Zoom: Zoom{
+			APIBaseURL:   "https://api.zoom.us/v2",
+			OAuthBaseURL: "https://zoom.us",
+		},
+		Retry: Retry{
+			MaxAttempts: 6,
+			Backoff: []Duration{
+				Duration(time.Second), Duration(5 * time.Second), Duration(30 * time.Second),
+				Duration(2 * time.Minute), Duration(10 * time.Minute),
+			},
+			HTTPRetries: 2,
+		},
+		Router: Router{ParkTTL: Duration(24 * time.Hour)},
+		Worker: Worker{
+			Concurrency:      32,
+			HandlerTimeout:   Duration(20 * time.Second),
+			DeadLetterMaxAge: Duration(30 * 24 * time.Hour),
+		},
+		ShutdownTimeout: Duration(30 * time.Second),
+	}
+}
+
+// regionDefaults fills what a region entry left out.
+func (r *Region) setDefaults() {
+	if r.Timeout == 0 {
+		r.Timeout = Duration(10 * time.Second)
+	}
+}
+
+// Region returns the region named name.
+func (c *Config) Region(name string) (Region, bool) {
+	for _, r := range c.Regions {
+		if r.Name == name {
+			return r, true
+		}
+	}
+	return Region{}, false
+}
+
+// RegionNames lists the configured regions in file order.
+func (c *Config) RegionNames() []string {
+	names := make([]string, len(c.Regions))
+	for i, r := range c.Regions {
+		names[i] = r.Name
+	}
+	return names
+}
+
+// BackoffFor is the wait before retrying after the given attempt (1-based).
+func (r Retry) BackoffFor(attempt int) time.Duration {
+	if len(r.Backoff) == 0 {
+		return time.Second
+	}
+	i := min(max(attempt-1, 0), len(r.Backoff)-1)
+	return r.Backoff[i].D()
+}

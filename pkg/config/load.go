@@ -1,0 +1,205 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"sort"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// EnvPrefix starts every environment variable that overrides a setting.
+const EnvPrefix = "GEOMUX_"
+
+// EnvConfigFile names the config file when --config is not given. It is the
+// one GEOMUX_ variable that is not a setting.
+const EnvConfigFile = EnvPrefix + "CONFIG"
+
+// Error lists every problem found in a configuration, one per line.
+type Error struct {
+	// Source is the file (or "environment") the problems were found in.
+	Source   string
+	Problems []string
+}
+
+func (e *Error) Error() string {
+	return "invalid config " + e.Source + ":\n  " + strings.Join(e.Problems, "\n  ")
+}
+
+// Load reads the YAML file at path on top of Default, applies the GEOMUX_*
+// variables of environ (os.Environ() form), fills defaults and validates the
+// result for the given roles (all roles when none is given). Every problem is
+// reported at once in an *Error.
+func Load(path string, environ []string, roles ...Role) (Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config: %w", err)
+	}
+	defer f.Close()
+	return Read(path, f, environ, roles...)
+}
+
+// Read is Load for a config that is not in a file; name is used in messages.
+func Read(name string, r io.Reader, environ []string, roles ...Role) (Config, error) {
+	cfg := Default()
+	raw, err := io.ReadAll(r)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config %s: %w", name, err)
+	}
+	// Lists in the file replace the defaults' lists; an empty file keeps
+	// every default.
+	if len(bytes.TrimSpace(raw)) > 0 {
+		dec := yaml.NewDecoder(bytes.NewReader(raw))
+		dec.KnownFields(true)
+		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+			return Config{}, &Error{Source: name, Problems: yamlProblems(err)}
+		}
+	}
+	problems := applyEnv(&cfg, environ)
+	for i := range cfg.Regions {
+		cfg.Regions[i].setDefaults()
+	}
+	problems = append(problems, cfg.problems(roles)...)
+	if len(problems) > 0 {
+		return Config{}, &Error{Source: name, Problems: problems}
+	}
+	return cfg, nil
+}
+
+// yamlProblems turns a yaml error into one line per problem.
+func yamlProblems(err error) []string {
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		out := make([]string, len(te.Errors))
+		for i, e := range te.Errors {
+			out[i] = strings.Replace(e, " in type config.", " in ", 1)
+		}
+		return out
+	}
+	return []string{strings.TrimPrefix(err.Error(), "yaml: ")}
+}
+
+// setting is one overridable leaf of the config.
+type setting struct {
+	path string // yaml path, e.g. zoom.client_secret
+	v    reflect.Value
+}
+
+// settings lists every leaf of cfg with its environment variable name.
+// List entries with a name field (regions) are addressed by that name:
+// GEOMUX_REGIONS_EU_BACKEND_URL.
+func settings(cfg *Config) map[string]setting {
+	out := map[string]setting{}
+	var walk func(v reflect.Value, path, env string)
+	walk = func(v reflect.Value, path, env string) {
+		switch {
+		case v.Kind() == reflect.Struct:
+			t := v.Type()
+			for i := 0; i < t.NumField(); i++ {
+				tag := strings.Split(t.Field(i).Tag.Get("yaml"), ",")[0]
+				if tag == "" || tag == "-" {
+					continue
+				}
+				walk(v.Field(i), join(path, tag, "."), join(env, strings.ToUpper(tag), "_"))
+			}
+		case v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.Struct:
+			for i := 0; i < v.Len(); i++ {
+				name := v.Index(i).FieldByName("Name").String()
+				if name == "" {
+					continue
+				}
+				tok := strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+				walk(v.Index(i), fmt.Sprintf("%s[%s]", path, name), join(env, tok, "_"))
+			}
+		default:
+			out[EnvPrefix+env] = setting{path: path, v: v}
+		}
+	}
+	walk(reflect.ValueOf(cfg).Elem(), "", "")
+	return out
+}
+
+func join(a, b, sep string) string {
+	if a == "" {
+		return b
+	}
+	return a + sep + b
+}
+
+var durationType = reflect.TypeFor[Duration]()
+
+// applyEnv sets every GEOMUX_* variable of environ on cfg and reports those
+// that name no setting or hold a bad value.
+func applyEnv(cfg *Config, environ []string) []string {
+	known := settings(cfg)
+	var problems []string
+	var names []string
+	vals := map[string]string{}
+	for _, kv := range environ {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || !strings.HasPrefix(k, EnvPrefix) || k == EnvConfigFile {
+			continue
+		}
+		names = append(names, k)
+		vals[k] = v
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		s, ok := known[k]
+		if !ok {
+			problems = append(problems, fmt.Sprintf("%s: no such setting (variables are GEOMUX_ + the key path in capitals, e.g. GEOMUX_ZOOM_CLIENT_SECRET, GEOMUX_REGIONS_EU_BACKEND_URL)", k))
+			continue
+		}
+		if err := setValue(s.v, vals[k]); err != nil {
+			problems = append(problems, fmt.Sprintf("%s (%s): %v", k, s.path, err))
+		}
+	}
+	return problems
+}
+
+func setValue(v reflect.Value, s string) error {
+	switch {
+	case v.Type() == durationType:
+		d, err := parseDuration(s)
+		if err != nil {
+			return err
+		}
+		v.SetInt(int64(d))
+	case v.Kind() == reflect.String:
+		v.SetString(s)
+	case v.Kind() == reflect.Int:
+		n, err := strconv.Atoi(s)
+		if err != nil {
+			return fmt.Errorf("%q is not a whole number", s)
+		}
+		v.SetInt(int64(n))
+	case v.Kind() == reflect.Bool:
+		b, err := strconv.ParseBool(s)
+		if err != nil {
+			return fmt.Errorf("%q is not true or false", s)
+		}
+		v.SetBool(b)
+	case v.Kind() == reflect.Slice:
+		// Lists are comma-separated: GEOMUX_ZOOM_WEBHOOK_SECRET_TOKENS=new,old
+		var parts []string
+		if s != "" {
+			parts = strings.Split(s, ",")
+		}
+		out := reflect.MakeSlice(v.Type(), len(parts), len(parts))
+		for i, p := range parts {
+			if err := setValue(out.Index(i), strings.TrimSpace(p)); err != nil {
+				return err
+			}
+		}
+		v.Set(out)
+	default:
+		return fmt.Errorf("cannot be set from the environment")
+	}
+	return nil
+}

@@ -1,0 +1,200 @@
+package config
+
+import (
+	"fmt"
+	"net"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/geomux/geomux/proto"
+)
+
+// Role is a part of geomux a process runs; a config is validated for the
+// roles that will use it.
+type Role string
+
+// Roles.
+const (
+	RoleIngress Role = "ingress"
+	RoleRouter  Role = "router"
+	RoleWorker  Role = "worker"
+)
+
+// AllRoles is every role, as run by --target all.
+var AllRoles = []Role{RoleIngress, RoleRouter, RoleWorker}
+
+// Validate reports every problem of c for the given roles (all when none),
+// one per line, in an *Error.
+func (c *Config) Validate(roles ...Role) error {
+	if p := c.problems(roles); len(p) > 0 {
+		return &Error{Source: "config", Problems: p}
+	}
+	return nil
+}
+
+func (c *Config) problems(roles []Role) []string {
+	if len(roles) == 0 {
+		roles = AllRoles
+	}
+	has := func(r Role) bool { return slices.Contains(roles, r) }
+	var p problems
+
+	p.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	p.oneOf("log.format", c.Log.Format, "json", "console")
+
+	if c.NATS.URL == "" {
+		if c.NATS.StoreDir == "" {
+			p.add("nats.store_dir", "required when nats.url is empty (the embedded server stores JetStream data there)")
+		}
+		if c.NATS.Listen != "" {
+			p.loopback("nats.listen", c.NATS.Listen)
+		}
+	} else {
+		for _, u := range strings.Split(c.NATS.URL, ",") {
+			pu, err := url.Parse(strings.TrimSpace(u))
+			if err != nil || pu.Host == "" || !slices.Contains([]string{"nats", "tls", "ws", "wss"}, pu.Scheme) {
+				p.add("nats.url", fmt.Sprintf("%q is not a NATS URL (write nats://host:4222; separate several with commas)", u))
+			}
+		}
+	}
+	p.atLeast("nats.dedup_window", c.NATS.DedupWindow, time.Second)
+	p.atLeast("nats.connect_timeout", c.NATS.ConnectTimeout, 100*time.Millisecond)
+
+	if has(RoleIngress) {
+		p.hostPort("ingress.listen", c.Ingress.Listen)
+		p.atLeast("ingress.publish_timeout", c.Ingress.PublishTimeout, 10*time.Millisecond)
+		if c.Ingress.PublishTimeout.D() >= 3*time.Second {
+			p.add("ingress.publish_timeout", "must be under 3s: Zoom gives up waiting after 3 s, so a slower answer is lost")
+		}
+		p.atLeast("ingress.max_clock_skew", c.Ingress.MaxClockSkew, time.Second)
+		if len(c.Zoom.WebhookSecretTokens) == 0 {
+			p.add("zoom.webhook_secret_tokens", "required: the app's webhook Secret Token (Zoom Marketplace → Features → Access); list the previous one too while rotating")
+		}
+		for i, t := range c.Zoom.WebhookSecretTokens {
+			if strings.TrimSpace(t) == "" {
+				p.add(fmt.Sprintf("zoom.webhook_secret_tokens[%d]", i), "is empty")
+			}
+		}
+	}
+
+	if c.Admin.Listen != "" {
+		p.hostPort("admin.listen", c.Admin.Listen)
+		if len(c.Admin.Token) < 16 {
+			p.add("admin.token", "required, at least 16 characters, when admin.listen is set (set it with GEOMUX_ADMIN_TOKEN)")
+		}
+	}
+
+	if has(RoleWorker) {
+		p.required("zoom.client_id", c.Zoom.ClientID)
+		p.required("zoom.client_secret", c.Zoom.ClientSecret)
+		if !strings.Contains(c.Zoom.BotJID, "@") {
+			p.add("zoom.bot_jid", "required: the chatbot's JID, e.g. v1abc@xmpp.zoom.us (Marketplace → Features → Chat Subscription)")
+		}
+		p.httpURL("zoom.api_base_url", c.Zoom.APIBaseURL)
+		p.httpURL("zoom.oauth_base_url", c.Zoom.OAuthBaseURL)
+		if c.Retry.MaxAttempts < 1 {
+			p.add("retry.max_attempts", "must be at least 1")
+		}
+		if len(c.Retry.Backoff) == 0 {
+			p.add("retry.backoff", "needs at least one duration, e.g. [\"1s\", \"5s\", \"30s\"]")
+		}
+		for i, d := range c.Retry.Backoff {
+			p.atLeast(fmt.Sprintf("retry.backoff[%d]", i), d, 10*time.Millisecond)
+		}
+		if c.Retry.HTTPRetries < 0 || c.Retry.HTTPRetries > 10 {
+			p.add("retry.http_retries", "must be between 0 and 10")
+		}
+		if c.Worker.Concurrency < 1 || c.Worker.Concurrency > 4096 {
+			p.add("worker.concurrency", "must be between 1 and 4096")
+		}
+		p.atLeast("worker.handler_timeout", c.Worker.HandlerTimeout, 100*time.Millisecond)
+		p.atLeast("worker.dead_letter_max_age", c.Worker.DeadLetterMaxAge, time.Hour)
+	}
+
+	if has(RoleRouter) {
+		p.atLeast("router.park_ttl", c.Router.ParkTTL, time.Minute)
+	}
+
+	if len(c.Regions) == 0 {
+		p.add("regions", "at least one region is required, e.g. - {name: eu, handler: echo}")
+	}
+	seen := map[string]bool{}
+	for i, r := range c.Regions {
+		key := fmt.Sprintf("regions[%d]", i)
+		if !proto.ValidRegionName(r.Name) {
+			p.add(key+".name", fmt.Sprintf("%q is not a region name (lowercase letters, digits and '-', starting with a letter, e.g. eu)", r.Name))
+		} else {
+			key = fmt.Sprintf("regions[%s]", r.Name)
+		}
+		if seen[r.Name] {
+			p.add(key+".name", "is listed twice")
+		}
+		seen[r.Name] = true
+		switch r.Handler {
+		case HandlerEcho:
+		case HandlerHTTP:
+			p.httpURL(key+".backend_url", r.BackendURL)
+		default:
+			p.add(key+".handler", fmt.Sprintf("%q is not a handler (use echo or http)", r.Handler))
+		}
+		p.atLeast(key+".timeout", r.Timeout, 10*time.Millisecond)
+		if has(RoleWorker) && r.Timeout >= c.Worker.HandlerTimeout {
+			p.add(key+".timeout", fmt.Sprintf("must be shorter than worker.handler_timeout (%s)", c.Worker.HandlerTimeout))
+		}
+	}
+
+	if c.Sandbox.Listen != "" {
+		p.hostPort("sandbox.listen", c.Sandbox.Listen)
+	}
+	p.atLeast("shutdown_timeout", c.ShutdownTimeout, time.Second)
+	return p
+}
+
+type problems []string
+
+func (p *problems) add(key, msg string) { *p = append(*p, key+": "+msg) }
+
+func (p *problems) required(key, v string) {
+	if strings.TrimSpace(v) == "" {
+		p.add(key, "required")
+	}
+}
+
+func (p *problems) oneOf(key, v string, allowed ...string) {
+	if !slices.Contains(allowed, v) {
+		p.add(key, fmt.Sprintf("%q is not one of %s", v, strings.Join(allowed, ", ")))
+	}
+}
+
+func (p *problems) atLeast(key string, d Duration, least time.Duration) {
+	if d.D() < least {
+		p.add(key, fmt.Sprintf("must be at least %s", least))
+	}
+}
+
+func (p *problems) hostPort(key, v string) bool {
+	if _, port, err := net.SplitHostPort(v); err != nil || port == "" {
+		p.add(key, fmt.Sprintf("%q is not host:port (e.g. 127.0.0.1:8080 or :8080)", v))
+		return false
+	}
+	return true
+}
+
+func (p *problems) loopback(key, v string) {
+	if !p.hostPort(key, v) {
+		return
+	}
+	host, _, _ := net.SplitHostPort(v)
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		p.add(key, fmt.Sprintf("%q must be a loopback address such as 127.0.0.1:4222: the embedded server has no authentication", v))
+	}
+}
+
+func (p *problems) httpURL(key, v string) {
+	u, err := url.Parse(v)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		p.add(key, fmt.Sprintf("%q is not an http(s) URL", v))
+	}
+}

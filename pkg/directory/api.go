@@ -1,0 +1,138 @@
+package directory
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+
+	"go.uber.org/zap"
+
+	"github.com/geomux/geomux/pkg/admin"
+	"github.com/geomux/geomux/pkg/logfields"
+	"github.com/geomux/geomux/proto"
+)
+
+// API is the accounts part of the admin API:
+//
+//	PUT    /admin/v1/accounts/{accountId}  {"region":"eu"}  set the account's region
+//	GET    /admin/v1/accounts/{accountId}                   404 if it has none
+//	DELETE /admin/v1/accounts/{accountId}
+//	GET    /admin/v1/accounts                               every account
+type API struct {
+	dir     *Directory
+	regions []string
+	log     *zap.Logger
+}
+
+// NewAPI serves dir; a region must be one of regions.
+func NewAPI(dir *Directory, regions []string, log *zap.Logger) *API {
+	return &API{dir: dir, regions: regions, log: log}
+}
+
+// Routes are the API's admin routes.
+func (a *API) Routes() []admin.Route {
+	return []admin.Route{
+		{Pattern: "PUT /admin/v1/accounts/{accountId}", Handler: http.HandlerFunc(a.put)},
+		{Pattern: "GET /admin/v1/accounts/{accountId}", Handler: http.HandlerFunc(a.get)},
+		{Pattern: "DELETE /admin/v1/accounts/{accountId}", Handler: http.HandlerFunc(a.delete)},
+		{Pattern: "GET /admin/v1/accounts", Handler: http.HandlerFunc(a.list)},
+	}
+}
+
+// putBody is what PUT takes.
+type putBody struct {
+	Region string `json:"region"`
+	APIURL string `json:"api_url,omitempty"`
+}
+
+func (a *API) accountID(w http.ResponseWriter, r *http.Request) (string, bool) {
+	id := r.PathValue("accountId")
+	if !proto.ValidAccountID(id) {
+		admin.WriteError(w, http.StatusBadRequest, fmt.Sprintf("%q is not a Zoom account id (letters, digits, '-', '_', '=')", id))
+		return "", false
+	}
+	return id, true
+}
+
+func (a *API) put(w http.ResponseWriter, r *http.Request) {
+	id, ok := a.accountID(w, r)
+	if !ok {
+		return
+	}
+	var b putBody
+	dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&b); err != nil {
+		admin.WriteError(w, http.StatusBadRequest, `body must be JSON like {"region":"eu"}: `+err.Error())
+		return
+	}
+	if !slices.Contains(a.regions, b.Region) {
+		admin.WriteError(w, http.StatusBadRequest, fmt.Sprintf("region %q is not configured (configured: %s)", b.Region, strings.Join(a.regions, ", ")))
+		return
+	}
+	if b.APIURL != "" {
+		if u, err := url.Parse(b.APIURL); err != nil || u.Scheme != "https" || u.Host == "" {
+			admin.WriteError(w, http.StatusBadRequest, "api_url must be an https URL such as https://api-eu.zoom.us")
+			return
+		}
+	}
+	rec, err := a.dir.Put(r.Context(), proto.AccountRecord{AccountID: id, Region: b.Region, APIURL: b.APIURL})
+	if err != nil {
+		a.unavailable(w, err)
+		return
+	}
+	a.log.Info("Account region set", logfields.AccountID(id), logfields.Region(b.Region))
+	admin.WriteJSON(w, http.StatusOK, rec)
+}
+
+func (a *API) get(w http.ResponseWriter, r *http.Request) {
+	id, ok := a.accountID(w, r)
+	if !ok {
+		return
+	}
+	rec, err := a.dir.Get(r.Context(), id)
+	if errors.Is(err, ErrNotFound) {
+		admin.WriteError(w, http.StatusNotFound, "account "+id+" has no region")
+		return
+	}
+	if err != nil {
+		a.unavailable(w, err)
+		return
+	}
+	admin.WriteJSON(w, http.StatusOK, rec)
+}
+
+func (a *API) delete(w http.ResponseWriter, r *http.Request) {
+	id, ok := a.accountID(w, r)
+	if !ok {
+		return
+	}
+	if err := a.dir.Delete(r.Context(), id); err != nil {
+		a.unavailable(w, err)
+		return
+	}
+	a.log.Info("Account region removed", logfields.AccountID(id))
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (a *API) list(w http.ResponseWriter, r *http.Request) {
+	recs, err := a.dir.List(r.Context())
+	if err != nil {
+		a.unavailable(w, err)
+		return
+	}
+	if recs == nil {
+		recs = []proto.AccountRecord{}
+	}
+	admin.WriteJSON(w, http.StatusOK, map[string]any{"accounts": recs, "count": len(recs)})
+}
+
+func (a *API) unavailable(w http.ResponseWriter, err error) {
+	a.log.Warn("Directory unavailable", zap.Error(err))
+	admin.WriteError(w, http.StatusServiceUnavailable, "directory unavailable: "+err.Error())
+}

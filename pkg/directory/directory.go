@@ -1,0 +1,130 @@
+// Package directory is the account → region directory: a NATS KV bucket
+// (proto.DirectoryBucket) holding a proto.AccountRecord per Zoom account, and
+// a Cache that watches it into memory so that routing makes no network call.
+//
+// The directory holds identifiers only (account id, region, Zoom API URL),
+// never customer content or tokens.
+package directory
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/geomux/geomux/pkg/natsx"
+	"github.com/geomux/geomux/proto"
+)
+
+// Errors.
+var (
+	// ErrNotFound: the account has no region.
+	ErrNotFound = errors.New("directory: account not found")
+	// ErrInvalidAccountID: the id cannot be a Zoom account id.
+	ErrInvalidAccountID = errors.New("directory: invalid account id")
+)
+
+// Directory reads and writes the account → region bucket.
+type Directory struct {
+	kv  jetstream.KeyValue
+	now func() time.Time
+}
+
+// Open sets up the directory bucket (creating it if needed) and returns it.
+func Open(ctx context.Context, js jetstream.JetStream) (*Directory, error) {
+	kv, err := natsx.EnsureKeyValue(ctx, js, natsx.DirectoryBucket())
+	if err != nil {
+		return nil, err
+	}
+	return New(kv), nil
+}
+
+// New returns a Directory over an existing bucket.
+func New(kv jetstream.KeyValue) *Directory {
+	return &Directory{kv: kv, now: time.Now}
+}
+
+// KV is the bucket behind the directory.
+func (d *Directory) KV() jetstream.KeyValue { return d.kv }
+
+// Put records the account's region (and Zoom API URL, if known).
+func (d *Directory) Put(ctx context.Context, rec proto.AccountRecord) (proto.AccountRecord, error) {
+	if !proto.ValidAccountID(rec.AccountID) {
+		return rec, ErrInvalidAccountID
+	}
+	rec.UpdatedAt = d.now().UTC()
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return rec, err
+	}
+	if _, err := d.kv.Put(ctx, rec.AccountID, b); err != nil {
+		return rec, fmt.Errorf("directory: put %s: %w", rec.AccountID, err)
+	}
+	return rec, nil
+}
+
+// Get reads an account's record from the bucket.
+func (d *Directory) Get(ctx context.Context, accountID string) (proto.AccountRecord, error) {
+	if !proto.ValidAccountID(accountID) {
+		return proto.AccountRecord{}, ErrInvalidAccountID
+	}
+	e, err := d.kv.Get(ctx, accountID)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return proto.AccountRecord{}, ErrNotFound
+	}
+	if err != nil {
+		return proto.AccountRecord{}, fmt.Errorf("directory: get %s: %w", accountID, err)
+	}
+	return decode(e.Key(), e.Value())
+}
+
+// Delete removes an account's record. Deleting an unknown account is not an
+// error.
+func (d *Directory) Delete(ctx context.Context, accountID string) error {
+	if !proto.ValidAccountID(accountID) {
+		return ErrInvalidAccountID
+	}
+	if err := d.kv.Delete(ctx, accountID); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("directory: delete %s: %w", accountID, err)
+	}
+	return nil
+}
+
+// List returns every account's record, sorted by account id.
+func (d *Directory) List(ctx context.Context) ([]proto.AccountRecord, error) {
+	w, err := d.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	if err != nil {
+		return nil, fmt.Errorf("directory: list: %w", err)
+	}
+	defer w.Stop()
+	var out []proto.AccountRecord
+	for {
+		select {
+		case e := <-w.Updates():
+			if e == nil { // all current values delivered
+				sort.Slice(out, func(i, j int) bool { return out[i].AccountID < out[j].AccountID })
+				return out, nil
+			}
+			rec, err := decode(e.Key(), e.Value())
+			if err != nil {
+				return nil, err
+			}
+			out = append(out, rec)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("directory: list: %w", ctx.Err())
+		}
+	}
+}
+
+func decode(key string, v []byte) (proto.AccountRecord, error) {
+	var rec proto.AccountRecord
+	if err := json.Unmarshal(v, &rec); err != nil {
+		return rec, fmt.Errorf("directory: record of %s is not JSON: %w", key, err)
+	}
+	rec.AccountID = key
+	return rec, nil
+}

@@ -1,0 +1,96 @@
+// Package httpx builds the one HTTP client geomux makes every outbound call
+// with: go-retryablehttp, asking package retry whether to retry.
+package httpx
+
+import (
+	"context"
+	"math/rand/v2"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/go-cleanhttp"
+	"github.com/hashicorp/go-retryablehttp"
+	"go.uber.org/zap"
+
+	"github.com/geomux/geomux/pkg/retry"
+)
+
+// Options configure the client.
+type Options struct {
+	// Retries is how many quick retries a call gets in-process.
+	Retries int
+	// WaitMin and WaitMax bound the wait between in-process retries.
+	WaitMin, WaitMax time.Duration
+}
+
+// DefaultOptions: two retries, 100 ms to 1 s apart.
+func DefaultOptions() Options {
+	return Options{Retries: 2, WaitMin: 100 * time.Millisecond, WaitMax: time.Second}
+}
+
+// NewClient returns a retrying HTTP client.
+//
+// It retries in-process only what is quick to mend: a transient failure
+// (retry.Retryable) whose server asked for no longer than WaitMax. A longer
+// Retry-After (a rate limit) is not slept on here: the response is handed back
+// so that the caller can schedule the retry (the workers do it through
+// JetStream, freeing the goroutine). After the last attempt the last response
+// is returned as is, not replaced by an error, so the caller sees its status.
+func NewClient(o Options, log *zap.Logger) *retryablehttp.Client {
+	c := &retryablehttp.Client{
+		HTTPClient:   cleanhttp.DefaultPooledClient(),
+		Logger:       leveled{log.Named("http")},
+		RetryWaitMin: o.WaitMin,
+		RetryWaitMax: o.WaitMax,
+		RetryMax:     o.Retries,
+		ErrorHandler: retryablehttp.PassthroughErrorHandler,
+	}
+	c.HTTPClient.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
+	c.CheckRetry = func(ctx context.Context, resp *http.Response, err error) (bool, error) {
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		if err == nil && resp.StatusCode < 400 {
+			return false, nil
+		}
+		var rerr error = err
+		if err == nil {
+			rerr = &retry.StatusError{StatusCode: resp.StatusCode}
+		}
+		if !retry.Retryable(rerr) {
+			return false, nil
+		}
+		if wait, ok := retryAfter(resp); ok && wait > o.WaitMax {
+			return false, nil
+		}
+		return true, nil
+	}
+	c.Backoff = func(min, max time.Duration, attempt int, resp *http.Response) time.Duration {
+		if wait, ok := retryAfter(resp); ok {
+			return wait
+		}
+		// Exponential with full jitter, between min and max.
+		d := min << attempt
+		if d > max || d <= 0 {
+			d = max
+		}
+		return min + rand.N(d-min+1)
+	}
+	return c
+}
+
+func retryAfter(resp *http.Response) (time.Duration, bool) {
+	if resp == nil {
+		return 0, false
+	}
+	return retry.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+}
+
+// leveled adapts zap to retryablehttp's LeveledLogger. retryablehttp logs
+// each attempt; those go to debug.
+type leveled struct{ l *zap.Logger }
+
+func (l leveled) Error(msg string, kv ...any) { l.l.Sugar().Debugw(msg, kv...) }
+func (l leveled) Info(msg string, kv ...any)  { l.l.Sugar().Debugw(msg, kv...) }
+func (l leveled) Debug(msg string, kv ...any) { l.l.Sugar().Debugw(msg, kv...) }
+func (l leveled) Warn(msg string, kv ...any)  { l.l.Sugar().Debugw(msg, kv...) }

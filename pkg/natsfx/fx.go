@@ -1,0 +1,95 @@
+// Package natsfx provides the NATS connection and JetStream context to an fx
+// app: to the embedded nats-server it starts when nats.url is empty, or to
+// the external cluster at nats.url.
+package natsfx
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/fx"
+	"go.uber.org/zap"
+
+	"github.com/geomux/geomux/pkg/config"
+	"github.com/geomux/geomux/pkg/health"
+	"github.com/geomux/geomux/pkg/natsx"
+)
+
+// Module provides *nats.Conn and jetstream.JetStream.
+var Module = fx.Module("nats",
+	fx.Provide(NewConn, NewJetStream),
+)
+
+// ConnParams are NewConn's dependencies.
+type ConnParams struct {
+	fx.In
+	Lifecycle fx.Lifecycle
+	Config    config.Config
+	Target    config.Target
+	Log       *zap.Logger
+	Health    *health.Registry
+}
+
+// NewConn starts the embedded nats-server if nats.url is empty and connects.
+// On stop it drains the connection (pending publishes and acks are flushed),
+// then shuts the embedded server down, which flushes its store.
+func NewConn(p ConnParams) (*nats.Conn, error) {
+	var ns *server.Server
+	if p.Config.NATS.URL == "" {
+		var err error
+		if ns, err = natsx.StartEmbedded(p.Config.NATS, p.Log); err != nil {
+			return nil, err
+		}
+		p.Log.Info("Embedded NATS started", zap.String("store_dir", p.Config.NATS.StoreDir), zap.String("listen", p.Config.NATS.Listen))
+	}
+	nc, err := natsx.Connect(p.Config.NATS, ns, "geomux-"+p.Target.Name, p.Log)
+	if err != nil {
+		if ns != nil {
+			ns.Shutdown()
+		}
+		return nil, err
+	}
+	p.Health.Register("nats", func() error {
+		if !nc.IsConnected() {
+			return errors.New("NATS connection is " + nc.Status().String())
+		}
+		return nil
+	})
+	p.Lifecycle.Append(fx.StopHook(func(ctx context.Context) error {
+		err := drain(ctx, nc)
+		if ns != nil {
+			ns.Shutdown()
+			ns.WaitForShutdown()
+		}
+		return err
+	}))
+	return nc, nil
+}
+
+func drain(ctx context.Context, nc *nats.Conn) error {
+	if err := nc.Drain(); err != nil {
+		nc.Close()
+		return nil
+	}
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for !nc.IsClosed() {
+		select {
+		case <-ctx.Done():
+			nc.Close()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// NewJetStream returns the JetStream context. An asynchronous publish that
+// is not acknowledged within 10 s fails, so that nothing waits on it forever.
+func NewJetStream(nc *nats.Conn) (jetstream.JetStream, error) {
+	return jetstream.New(nc, jetstream.WithPublishAsyncTimeout(10*time.Second))
+}

@@ -1,0 +1,64 @@
+package natsx
+
+import (
+	"fmt"
+	neturl "net/url"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"go.uber.org/zap"
+
+	"github.com/geomux/geomux/pkg/config"
+)
+
+// Connect connects to NATS: in-process to ns when it is not nil (the embedded
+// default), else to c.URL. The connection reconnects forever; while it is
+// down, publishes fail fast enough for ingress to answer 503.
+func Connect(c config.NATS, ns *server.Server, name string, log *zap.Logger) (*nats.Conn, error) {
+	log = log.Named("nats")
+	opts := []nats.Option{
+		nats.Name(name),
+		nats.Timeout(c.ConnectTimeout.D()),
+		nats.MaxReconnects(-1),
+		nats.ReconnectWait(250 * time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			log.Warn("NATS disconnected", zap.Error(err))
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) {
+			log.Info("NATS reconnected", zap.String("url", nc.ConnectedUrlRedacted()))
+		}),
+		nats.ErrorHandler(func(_ *nats.Conn, sub *nats.Subscription, err error) {
+			var subject string
+			if sub != nil {
+				subject = sub.Subject
+			}
+			log.Warn("NATS asynchronous error", zap.String("subject", subject), zap.Error(err))
+		}),
+	}
+	url := c.URL
+	if ns != nil {
+		opts = append(opts, nats.InProcessServer(ns))
+		url = ""
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		if ns != nil {
+			return nil, fmt.Errorf("connect to the embedded nats-server: %w", err)
+		}
+		return nil, fmt.Errorf("cannot reach NATS at nats.url %s: %w", redact(c.URL), err)
+	}
+	return nc, nil
+}
+
+// redact hides passwords in a comma-separated list of NATS URLs.
+func redact(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if u, err := neturl.Parse(strings.TrimSpace(p)); err == nil {
+			parts[i] = u.Redacted()
+		}
+	}
+	return strings.Join(parts, ",")
+}

@@ -1,0 +1,78 @@
+// Package natsx holds geomux's NATS building blocks: the embedded nats-server
+// of the one-machine default, the client connection, and the streams and
+// key-value buckets every role relies on.
+package natsx
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"go.uber.org/zap"
+
+	"github.com/geomux/geomux/pkg/config"
+)
+
+// maxPayload lets a 1 MiB Zoom body through together with its headers.
+const maxPayload = 2 << 20
+
+// StartEmbedded starts a single-node nats-server with JetStream inside this
+// process, storing under c.StoreDir and, if c.Listen is set, also accepting
+// clients there. The caller owns it and must call Shutdown.
+func StartEmbedded(c config.NATS, log *zap.Logger) (*server.Server, error) {
+	opts := &server.Options{
+		ServerName: "geomux",
+		JetStream:  true,
+		StoreDir:   c.StoreDir,
+		SyncAlways: c.SyncAlways,
+		MaxPayload: maxPayload,
+		// The host application owns signal handling.
+		NoSigs:     true,
+		DontListen: c.Listen == "",
+	}
+	if c.Listen != "" {
+		host, port, err := net.SplitHostPort(c.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("nats.listen: %w", err)
+		}
+		opts.Host = host
+		if opts.Port, err = strconv.Atoi(port); err != nil {
+			return nil, fmt.Errorf("nats.listen: bad port %q", port)
+		}
+	}
+	if c.Listen != "" {
+		// nats-server only logs a port it cannot bind; check first so that a
+		// busy port fails the start with a message that names it.
+		l, err := net.Listen("tcp", c.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("embedded nats-server cannot listen on nats.listen %s: %w", c.Listen, err)
+		}
+		l.Close()
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("embedded nats-server: %w", err)
+	}
+	ns.SetLoggerV2(serverLogger{log.Named("nats-server").WithOptions(zap.AddCallerSkip(1)).Sugar()}, false, false, false)
+	ns.Start()
+	if !ns.ReadyForConnections(15 * time.Second) {
+		ns.Shutdown()
+		return nil, errors.New("embedded nats-server did not become ready within 15s")
+	}
+	return ns, nil
+}
+
+// serverLogger routes nats-server's printf-style logs into zap. nats-server
+// notices are chatty (the start banner alone is a dozen lines): they go to
+// debug.
+type serverLogger struct{ s *zap.SugaredLogger }
+
+func (l serverLogger) Noticef(format string, v ...any) { l.s.Debugf(format, v...) }
+func (l serverLogger) Warnf(format string, v ...any)   { l.s.Warnf(format, v...) }
+func (l serverLogger) Fatalf(format string, v ...any)  { l.s.Errorf(format, v...) }
+func (l serverLogger) Errorf(format string, v ...any)  { l.s.Errorf(format, v...) }
+func (l serverLogger) Debugf(format string, v ...any)  { l.s.Debugf(format, v...) }
+func (l serverLogger) Tracef(format string, v ...any)  {}

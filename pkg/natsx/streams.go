@@ -1,0 +1,162 @@
+package natsx
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/geomux/geomux/pkg/config"
+	"github.com/geomux/geomux/proto"
+)
+
+// StreamOptions are the settings geomux's streams are created with.
+type StreamOptions struct {
+	// DedupWindow is how long a Nats-Msg-Id (the event id) is remembered.
+	DedupWindow time.Duration
+	// ParkTTL is how long a parked event is kept.
+	ParkTTL time.Duration
+	// DeadLetterMaxAge is how long a dead letter is kept.
+	DeadLetterMaxAge time.Duration
+}
+
+// StreamOptionsFrom takes the stream settings from a config.
+func StreamOptionsFrom(c config.Config) StreamOptions {
+	return StreamOptions{
+		DedupWindow:      c.NATS.DedupWindow.D(),
+		ParkTTL:          c.Router.ParkTTL.D(),
+		DeadLetterMaxAge: c.Worker.DeadLetterMaxAge.D(),
+	}
+}
+
+// IngressStream holds accepted events until the router has placed them in
+// their region. Work-queue retention: an event leaves once the router acks it.
+// The dedup window makes JetStream drop Zoom's re-deliveries of an event.
+func IngressStream(o StreamOptions) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        proto.IngressStream,
+		Description: "geomux: accepted Zoom events waiting for the router",
+		Subjects:    []string{proto.IngressSubject},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Duplicates:  o.DedupWindow,
+		Discard:     jetstream.DiscardNew,
+	}
+}
+
+// ParkedStream holds events of accounts that have no region yet, for ParkTTL.
+func ParkedStream(o StreamOptions) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        proto.ParkedStream,
+		Description: "geomux: events of accounts without a region",
+		Subjects:    []string{proto.ParkedSubjects},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		MaxAge:      o.ParkTTL,
+		Duplicates:  min(o.DedupWindow, o.ParkTTL),
+		Discard:     jetstream.DiscardNew,
+	}
+}
+
+// RegionEventsStream holds a region's events until a worker has handled them.
+func RegionEventsStream(region string, o StreamOptions) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        proto.RegionEventsStream(region),
+		Description: "geomux: events of region " + region,
+		Subjects:    []string{proto.RegionEventsSubject(region)},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Duplicates:  o.DedupWindow,
+		Discard:     jetstream.DiscardNew,
+	}
+}
+
+// RegionDeadLetterStream keeps a region's dead letters, browsable, for
+// DeadLetterMaxAge.
+func RegionDeadLetterStream(region string, o StreamOptions) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        proto.RegionDeadLetterStream(region),
+		Description: "geomux: dead letters of region " + region,
+		Subjects:    []string{proto.RegionDeadLetterSubject(region)},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		MaxAge:      o.DeadLetterMaxAge,
+	}
+}
+
+// DirectoryBucket is the account → region directory.
+func DirectoryBucket() jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      proto.DirectoryBucket,
+		Description: "geomux: Zoom account id -> region",
+		History:     5,
+		Storage:     jetstream.FileStorage,
+	}
+}
+
+// repliesTTL bounds how long a region remembers the replies of an event it
+// could not finish sending: well past the last retry.
+const repliesTTL = 7 * 24 * time.Hour
+
+// RepliesBucket is where a region's workers record replies not yet all sent.
+func RepliesBucket(region string) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      proto.RegionRepliesBucket(region),
+		Description: "geomux: replies of region " + region + " still being sent",
+		History:     1,
+		TTL:         repliesTTL,
+		Storage:     jetstream.FileStorage,
+	}
+}
+
+// setupAttemptTimeout bounds one JetStream API call while setting up. On a
+// fresh cluster the API does not answer until a meta leader exists, so a call
+// is retried with a short timeout rather than waited on once.
+const setupAttemptTimeout = 2 * time.Second
+
+// EnsureStream creates the stream or updates it to cfg.
+func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	s, err := retrySetup(ctx, func(ctx context.Context) (jetstream.Stream, error) {
+		return js.CreateOrUpdateStream(ctx, cfg)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("set up stream %s: %w", cfg.Name, err)
+	}
+	return s, nil
+}
+
+// EnsureKeyValue creates the bucket or updates it to cfg.
+func EnsureKeyValue(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	kv, err := retrySetup(ctx, func(ctx context.Context) (jetstream.KeyValue, error) {
+		return js.CreateOrUpdateKeyValue(ctx, cfg)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("set up bucket %s: %w", cfg.Bucket, err)
+	}
+	return kv, nil
+}
+
+func retrySetup[T any](ctx context.Context, f func(context.Context) (T, error)) (T, error) {
+	for {
+		actx, cancel := context.WithTimeout(ctx, setupAttemptTimeout)
+		v, err := f(actx)
+		cancel()
+		if err == nil || !transientSetupError(err) || ctx.Err() != nil {
+			return v, err
+		}
+		select {
+		case <-ctx.Done():
+			return v, err
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+func transientSetupError(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse)
+}

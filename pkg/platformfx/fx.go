@@ -1,0 +1,94 @@
+// Package platformfx is what every geomux process runs on: logging, metrics,
+// health, NATS, the outbound HTTP client and the admin listener.
+package platformfx
+
+import (
+	"context"
+	"os"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"go.uber.org/fx"
+	"go.uber.org/zap"
+
+	"github.com/geomux/geomux/pkg/admin"
+	"github.com/geomux/geomux/pkg/config"
+	"github.com/geomux/geomux/pkg/health"
+	"github.com/geomux/geomux/pkg/httpclientfx"
+	"github.com/geomux/geomux/pkg/httpserver"
+	"github.com/geomux/geomux/pkg/natsfx"
+	"github.com/geomux/geomux/pkg/zapfx"
+	"github.com/geomux/geomux/pkg/zoom/sandbox"
+)
+
+// Module needs config.Config and config.Target supplied.
+var Module = fx.Module("platform",
+	zapfx.Module,
+	natsfx.Module,
+	httpclientfx.Module,
+	fx.Provide(
+		NewRegistry,
+		func(r *prometheus.Registry) prometheus.Registerer { return r },
+		health.NewRegistry,
+	),
+	fx.Invoke(startAdmin, startSandbox),
+)
+
+// NewRegistry is the process's Prometheus registry, with Go runtime and
+// process metrics.
+func NewRegistry() *prometheus.Registry {
+	r := prometheus.NewRegistry()
+	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return r
+}
+
+// AsAdminRoute annotates a constructor returning []admin.Route so that its
+// routes join the admin API.
+func AsAdminRoute(f any) any {
+	return fx.Annotate(f, fx.ResultTags(`group:"admin_routes,flatten"`))
+}
+
+// AdminParams are startAdmin's dependencies.
+type AdminParams struct {
+	fx.In
+	Lifecycle fx.Lifecycle
+	Config    config.Config
+	Registry  *prometheus.Registry
+	Health    *health.Registry
+	Log       *zap.Logger
+	Routes    []admin.Route `group:"admin_routes"`
+}
+
+func startAdmin(p AdminParams) {
+	if p.Config.Admin.Listen == "" {
+		return
+	}
+	var srv *httpserver.Server
+	p.Lifecycle.Append(fx.Hook{
+		OnStart: func(context.Context) (err error) {
+			h := admin.NewHandler(p.Config.Admin.Token, p.Routes, p.Registry, p.Health)
+			srv, err = httpserver.Start("admin", p.Config.Admin.Listen, h, p.Log)
+			return err
+		},
+		OnStop: func(ctx context.Context) error { return srv.Stop(ctx) },
+	})
+}
+
+// startSandbox serves the Zoom sandbox when sandbox.listen is set. It starts
+// before the workers, which send to it.
+func startSandbox(lc fx.Lifecycle, c config.Config, log *zap.Logger) {
+	if c.Sandbox.Listen == "" {
+		return
+	}
+	var srv *httpserver.Server
+	lc.Append(fx.Hook{
+		OnStart: func(context.Context) (err error) {
+			sb := sandbox.New(sandbox.Config{
+				ClientID: c.Zoom.ClientID, ClientSecret: c.Zoom.ClientSecret, BotJID: c.Zoom.BotJID,
+			}, os.Stdout)
+			srv, err = httpserver.Start("zoom-sandbox", c.Sandbox.Listen, sb, log.Named("sandbox"))
+			return err
+		},
+		OnStop: func(ctx context.Context) error { return srv.Stop(ctx) },
+	})
+}

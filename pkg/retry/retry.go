@@ -1,0 +1,104 @@
+// Package retry decides, in one place, whether a failed call is worth
+// retrying and when: the HTTP client's in-process retries and the regional
+// workers' JetStream redeliveries both ask Retryable.
+package retry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ErrPermanent marks a failure that retrying cannot mend, such as a backend
+// answer geomux cannot use. Wrap it: fmt.Errorf("%w: ...", retry.ErrPermanent).
+var ErrPermanent = errors.New("permanent failure")
+
+// StatusError is an HTTP call answered with a status that is not success.
+type StatusError struct {
+	// Service is who answered: "backend", "zoom" or "zoom-oauth".
+	Service string
+	// StatusCode is the HTTP status.
+	StatusCode int
+	// RetryAfter is the wait the server asked for (Retry-After), or 0.
+	RetryAfter time.Duration
+	// Detail is a short, content-free description, e.g. Zoom's error code
+	// and message. It never holds customer data.
+	Detail string
+}
+
+func (e *StatusError) Error() string {
+	s := fmt.Sprintf("%s answered %d", e.Service, e.StatusCode)
+	if e.Detail != "" {
+		s += ": " + e.Detail
+	}
+	return s
+}
+
+// StatusRetryable reports whether an HTTP status is worth retrying: 408, 429
+// and 5xx other than 501. Every other 4xx is permanent.
+func StatusRetryable(code int) bool {
+	switch {
+	case code == http.StatusRequestTimeout, code == http.StatusTooManyRequests:
+		return true
+	case code == http.StatusNotImplemented:
+		return false
+	case code >= 500, code == 0:
+		return true
+	}
+	return false
+}
+
+// Retryable is geomux's retry predicate. A failure is permanent if it is or
+// wraps ErrPermanent, a *StatusError with a permanent status, or a canceled
+// context (the process is stopping: not the call's fault, but not to be
+// retried here). Everything else (timeouts, refused connections, resets) is
+// transient.
+func Retryable(err error) bool {
+	if err == nil {
+		return false
+	}
+	if errors.Is(err, ErrPermanent) || errors.Is(err, context.Canceled) {
+		return false
+	}
+	var se *StatusError
+	if errors.As(err, &se) {
+		return StatusRetryable(se.StatusCode)
+	}
+	return true
+}
+
+// After is the wait a failure asked for (a Retry-After), or 0.
+func After(err error) time.Duration {
+	var se *StatusError
+	if errors.As(err, &se) {
+		return se.RetryAfter
+	}
+	return 0
+}
+
+// ParseRetryAfter reads a Retry-After header: seconds ("120"), an HTTP date
+// ("Fri, 31 Dec 1999 23:59:59 GMT") or, as Zoom's daily-limit 429 sends it,
+// an ISO-8601 timestamp ("2025-08-23T00:00:00Z"). A time in the past is 0.
+func ParseRetryAfter(v string, now time.Time) (time.Duration, bool) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return 0, false
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n < 0 {
+			return 0, false
+		}
+		return time.Duration(n) * time.Second, true
+	}
+	t, err := http.ParseTime(v)
+	if err != nil {
+		if t, err = time.Parse(time.RFC3339, v); err != nil {
+			return 0, false
+		}
+	}
+	return max(t.Sub(now), 0), true
+}

@@ -1,0 +1,220 @@
+package zoom
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/geomux/geomux/pkg/retry"
+)
+
+// ClientConfig says which Zoom app the client acts as and where Zoom is.
+type ClientConfig struct {
+	ClientID     string
+	ClientSecret string
+	// APIBaseURL is e.g. https://api.zoom.us/v2.
+	APIBaseURL string
+	// OAuthBaseURL is e.g. https://zoom.us.
+	OAuthBaseURL string
+}
+
+// Client calls Zoom's chatbot API with a chatbot token (client_credentials)
+// that it caches and renews a minute before it expires. It is safe for
+// concurrent use; concurrent callers share one token request.
+type Client struct {
+	cfg  ClientConfig
+	http *retryablehttp.Client
+	now  func() time.Time
+
+	mu      sync.Mutex
+	token   string
+	expires time.Time
+	fetches singleflight.Group
+}
+
+// NewClient returns a Client making its calls with hc.
+func NewClient(cfg ClientConfig, hc *retryablehttp.Client) *Client {
+	cfg.APIBaseURL = strings.TrimRight(cfg.APIBaseURL, "/")
+	cfg.OAuthBaseURL = strings.TrimRight(cfg.OAuthBaseURL, "/")
+	return &Client{cfg: cfg, http: hc, now: time.Now}
+}
+
+// tokenRenewBefore is how long before its expiry a token is replaced, as
+// Zoom's own SDK does.
+const tokenRenewBefore = 60 * time.Second
+
+// Token returns a valid chatbot token, fetching one only when the cached one
+// is missing or about to expire.
+func (c *Client) Token(ctx context.Context) (string, error) {
+	c.mu.Lock()
+	tok, exp := c.token, c.expires
+	c.mu.Unlock()
+	if tok != "" && c.now().Before(exp) {
+		return tok, nil
+	}
+	v, err, _ := c.fetches.Do("token", func() (any, error) {
+		// Another caller may have renewed it while this one waited.
+		c.mu.Lock()
+		tok, exp := c.token, c.expires
+		c.mu.Unlock()
+		if tok != "" && c.now().Before(exp) {
+			return tok, nil
+		}
+		return c.fetchToken(ctx)
+	})
+	if err != nil {
+		return "", err
+	}
+	return v.(string), nil
+}
+
+// forgetToken drops a token Zoom refused, so the next call fetches a new one.
+func (c *Client) forgetToken(tok string) {
+	c.mu.Lock()
+	if c.token == tok {
+		c.token = ""
+	}
+	c.mu.Unlock()
+}
+
+type tokenResponse struct {
+	AccessToken string `json:"access_token"`
+	TokenType   string `json:"token_type"`
+	ExpiresIn   int    `json:"expires_in"`
+	Scope       string `json:"scope"`
+	APIURL      string `json:"api_url"`
+}
+
+func (c *Client) fetchToken(ctx context.Context) (string, error) {
+	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost,
+		c.cfg.OAuthBaseURL+"/oauth/token?grant_type=client_credentials", nil)
+	if err != nil {
+		return "", fmt.Errorf("%w: zoom oauth url: %v", retry.ErrPermanent, err)
+	}
+	req.SetBasicAuth(c.cfg.ClientID, c.cfg.ClientSecret)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return "", fmt.Errorf("zoom oauth: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return "", fmt.Errorf("zoom oauth: read answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return "", statusError("zoom-oauth", resp, body)
+	}
+	var tr tokenResponse
+	if err := json.Unmarshal(body, &tr); err != nil || tr.AccessToken == "" {
+		return "", &retry.StatusError{Service: "zoom-oauth", StatusCode: resp.StatusCode, Detail: "answer has no access_token"}
+	}
+	life := time.Duration(tr.ExpiresIn) * time.Second
+	if life > 2*tokenRenewBefore {
+		life -= tokenRenewBefore
+	} else {
+		life /= 2
+	}
+	c.mu.Lock()
+	c.token, c.expires = tr.AccessToken, c.now().Add(life)
+	c.mu.Unlock()
+	return tr.AccessToken, nil
+}
+
+// Message is a chatbot message (POST /im/chat/messages).
+type Message struct {
+	RobotJID          string          `json:"robot_jid"`
+	ToJID             string          `json:"to_jid"`
+	AccountID         string          `json:"account_id"`
+	UserJID           string          `json:"user_jid,omitempty"`
+	Content           json.RawMessage `json:"content"`
+	IsMarkdownSupport *bool           `json:"is_markdown_support,omitempty"`
+}
+
+// Sent is Zoom's answer to a sent message.
+type Sent struct {
+	MessageID string `json:"message_id"`
+	SentTime  string `json:"sent_time"`
+}
+
+// SendMessage sends a chatbot message. A token Zoom refuses (401) is renewed
+// once. Failures are *retry.StatusError for Zoom's answers.
+func (c *Client) SendMessage(ctx context.Context, m Message) (Sent, error) {
+	body, err := json.Marshal(m)
+	if err != nil {
+		return Sent{}, fmt.Errorf("%w: encode message: %v", retry.ErrPermanent, err)
+	}
+	for try := 0; ; try++ {
+		tok, err := c.Token(ctx)
+		if err != nil {
+			return Sent{}, err
+		}
+		sent, err := c.send(ctx, tok, body)
+		var se *retry.StatusError
+		if try == 0 && errors.As(err, &se) && se.StatusCode == http.StatusUnauthorized {
+			c.forgetToken(tok)
+			continue
+		}
+		return sent, err
+	}
+}
+
+func (c *Client) send(ctx context.Context, tok string, body []byte) (Sent, error) {
+	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, c.cfg.APIBaseURL+"/im/chat/messages", body)
+	if err != nil {
+		return Sent{}, fmt.Errorf("%w: zoom api url: %v", retry.ErrPermanent, err)
+	}
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return Sent{}, fmt.Errorf("zoom: send message: %w", err)
+	}
+	defer resp.Body.Close()
+	rb, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return Sent{}, fmt.Errorf("zoom: send message: read answer: %w", err)
+	}
+	if resp.StatusCode/100 != 2 {
+		return Sent{}, statusError("zoom", resp, rb)
+	}
+	var s Sent
+	_ = json.Unmarshal(rb, &s) // the message was sent; an odd answer only loses its id
+	return s, nil
+}
+
+// statusError describes a failed Zoom answer by its status, Retry-After and
+// Zoom's {"code","message"} error body.
+func statusError(service string, resp *http.Response, body []byte) *retry.StatusError {
+	se := &retry.StatusError{Service: service, StatusCode: resp.StatusCode}
+	se.RetryAfter, _ = retry.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	var ze struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+		Reason  string `json:"reason"`
+	}
+	if json.Unmarshal(body, &ze) == nil {
+		msg := ze.Message
+		if msg == "" {
+			msg = ze.Reason
+		}
+		if len(msg) > 160 {
+			msg = msg[:160]
+		}
+		if ze.Code != 0 {
+			se.Detail = fmt.Sprintf("code %d: %s", ze.Code, msg)
+		} else {
+			se.Detail = msg
+		}
+	}
+	return se
+}

@@ -1,0 +1,52 @@
+package proto
+
+import (
+	"encoding/json"
+	"time"
+)
+
+// BackendRequest is what a regional worker POSTs to a region's backend_url
+// (handler: http), with the headers HTTPHeaderEventID and HTTPHeaderRegion.
+type BackendRequest struct {
+	// ID is the geomux event id, stable across Zoom's re-deliveries and
+	// geomux's own retries: use it to make the backend idempotent.
+	ID string `json:"id"`
+	// Region is the region the event was routed to.
+	Region string `json:"region"`
+	// AccountID is the Zoom account the event belongs to.
+	AccountID string `json:"account_id"`
+	// Event is Zoom's event name, e.g. "bot_notification".
+	Event string `json:"event"`
+	// ReceivedAt is when geomux's ingress received the event.
+	ReceivedAt time.Time `json:"received_at"`
+	// Payload is the Zoom event body exactly as Zoom sent it.
+	Payload json.RawMessage `json:"payload"`
+}
+
+// BackendResponse is what a backend answers with status 200. Status 204 means
+// "no reply".
+type BackendResponse struct {
+	Messages []ChatMessage `json:"messages"`
+}
+
+// ChatMessage is one reply to send through Zoom's chat API
+// (POST /im/chat/messages). Fields left empty default from the event:
+// ToJID from payload.toJid, UserJID from payload.userJid.
+type ChatMessage struct {
+	ToJID   string `json:"to_jid,omitempty"`
+	UserJID string `json:"user_jid,omitempty"`
+	// Content is Zoom's message card, {"head":{...},"body":[...]}, passed
+	// through unchanged.
+	Content           json.RawMessage `json:"content"`
+	IsMarkdownSupport *bool           `json:"is_markdown_support,omitempty"`
+}
+
+// AccountRecord is the value of an account in the directory (DirectoryBucket).
+type AccountRecord struct {
+	AccountID string `json:"account_id"`
+	Region    string `json:"region"`
+	// APIURL is the Zoom API base the account is served from, when known
+	// (from the install's token response); empty means the configured default.
+	APIURL    string    `json:"api_url,omitempty"`
+	UpdatedAt time.Time `json:"updated_at"`
+}

@@ -1,0 +1,3 @@
+module github.com/geomux/geomux/proto
+
+go 1.26.0

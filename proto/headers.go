@@ -1,0 +1,52 @@
+package proto
+
+// NATS message headers set by ingress and carried with every event through the
+// router to the regional workers. They hold identifiers and times, never
+// customer content, so they may be logged.
+const (
+	// HeaderEventID is the geomux event id (see EventID). It is also the
+	// message's Nats-Msg-Id, which makes JetStream drop Zoom's re-deliveries.
+	HeaderEventID = "Geomux-Event-Id"
+	// HeaderEventType is Zoom's event name, e.g. "bot_notification".
+	HeaderEventType = "Geomux-Event-Type"
+	// HeaderAccountID is the Zoom account the event belongs to.
+	HeaderAccountID = "Geomux-Account-Id"
+	// HeaderReceivedAt is when ingress received the event (RFC 3339, UTC, ns).
+	HeaderReceivedAt = "Geomux-Received-At"
+	// HeaderRegion is set by the router: the region the event was routed to.
+	HeaderRegion = "Geomux-Region"
+	// HeaderTraceparent carries Zoom's W3C traceparent header unchanged.
+	HeaderTraceparent = "traceparent"
+	// HeaderZoomTrackingID carries Zoom's x-zm-trackingid, for Zoom support.
+	HeaderZoomTrackingID = "Geomux-Zoom-Trackingid"
+	// HeaderZoomRequestID carries Zoom's x-zm-request-id, for forensics.
+	HeaderZoomRequestID = "Geomux-Zoom-Request-Id"
+)
+
+// Headers of a dead-letter entry, beside the event's own headers.
+const (
+	// HeaderDeadReason is why the event was given up: "permanent" (a 4xx other
+	// than 408/429, or an unusable answer) or "max_attempts".
+	HeaderDeadReason = "Geomux-Dead-Reason"
+	// HeaderDeadError is the last error: status code and a short message.
+	HeaderDeadError = "Geomux-Dead-Error"
+	// HeaderDeadStatus is the HTTP status of the last failed call, if any.
+	HeaderDeadStatus = "Geomux-Dead-Status"
+	// HeaderAttempts is how many times the event was tried.
+	HeaderAttempts = "Geomux-Attempts"
+	// HeaderFirstAttempt and HeaderLastAttempt bound the attempts (RFC 3339).
+	HeaderFirstAttempt = "Geomux-First-Attempt"
+	HeaderLastAttempt  = "Geomux-Last-Attempt"
+)
+
+// HTTP headers geomux sends to a regional backend.
+const (
+	HTTPHeaderEventID = "X-Geomux-Event-Id"
+	HTTPHeaderRegion  = "X-Geomux-Region"
+)
+
+// Dead-letter reasons.
+const (
+	DeadReasonPermanent   = "permanent"
+	DeadReasonMaxAttempts = "max_attempts"
+)

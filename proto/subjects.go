@@ -1,0 +1,89 @@
+package proto
+
+import (
+	"regexp"
+	"strings"
+)
+
+// Subjects and streams of the hub: what ingress writes and the router reads.
+const (
+	// IngressSubject is where ingress publishes every accepted Zoom event.
+	IngressSubject = "geomux.in"
+	// IngressStream is the transit stream holding accepted events until the
+	// router has placed them in their region.
+	IngressStream = "GEOMUX_IN"
+	// RouterConsumer is the router's durable consumer on IngressStream.
+	RouterConsumer = "router"
+
+	// ParkedStream holds events whose account has no region yet.
+	ParkedStream = "GEOMUX_PARKED"
+	// parkedPrefix starts every parked subject; the last token is ParkKey(account).
+	parkedPrefix = "geomux.parked."
+
+	// DirectoryBucket is the KV bucket mapping a Zoom account id to its region.
+	DirectoryBucket = "geomux-directory"
+)
+
+// WorkersConsumer is the regional workers' durable consumer on a region's
+// events stream.
+const WorkersConsumer = "workers"
+
+// ParkedSubjects is the subject filter of ParkedStream.
+const ParkedSubjects = parkedPrefix + "*"
+
+// ParkedSubject is the subject an event of an account without a region is
+// parked on. The account id is hashed (see ParkKey) so that customer
+// identifiers never appear in subject names, which NATS propagates as interest.
+func ParkedSubject(accountID string) string {
+	return parkedPrefix + ParkKey(accountID)
+}
+
+// RegionEventsSubject is the subject the router publishes a region's events on.
+func RegionEventsSubject(region string) string {
+	return "geomux.region." + region + ".events"
+}
+
+// RegionEventsStream is the stream of a region that holds its events until a
+// worker has handled them.
+func RegionEventsStream(region string) string {
+	return "GEOMUX_" + streamToken(region) + "_EVENTS"
+}
+
+// RegionDeadLetterSubject is where a region's worker puts events it could not
+// handle.
+func RegionDeadLetterSubject(region string) string {
+	return "geomux.region." + region + ".dlq"
+}
+
+// RegionDeadLetterStream is the stream of a region holding its dead letters.
+func RegionDeadLetterStream(region string) string {
+	return "GEOMUX_" + streamToken(region) + "_DLQ"
+}
+
+// RegionRepliesBucket is the KV bucket of a region where a worker records the
+// replies of an event it could not finish sending, so that a retry sends each
+// reply once.
+func RegionRepliesBucket(region string) string {
+	return "geomux-" + region + "-replies"
+}
+
+func streamToken(region string) string {
+	return strings.ToUpper(strings.ReplaceAll(region, "-", "_"))
+}
+
+var regionNameRe = regexp.MustCompile(`^[a-z][a-z0-9-]{0,30}$`)
+
+// ValidRegionName reports whether name can name a region: lowercase letters,
+// digits and '-', starting with a letter, at most 31 characters. Region names
+// become subject tokens, stream and bucket names.
+func ValidRegionName(name string) bool {
+	return regionNameRe.MatchString(name)
+}
+
+var accountIDRe = regexp.MustCompile(`^[-_=a-zA-Z0-9]{1,128}$`)
+
+// ValidAccountID reports whether id looks like a Zoom account id (URL-safe
+// base64 characters) and can be used as a directory key.
+func ValidAccountID(id string) bool {
+	return accountIDRe.MatchString(id)
+}

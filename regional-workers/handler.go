@@ -1,0 +1,143 @@
+// Package workers runs a region's bot logic: it consumes only its region's
+// events stream, asks the region's handler (built-in echo, or the vendor's
+// backend over HTTP) what to reply, and sends the replies through Zoom's chat
+// API. Transient failures are retried with the configured backoff; what fails
+// for good is kept in the region's dead-letter stream.
+package workers
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
+
+	"github.com/geomux/geomux/pkg/retry"
+	"github.com/geomux/geomux/pkg/zoom"
+	"github.com/geomux/geomux/proto"
+)
+
+// Event is an event as a handler sees it.
+type Event struct {
+	ID         string
+	Region     string
+	AccountID  string
+	Type       string
+	ReceivedAt time.Time
+	// Body is the Zoom event body exactly as received.
+	Body []byte
+}
+
+// Handler decides what to reply to an event. An error is retried if
+// retry.Retryable says so, and dead-lettered otherwise.
+type Handler interface {
+	Handle(ctx context.Context, ev Event) ([]proto.ChatMessage, error)
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, ev Event) ([]proto.ChatMessage, error)
+
+// Handle calls f.
+func (f HandlerFunc) Handle(ctx context.Context, ev Event) ([]proto.ChatMessage, error) {
+	return f(ctx, ev)
+}
+
+// Echo replies to a bot_notification with the text the user sent, and to
+// anything else with nothing.
+var Echo = HandlerFunc(func(_ context.Context, ev Event) ([]proto.ChatMessage, error) {
+	if ev.Type != zoom.EventBotNotification {
+		return nil, nil
+	}
+	chat, err := zoom.ParseChat(ev.Body)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", retry.ErrPermanent, err)
+	}
+	if chat.Text == "" {
+		return nil, nil
+	}
+	content, err := json.Marshal(map[string]any{
+		"body": []map[string]string{{"type": "message", "text": chat.Text}},
+	})
+	if err != nil {
+		return nil, err
+	}
+	return []proto.ChatMessage{{Content: content}}, nil
+})
+
+// maxBackendAnswer bounds what is read of a backend's answer.
+const maxBackendAnswer = 1 << 20
+
+// HTTPBackend asks the vendor's regional backend: it POSTs a
+// proto.BackendRequest and reads a proto.BackendResponse (200) or nothing
+// (204).
+type HTTPBackend struct {
+	URL     string
+	Region  string
+	Timeout time.Duration
+	Client  *retryablehttp.Client
+}
+
+// Handle calls the backend.
+func (b *HTTPBackend) Handle(ctx context.Context, ev Event) ([]proto.ChatMessage, error) {
+	body, err := json.Marshal(proto.BackendRequest{
+		ID: ev.ID, Region: ev.Region, AccountID: ev.AccountID, Event: ev.Type,
+		ReceivedAt: ev.ReceivedAt, Payload: ev.Body,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: encode backend request: %v", retry.ErrPermanent, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, b.Timeout)
+	defer cancel()
+	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, b.URL, body)
+	if err != nil {
+		return nil, fmt.Errorf("%w: backend_url: %v", retry.ErrPermanent, err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("User-Agent", "geomux")
+	req.Header.Set(proto.HTTPHeaderEventID, ev.ID)
+	req.Header.Set(proto.HTTPHeaderRegion, ev.Region)
+	resp, err := b.Client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("backend: %w", err)
+	}
+	defer resp.Body.Close()
+	switch resp.StatusCode {
+	case http.StatusNoContent:
+		return nil, nil
+	case http.StatusOK:
+	default:
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxBackendAnswer))
+		se := &retry.StatusError{Service: "backend", StatusCode: resp.StatusCode}
+		se.RetryAfter, _ = retry.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+		return nil, se
+	}
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxBackendAnswer+1))
+	if err != nil {
+		return nil, fmt.Errorf("backend: read answer: %w", err)
+	}
+	if len(raw) > maxBackendAnswer {
+		return nil, fmt.Errorf("%w: backend answer is larger than 1 MiB", retry.ErrPermanent)
+	}
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return nil, nil
+	}
+	var br proto.BackendResponse
+	if err := json.Unmarshal(raw, &br); err != nil {
+		return nil, fmt.Errorf(`%w: backend answer is not {"messages":[...]}: %v`, retry.ErrPermanent, err)
+	}
+	for i, m := range br.Messages {
+		if !isJSONObject(m.Content) {
+			return nil, fmt.Errorf("%w: backend answer: messages[%d].content must be a JSON object (a Zoom message card)", retry.ErrPermanent, i)
+		}
+	}
+	return br.Messages, nil
+}
+
+func isJSONObject(b json.RawMessage) bool {
+	b = bytes.TrimSpace(b)
+	return len(b) >= 2 && b[0] == '{' && json.Valid(b)
+}

@@ -1,0 +1,39 @@
+package workers
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// Metrics of the regional workers, labelled by region.
+type Metrics struct {
+	Handled         *prometheus.CounterVec
+	Replied         *prometheus.CounterVec
+	Failed          *prometheus.CounterVec
+	HandleSeconds   *prometheus.HistogramVec
+	EndToEndSeconds *prometheus.HistogramVec
+}
+
+var buckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300}
+
+// NewMetrics registers the worker metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	f := promauto.With(reg)
+	return &Metrics{
+		Handled: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "geomux_worker_handled_total", Help: "Event attempts by outcome: ok, retry (transient failure, retried later) or dead (dead-lettered).",
+		}, []string{"region", "outcome"}),
+		Replied: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "geomux_worker_replied_total", Help: "Chat messages sent through Zoom.",
+		}, []string{"region"}),
+		Failed: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "geomux_worker_failed_total", Help: "Events given up and dead-lettered, by reason (permanent, max_attempts).",
+		}, []string{"region", "reason"}),
+		HandleSeconds: f.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "geomux_worker_handle_seconds", Help: "Time of one attempt at an event (handler and replies).", Buckets: buckets,
+		}, []string{"region"}),
+		EndToEndSeconds: f.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "geomux_worker_end_to_end_seconds", Help: "Time from ingress receiving an event to its replies being sent.", Buckets: buckets,
+		}, []string{"region"}),
+	}
+}

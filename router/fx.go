@@ -1,0 +1,30 @@
+package router
+
+import (
+	"go.uber.org/fx"
+	"go.uber.org/zap"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/geomux/geomux/pkg/config"
+	"github.com/geomux/geomux/pkg/directory"
+	"github.com/geomux/geomux/pkg/health"
+	"github.com/geomux/geomux/pkg/natsx"
+)
+
+// Module runs the router. It needs the platform and directory modules.
+var Module = fx.Module("router",
+	fx.Decorate(func(l *zap.Logger) *zap.Logger { return l.Named("router") }),
+	fx.Provide(NewMetrics, newRouter),
+	fx.Invoke(func(lc fx.Lifecycle, r *Router, h *health.Registry) {
+		h.Register("router", r.Ready)
+		lc.Append(fx.StartStopHook(r.Start, r.Stop))
+	}),
+)
+
+func newRouter(js jetstream.JetStream, dir *directory.Directory, c config.Config, m *Metrics, log *zap.Logger) *Router {
+	return New(js, directory.NewCache(dir, log.Named("directory")), Options{
+		Regions: c.RegionNames(),
+		Streams: natsx.StreamOptionsFrom(c),
+	}, m, log)
+}

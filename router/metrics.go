@@ -1,0 +1,64 @@
+package router
+
+import (
+	"context"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+)
+
+// Metrics of the router.
+type Metrics struct {
+	reg          prometheus.Registerer
+	Routed       *prometheus.CounterVec
+	Parked       prometheus.Counter
+	Unparked     *prometheus.CounterVec
+	Failures     prometheus.Counter
+	Malformed    prometheus.Counter
+	RouteSeconds prometheus.Histogram
+}
+
+// NewMetrics registers the router metrics with reg.
+func NewMetrics(reg prometheus.Registerer) *Metrics {
+	f := promauto.With(reg)
+	return &Metrics{
+		reg: reg,
+		Routed: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "geomux_router_routed_total", Help: "Events placed in their region's stream, by region.",
+		}, []string{"region"}),
+		Parked: f.NewCounter(prometheus.CounterOpts{
+			Name: "geomux_router_parked_total", Help: "Events parked because their account has no region.",
+		}),
+		Unparked: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "geomux_router_unparked_total", Help: "Parked events routed once their account got a region, by region.",
+		}, []string{"region"}),
+		Failures: f.NewCounter(prometheus.CounterOpts{
+			Name: "geomux_router_publish_failures_total", Help: "Routing publishes that failed and will be retried.",
+		}),
+		Malformed: f.NewCounter(prometheus.CounterOpts{
+			Name: "geomux_router_malformed_total", Help: "Messages on the transit subject without geomux headers (discarded).",
+		}),
+		RouteSeconds: f.NewHistogram(prometheus.HistogramOpts{
+			Name: "geomux_router_publish_seconds", Help: "Time from the router's publish to the region stream's ack.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+		}),
+	}
+}
+
+// watchParked exports how many events wait in the parked stream.
+func (m *Metrics) watchParked(s jetstream.Stream) {
+	g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "geomux_router_parked_messages", Help: "Events waiting in the parked stream for their account to get a region.",
+	}, func() float64 {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		info, err := s.Info(ctx)
+		if err != nil {
+			return -1
+		}
+		return float64(info.State.Msgs)
+	})
+	_ = m.reg.Register(g)
+}

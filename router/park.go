@@ -1,0 +1,151 @@
+package router
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/geomux/geomux/pkg/logfields"
+	"github.com/geomux/geomux/proto"
+)
+
+// Parking.
+//
+// An event whose account has no region is published to the parked stream
+// under the opaque key of its account (proto.ParkedSubject), and the transit
+// copy is acknowledged. When the directory later gives the account a region,
+// the unparker routes that account's parked events, oldest first, and deletes
+// each from the parked stream once its region has stored it. At start, it
+// sweeps the whole parked stream, for accounts that got a region while the
+// router was down. A parked event is kept for router.park_ttl; after that
+// JetStream discards it (the parked stream's MaxAge).
+
+// sweepAll requests a sweep of every parked event.
+const sweepAll = "*"
+
+// unparker runs sweeps one at a time, in its own goroutine.
+type unparker struct {
+	r *Router
+
+	mu     sync.Mutex
+	want   map[string]bool
+	signal chan struct{}
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+func newUnparker(r *Router) *unparker {
+	return &unparker{r: r, want: map[string]bool{}, signal: make(chan struct{}, 1)}
+}
+
+// request asks for the parked events of account (or sweepAll) to be routed.
+func (u *unparker) request(account string) {
+	u.mu.Lock()
+	u.want[account] = true
+	u.mu.Unlock()
+	select {
+	case u.signal <- struct{}{}:
+	default:
+	}
+}
+
+func (u *unparker) start() {
+	ctx, cancel := context.WithCancel(context.Background())
+	u.cancel, u.done = cancel, make(chan struct{})
+	go u.run(ctx)
+}
+
+func (u *unparker) stop() {
+	if u.cancel != nil {
+		u.cancel()
+		<-u.done
+	}
+}
+
+func (u *unparker) run(ctx context.Context) {
+	defer close(u.done)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-u.signal:
+		}
+		u.mu.Lock()
+		todo := u.want
+		u.want = map[string]bool{}
+		u.mu.Unlock()
+		for account := range todo {
+			filter := proto.ParkedSubjects
+			if account != sweepAll {
+				filter = proto.ParkedSubject(account)
+			}
+			if err := u.r.sweep(ctx, filter); err != nil {
+				if ctx.Err() != nil {
+					return
+				}
+				u.r.log.Warn("Routing parked events failed; will retry", logfields.AccountID(account), zap.Error(err))
+				time.AfterFunc(time.Second, func() { u.request(account) })
+			}
+		}
+	}
+}
+
+// sweep routes the parked events matching filter whose account has a region
+// by now, and deletes them from the parked stream.
+func (r *Router) sweep(ctx context.Context, filter string) error {
+	cons, err := r.js.OrderedConsumer(ctx, proto.ParkedStream, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{filter},
+	})
+	if err != nil {
+		return err
+	}
+	for {
+		batch, err := cons.FetchNoWait(256)
+		if err != nil {
+			return err
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			if err := r.unparkOne(ctx, m); err != nil {
+				return err
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return err
+		}
+		if n == 0 {
+			return nil
+		}
+	}
+}
+
+func (r *Router) unparkOne(ctx context.Context, m jetstream.Msg) error {
+	h := m.Headers()
+	account, id := h.Get(proto.HeaderAccountID), h.Get(proto.HeaderEventID)
+	region, ok := r.regionOf(account)
+	if !ok {
+		return nil
+	}
+	md, err := m.Metadata()
+	if err != nil {
+		return err
+	}
+	h.Set(proto.HeaderRegion, region)
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := r.js.PublishMsg(pctx, &nats.Msg{Subject: proto.RegionEventsSubject(region), Header: h, Data: m.Data()}); err != nil {
+		return err
+	}
+	if err := r.parked.DeleteMsg(pctx, md.Sequence.Stream); err != nil {
+		return err
+	}
+	r.metrics.Unparked.WithLabelValues(region).Inc()
+	r.log.Info("Parked event routed", logfields.EventID(id), logfields.AccountID(account), logfields.Region(region))
+	return nil
+}

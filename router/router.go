@@ -1,0 +1,244 @@
+// Package router places each accepted event in its account's region: it reads
+// the transit stream, looks the account up in the directory (held in memory),
+// and republishes the event on that region's subject, acknowledging the input
+// only once the region's stream has acknowledged the copy. Events of accounts
+// without a region are parked, and routed as soon as their account gets one.
+package router
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/geomux/geomux/pkg/directory"
+	"github.com/geomux/geomux/pkg/logfields"
+	"github.com/geomux/geomux/pkg/natsx"
+	"github.com/geomux/geomux/proto"
+)
+
+// Options configure a Router.
+type Options struct {
+	// Regions are the configured regions; an account whose region is not one
+	// of them is parked until it is.
+	Regions []string
+	// Streams are the stream settings.
+	Streams natsx.StreamOptions
+}
+
+// Router routes events. Build it with New, then Start and Stop it.
+type Router struct {
+	js      jetstream.JetStream
+	cache   *directory.Cache
+	opts    Options
+	regions map[string]bool
+	log     *zap.Logger
+	metrics *Metrics
+
+	parked  jetstream.Stream
+	cc      jetstream.ConsumeContext
+	acks    chan pendingAck
+	ackDone chan struct{}
+	unpark  *unparker
+	running atomic.Bool
+}
+
+// New returns a router reading the directory through cache.
+func New(js jetstream.JetStream, cache *directory.Cache, opts Options, m *Metrics, log *zap.Logger) *Router {
+	r := &Router{js: js, cache: cache, opts: opts, regions: map[string]bool{}, log: log, metrics: m}
+	for _, name := range opts.Regions {
+		r.regions[name] = true
+	}
+	r.unpark = newUnparker(r)
+	cache.OnSet(func(rec proto.AccountRecord) { r.unpark.request(rec.AccountID) })
+	return r
+}
+
+// inflight bounds the routed events whose regional acknowledgement is awaited.
+const inflight = 4096
+
+// Start sets up the streams, loads the directory, routes what is parked for
+// accounts that have a region by now, and starts consuming.
+func (r *Router) Start(ctx context.Context) error {
+	so := r.opts.Streams
+	if _, err := natsx.EnsureStream(ctx, r.js, natsx.IngressStream(so)); err != nil {
+		return err
+	}
+	parked, err := natsx.EnsureStream(ctx, r.js, natsx.ParkedStream(so))
+	if err != nil {
+		return err
+	}
+	r.parked = parked
+	for _, region := range r.opts.Regions {
+		if _, err := natsx.EnsureStream(ctx, r.js, natsx.RegionEventsStream(region, so)); err != nil {
+			return err
+		}
+	}
+	cons, err := r.js.CreateOrUpdateConsumer(ctx, proto.IngressStream, jetstream.ConsumerConfig{
+		Durable:     proto.RouterConsumer,
+		Description: "geomux router",
+		AckPolicy:   jetstream.AckExplicitPolicy,
+		AckWait:     30 * time.Second,
+		// The router never gives up on an event: a failed publish is retried
+		// until the region takes it.
+		MaxDeliver:    -1,
+		MaxAckPending: 2 * inflight,
+	})
+	if err != nil {
+		return fmt.Errorf("router consumer: %w", err)
+	}
+	if err := r.cache.Start(ctx); err != nil {
+		return fmt.Errorf("load directory: %w", err)
+	}
+	r.metrics.watchParked(parked)
+
+	r.acks = make(chan pendingAck, inflight)
+	r.ackDone = make(chan struct{})
+	go r.ackLoop()
+	r.unpark.start()
+	r.unpark.request(sweepAll)
+
+	r.cc, err = cons.Consume(r.handle,
+		jetstream.PullMaxMessages(512),
+		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
+				r.log.Warn("Router consume error", zap.Error(err))
+			}
+		}))
+	if err != nil {
+		return fmt.Errorf("router consume: %w", err)
+	}
+	r.running.Store(true)
+	r.log.Info("Router started", zap.Strings("regions", r.opts.Regions), logfields.Count(r.cache.Len()))
+	return nil
+}
+
+// Ready reports whether the router is routing.
+func (r *Router) Ready() error {
+	if !r.cache.Ready() {
+		return errors.New("directory not loaded")
+	}
+	if !r.running.Load() {
+		return errors.New("not consuming")
+	}
+	return nil
+}
+
+// Stop drains: no new events are fetched, those received are routed and
+// acknowledged, then the directory watch and the unparker stop. Bounded by ctx.
+func (r *Router) Stop(ctx context.Context) error {
+	var err error
+	r.running.Store(false)
+	if r.cc != nil {
+		r.cc.Drain()
+		select {
+		case <-r.cc.Closed():
+		case <-ctx.Done():
+			r.cc.Stop()
+			err = ctx.Err()
+		}
+		// The consume handler has returned for good: no more sends on acks.
+		close(r.acks)
+		select {
+		case <-r.ackDone:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+	}
+	r.unpark.stop()
+	r.cache.Stop()
+	return err
+}
+
+// pendingAck is an input event whose copy awaits its stream's acknowledgement.
+type pendingAck struct {
+	in      jetstream.Msg
+	fut     jetstream.PubAckFuture
+	account string
+	id      string
+	region  string // empty when parked
+	start   time.Time
+}
+
+// handle routes one event. It is called by one goroutine, in stream order;
+// publishes are asynchronous and acknowledged in ackLoop, in the same order.
+func (r *Router) handle(in jetstream.Msg) {
+	h := in.Headers()
+	account, id := h.Get(proto.HeaderAccountID), h.Get(proto.HeaderEventID)
+	if account == "" || id == "" {
+		// Only something other than geomux's ingress can have published this.
+		r.log.Error("Event without geomux headers on the transit subject; discarded", zap.String("subject", in.Subject()))
+		r.metrics.Malformed.Inc()
+		_ = in.TermWithReason("no geomux headers")
+		return
+	}
+	out := &nats.Msg{Header: h, Data: in.Data()}
+	region := ""
+	if rec, ok := r.cache.Lookup(account); ok && r.regions[rec.Region] {
+		region = rec.Region
+		out.Subject = proto.RegionEventsSubject(region)
+		h.Set(proto.HeaderRegion, region)
+	} else {
+		if ok {
+			r.log.Error("Account's region is not configured; event parked", logfields.EventID(id), logfields.AccountID(account), logfields.Region(rec.Region))
+		}
+		out.Subject = proto.ParkedSubject(account)
+	}
+	fut, err := r.js.PublishMsgAsync(out)
+	if err != nil {
+		r.metrics.Failures.Inc()
+		r.log.Warn("Route publish failed; will retry", logfields.EventID(id), logfields.AccountID(account), zap.Error(err))
+		_ = in.NakWithDelay(time.Second)
+		return
+	}
+	r.acks <- pendingAck{in: in, fut: fut, account: account, id: id, region: region, start: time.Now()}
+}
+
+// ackLoop acknowledges each input once its copy is stored.
+func (r *Router) ackLoop() {
+	defer close(r.ackDone)
+	for p := range r.acks {
+		select {
+		case <-p.fut.Ok():
+			_ = p.in.Ack()
+			r.routed(p)
+		case err := <-p.fut.Err():
+			r.metrics.Failures.Inc()
+			r.log.Warn("Route publish failed; will retry", logfields.EventID(p.id), logfields.AccountID(p.account), zap.Error(err))
+			_ = p.in.NakWithDelay(time.Second)
+		}
+	}
+}
+
+func (r *Router) routed(p pendingAck) {
+	fields := []zap.Field{logfields.EventID(p.id), logfields.AccountID(p.account)}
+	if p.region == "" {
+		r.metrics.Parked.Inc()
+		r.log.Info("Event parked: account has no region", fields...)
+		// The account may have got its region while this event was on its
+		// way to the parking stream, after the unparker looked.
+		if rec, ok := r.cache.Lookup(p.account); ok && r.regions[rec.Region] {
+			r.unpark.request(p.account)
+		}
+		return
+	}
+	r.metrics.Routed.WithLabelValues(p.region).Inc()
+	r.metrics.RouteSeconds.Observe(time.Since(p.start).Seconds())
+	if ce := r.log.Check(zap.DebugLevel, "Event routed"); ce != nil {
+		ce.Write(append(fields, logfields.Region(p.region))...)
+	}
+}
+
+// regionOf returns the configured region of an account, if it has one.
+func (r *Router) regionOf(account string) (string, bool) {
+	rec, ok := r.cache.Lookup(account)
+	if !ok || !r.regions[rec.Region] {
+		return "", false
+	}
+	return rec.Region, true
+}
