@@ -3,7 +3,6 @@ package ingress
 import (
 	"context"
 	"errors"
-	"sync/atomic"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/fx"
@@ -19,8 +18,8 @@ import (
 // Module runs the ingress listener. It needs the platform module.
 var Module = fx.Module("ingress",
 	fx.Decorate(func(l *zap.Logger) *zap.Logger { return l.Named("ingress") }),
-	fx.Provide(NewMetrics, newHandler),
-	fx.Invoke(registerLifecycle),
+	fx.Provide(NewMetrics, newHandler, newServer),
+	fx.Invoke(func(*Server) {}),
 )
 
 func newHandler(js jetstream.JetStream, c config.Config, m *Metrics, h *health.Registry, log *zap.Logger) *Handler {
@@ -30,8 +29,11 @@ func newHandler(js jetstream.JetStream, c config.Config, m *Metrics, h *health.R
 	}, m, h, log)
 }
 
-// LifecycleParams are registerLifecycle's dependencies.
-type LifecycleParams struct {
+// Server is the ingress listener.
+type Server struct{ *httpserver.Server }
+
+// ServerParams are newServer's dependencies.
+type ServerParams struct {
 	fx.In
 	Lifecycle fx.Lifecycle
 	Config    config.Config
@@ -41,13 +43,13 @@ type LifecycleParams struct {
 	Log       *zap.Logger
 }
 
-// registerLifecycle sets up the transit stream, then binds the listener. On
-// stop the process first reports not ready, then the listener stops accepting
-// and in-flight requests finish (each bounded by the publish timeout).
-func registerLifecycle(p LifecycleParams) {
-	var srv atomic.Pointer[httpserver.Server]
+// newServer sets up the transit stream, then binds the listener. On stop the
+// process first reports not ready, then the listener stops accepting and
+// in-flight requests finish (each bounded by the publish timeout).
+func newServer(p ServerParams) *Server {
+	s := &Server{httpserver.New("ingress", p.Config.Ingress.Listen, p.Handler, p.Log)}
 	p.Health.Register("ingress", func() error {
-		if srv.Load() == nil {
+		if !s.Listening() {
 			return errors.New("not listening yet")
 		}
 		return nil
@@ -57,16 +59,12 @@ func registerLifecycle(p LifecycleParams) {
 			if _, err := natsx.EnsureStream(ctx, p.JS, natsx.IngressStream(natsx.StreamOptionsFrom(p.Config))); err != nil {
 				return err
 			}
-			s, err := httpserver.Start("ingress", p.Config.Ingress.Listen, p.Handler, p.Log)
-			if err != nil {
-				return err
-			}
-			srv.Store(s)
-			return nil
+			return s.Start(ctx)
 		},
 		OnStop: func(ctx context.Context) error {
 			p.Health.SetStopping()
-			return srv.Load().Stop(ctx)
+			return s.Stop(ctx)
 		},
 	})
+	return s
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -15,21 +16,20 @@ import (
 	"github.com/geomux/geomux/pkg/logfields"
 )
 
-// Server is a started HTTP server.
+// Server is an HTTP server bound at Start. It suits fx.StartStopHook.
 type Server struct {
-	srv  *http.Server
-	ln   net.Listener
-	done chan struct{}
+	name, addr string
+	log        *zap.Logger
+	srv        *http.Server
+	ln         atomic.Pointer[net.Listener]
+	done       chan struct{}
 }
 
-// Start binds addr and serves h in the background. name says which listener
-// it is in errors and logs ("ingress", "admin").
-func Start(name, addr string, h http.Handler, log *zap.Logger) (*Server, error) {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, fmt.Errorf("%s cannot listen on %s: %w", name, addr, err)
-	}
-	s := &Server{
+// New returns a server for h on addr; name says which listener it is in
+// errors and logs ("ingress", "admin").
+func New(name, addr string, h http.Handler, log *zap.Logger) *Server {
+	return &Server{
+		name: name, addr: addr, log: log, done: make(chan struct{}),
 		srv: &http.Server{
 			Handler:           h,
 			ReadHeaderTimeout: 5 * time.Second,
@@ -39,25 +39,43 @@ func Start(name, addr string, h http.Handler, log *zap.Logger) (*Server, error) 
 			MaxHeaderBytes:    64 << 10,
 			ErrorLog:          zap.NewStdLog(log.Named("http")),
 		},
-		ln:   ln,
-		done: make(chan struct{}),
 	}
+}
+
+// Start binds the address and serves in the background.
+func (s *Server) Start(context.Context) error {
+	ln, err := net.Listen("tcp", s.addr)
+	if err != nil {
+		return fmt.Errorf("%s cannot listen on %s: %w", s.name, s.addr, err)
+	}
+	s.ln.Store(&ln)
 	go func() {
 		defer close(s.done)
 		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			log.Error("HTTP server stopped", zap.String("listener", name), zap.Error(err))
+			s.log.Error("HTTP server stopped", zap.String("listener", s.name), zap.Error(err))
 		}
 	}()
-	log.Info("Listening", zap.String("listener", name), logfields.Addr(ln.Addr().String()))
-	return s, nil
+	s.log.Info("Listening", zap.String("listener", s.name), logfields.Addr(ln.Addr().String()))
+	return nil
 }
 
-// Addr is the address the server listens on.
-func (s *Server) Addr() string { return s.ln.Addr().String() }
+// Listening reports whether Start has bound the address.
+func (s *Server) Listening() bool { return s.ln.Load() != nil }
+
+// Addr is the bound address (useful with port 0), or "" before Start.
+func (s *Server) Addr() string {
+	if ln := s.ln.Load(); ln != nil {
+		return (*ln).Addr().String()
+	}
+	return ""
+}
 
 // Stop stops accepting connections and waits, bounded by ctx, for in-flight
 // requests to finish.
 func (s *Server) Stop(ctx context.Context) error {
+	if !s.Listening() {
+		return nil
+	}
 	err := s.srv.Shutdown(ctx)
 	if err != nil {
 		_ = s.srv.Close()

@@ -3,7 +3,6 @@
 package platformfx
 
 import (
-	"context"
 	"os"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,7 +30,9 @@ var Module = fx.Module("platform",
 		func(r *prometheus.Registry) prometheus.Registerer { return r },
 		health.NewRegistry,
 	),
-	fx.Invoke(startAdmin, startSandbox),
+	fx.Provide(newAdmin, newSandbox),
+	// Both listeners start first and stop last.
+	fx.Invoke(func(*AdminServer, *SandboxServer) {}),
 )
 
 // NewRegistry is the process's Prometheus registry, with Go runtime and
@@ -48,7 +49,11 @@ func AsAdminRoute(f any) any {
 	return fx.Annotate(f, fx.ResultTags(`group:"admin_routes,flatten"`))
 }
 
-// AdminParams are startAdmin's dependencies.
+// AdminServer is the admin listener (nil-safe to ask for; not started when
+// admin.listen is empty).
+type AdminServer struct{ *httpserver.Server }
+
+// AdminParams are newAdmin's dependencies.
 type AdminParams struct {
 	fx.In
 	Lifecycle fx.Lifecycle
@@ -59,36 +64,28 @@ type AdminParams struct {
 	Routes    []admin.Route `group:"admin_routes"`
 }
 
-func startAdmin(p AdminParams) {
-	if p.Config.Admin.Listen == "" {
-		return
+func newAdmin(p AdminParams) *AdminServer {
+	h := admin.NewHandler(p.Config.Admin.Token, p.Routes, p.Registry, p.Health)
+	s := &AdminServer{httpserver.New("admin", p.Config.Admin.Listen, h, p.Log)}
+	if p.Config.Admin.Listen != "" {
+		p.Lifecycle.Append(fx.StartStopHook(s.Start, s.Stop))
 	}
-	var srv *httpserver.Server
-	p.Lifecycle.Append(fx.Hook{
-		OnStart: func(context.Context) (err error) {
-			h := admin.NewHandler(p.Config.Admin.Token, p.Routes, p.Registry, p.Health)
-			srv, err = httpserver.Start("admin", p.Config.Admin.Listen, h, p.Log)
-			return err
-		},
-		OnStop: func(ctx context.Context) error { return srv.Stop(ctx) },
-	})
+	return s
 }
 
-// startSandbox serves the Zoom sandbox when sandbox.listen is set. It starts
+// SandboxServer is the Zoom sandbox listener (started only when
+// sandbox.listen is set).
+type SandboxServer struct{ *httpserver.Server }
+
+// newSandbox serves the Zoom sandbox when sandbox.listen is set. It starts
 // before the workers, which send to it.
-func startSandbox(lc fx.Lifecycle, c config.Config, log *zap.Logger) {
-	if c.Sandbox.Listen == "" {
-		return
+func newSandbox(lc fx.Lifecycle, c config.Config, log *zap.Logger) *SandboxServer {
+	sb := sandbox.New(sandbox.Config{
+		ClientID: c.Zoom.ClientID, ClientSecret: c.Zoom.ClientSecret, BotJID: c.Zoom.BotJID,
+	}, os.Stdout)
+	s := &SandboxServer{httpserver.New("zoom-sandbox", c.Sandbox.Listen, sb, log.Named("sandbox"))}
+	if c.Sandbox.Listen != "" {
+		lc.Append(fx.StartStopHook(s.Start, s.Stop))
 	}
-	var srv *httpserver.Server
-	lc.Append(fx.Hook{
-		OnStart: func(context.Context) (err error) {
-			sb := sandbox.New(sandbox.Config{
-				ClientID: c.Zoom.ClientID, ClientSecret: c.Zoom.ClientSecret, BotJID: c.Zoom.BotJID,
-			}, os.Stdout)
-			srv, err = httpserver.Start("zoom-sandbox", c.Sandbox.Listen, sb, log.Named("sandbox"))
-			return err
-		},
-		OnStop: func(ctx context.Context) error { return srv.Stop(ctx) },
-	})
+	return s
 }
