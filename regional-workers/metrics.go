@@ -37,3 +37,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"region"}),
 	}
 }
+
+// init exports a region's series from the start, at zero.
+func (m *Metrics) init(region string) {
+	for _, o := range []string{"ok", "retry", "dead"} {
+		m.Handled.WithLabelValues(region, o)
+	}
+	m.Replied.WithLabelValues(region)
+	for _, r := range []string{"permanent", "max_attempts"} {
+		m.Failed.WithLabelValues(region, r)
+	}
+}

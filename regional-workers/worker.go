@@ -63,6 +63,7 @@ type Worker struct {
 
 // New returns a worker for opts.Region.
 func New(js jetstream.JetStream, h Handler, zc Sender, opts Options, m *Metrics, log *zap.Logger) *Worker {
+	m.init(opts.Region)
 	return &Worker{js: js, handler: h, zoom: zc, opts: opts, metrics: m,
 		log: log.With(logfields.Region(opts.Region))}
 }

@@ -53,6 +53,9 @@ func New(js jetstream.JetStream, cache *directory.Cache, opts Options, m *Metric
 	r := &Router{js: js, cache: cache, opts: opts, regions: map[string]bool{}, log: log, metrics: m}
 	for _, name := range opts.Regions {
 		r.regions[name] = true
+		// Export every region's series from the start, at zero.
+		m.Routed.WithLabelValues(name)
+		m.Unparked.WithLabelValues(name)
 	}
 	r.unpark = newUnparker(r)
 	cache.OnSet(func(rec proto.AccountRecord) { r.unpark.request(rec.AccountID) })
@@ -149,6 +152,7 @@ func (r *Router) Stop(ctx context.Context) error {
 		case <-ctx.Done():
 			err = ctx.Err()
 		}
+		r.cc = nil
 	}
 	r.unpark.stop()
 	r.cache.Stop()

@@ -104,9 +104,6 @@ func runApp(parent context.Context, cfg config.Config, target config.Target) err
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sigs)
-	if parent == nil {
-		parent = context.Background()
-	}
 	select {
 	case <-sigs:
 	case <-parent.Done():

@@ -1,0 +1,56 @@
+# geomux: `make run` starts the whole pipeline on one machine; `make test` runs every test.
+MODULES := proto pkg ingress router regional-workers cmd/geomux
+GO      ?= go
+BIN     := bin/geomux
+CONFIG  ?= deploy/local/geomux.yaml
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+
+.PHONY: build
+build: ## Build bin/geomux
+	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/geomux
+
+.PHONY: run
+run: build ## Run everything in one process with deploy/local/geomux.yaml (embedded NATS, Zoom sandbox)
+	$(BIN) run --config $(CONFIG)
+
+.PHONY: test
+test: tidy-lint vet modules ## Run every test of every module with the race detector
+	@set -e; for m in $(MODULES); do echo "== test $$m"; (cd $$m && $(GO) test -race -count=1 ./...); done
+
+.PHONY: test-short
+test-short: ## Run every test without the race detector (faster)
+	@set -e; for m in $(MODULES); do (cd $$m && $(GO) test -count=1 ./...); done
+
+.PHONY: bench
+bench: ## Run the micro-benchmarks of every module (allocations reported)
+	@set -e; for m in $(MODULES); do (cd $$m && $(GO) test -run '^$$' -bench . -benchmem ./...); done
+
+.PHONY: vet
+vet: ## go vet every module
+	@set -e; for m in $(MODULES); do (cd $$m && $(GO) vet ./...); done
+
+.PHONY: modules
+modules: ## Check that each module builds on its own, outside the workspace
+	@set -e; for m in $(MODULES); do (cd $$m && GOWORK=off $(GO) build ./...); done
+
+.PHONY: tidy
+tidy: ## go mod tidy every module
+	@set -e; for m in $(MODULES); do (cd $$m && GOWORK=off $(GO) mod tidy); done
+
+.PHONY: tidy-lint
+tidy-lint: ## Fail if a go.mod or go.sum is not tidy
+	@set -e; for m in $(MODULES); do (cd $$m && GOWORK=off $(GO) mod tidy -diff) || { echo "$$m is not tidy: run make tidy"; exit 1; }; done
+
+.PHONY: fmt
+fmt: ## gofmt every Go file
+	gofmt -w $(MODULES)
+
+.PHONY: clean
+clean: ## Remove the binary and the local data directory
+	rm -rf bin data
