@@ -35,6 +35,7 @@ const (
 )
 
 type fixture struct {
+	handler *ingress.Handler
 	nats    *natstest.Server
 	srv     *httptest.Server
 	url     string
@@ -42,7 +43,9 @@ type fixture struct {
 	stream  jetstream.Stream
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T) *fixture { return newFixtureTB(t) }
+
+func newFixtureTB(t testing.TB) *fixture {
 	t.Helper()
 	ns := natstest.Start(t, "")
 	ctx := context.Background()
@@ -57,7 +60,7 @@ func newFixture(t *testing.T) *fixture {
 	}, m, health.NewRegistry(), zap.NewNop())
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &fixture{nats: ns, srv: srv, url: srv.URL + ingress.WebhookPath, metrics: m, stream: stream}
+	return &fixture{handler: h, nats: ns, srv: srv, url: srv.URL + ingress.WebhookPath, metrics: m, stream: stream}
 }
 
 func (f *fixture) msgs(t *testing.T) uint64 {

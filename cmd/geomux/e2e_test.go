@@ -405,8 +405,12 @@ func TestE2EAdminAndHealth(t *testing.T) {
 		resp.Body.Close()
 	}
 	resp, err := http.Get(p.admin + "/admin/v1/accounts")
-	if err != nil || resp.StatusCode != 401 {
-		t.Errorf("accounts without token: %v %v", resp, err)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 {
+		t.Errorf("accounts without token: %d, want 401", resp.StatusCode)
 	}
 	if status, _ := p.adminDo(http.MethodPut, "/admin/v1/accounts/a1", `{"region":"mars"}`); status != 400 {
 		t.Errorf("unconfigured region: %d, want 400", status)

@@ -11,10 +11,12 @@ import (
 	"github.com/spf13/cobra"
 	"go.uber.org/dig"
 	"go.uber.org/fx"
+	"go.uber.org/zap"
 
 	"github.com/geomux/geomux/ingress"
 	"github.com/geomux/geomux/pkg/config"
 	"github.com/geomux/geomux/pkg/directoryfx"
+	"github.com/geomux/geomux/pkg/logfields"
 	"github.com/geomux/geomux/pkg/platformfx"
 	"github.com/geomux/geomux/pkg/zapfx"
 	workers "github.com/geomux/geomux/regional-workers"
@@ -87,6 +89,7 @@ func newApp(cfg config.Config, target config.Target, extra ...fx.Option) *fx.App
 	if target.Has(config.RoleIngress) {
 		opts = append(opts, ingress.Module)
 	}
+	opts = append(opts, fx.Invoke(announce))
 	return fx.New(append(opts, extra...)...)
 }
 
@@ -114,4 +117,20 @@ func runApp(parent context.Context, cfg config.Config, target config.Target) err
 		return fmt.Errorf("stopped uncleanly: %w", err)
 	}
 	return nil
+}
+
+// announce logs when everything has started, and when stopping begins. Its
+// hook is appended last: it starts last and stops first.
+func announce(lc fx.Lifecycle, log *zap.Logger, target config.Target) {
+	fields := []zap.Field{logfields.Target(target.Name), zap.String("version", version)}
+	lc.Append(fx.Hook{
+		OnStart: func(context.Context) error {
+			log.Info("geomux started", fields...)
+			return nil
+		},
+		OnStop: func(context.Context) error {
+			log.Info("geomux stopping", fields...)
+			return nil
+		},
+	})
 }

@@ -13,9 +13,12 @@ import (
 
 // Module provides *retryablehttp.Client.
 var Module = fx.Module("httpclient",
-	fx.Provide(func(c config.Config, log *zap.Logger) *retryablehttp.Client {
+	fx.Provide(func(lc fx.Lifecycle, c config.Config, log *zap.Logger) *retryablehttp.Client {
 		o := httpx.DefaultOptions()
 		o.Retries = c.Retry.HTTPRetries
-		return httpx.NewClient(o, log)
+		hc := httpx.NewClient(o, log)
+		// Its callers have stopped by now: close the kept-alive connections.
+		lc.Append(fx.StopHook(func() { hc.HTTPClient.CloseIdleConnections() }))
+		return hc
 	}),
 )

@@ -64,6 +64,7 @@ func NewConn(p ConnParams) (*nats.Conn, error) {
 		if ns != nil {
 			ns.Shutdown()
 			ns.WaitForShutdown()
+			p.Log.Info("Embedded NATS stopped")
 		}
 		return err
 	}))

@@ -24,7 +24,9 @@ func Connect(c config.NATS, ns *server.Server, name string, log *zap.Logger) (*n
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
-			log.Warn("NATS disconnected", zap.Error(err))
+			if err != nil { // nil: we closed it
+				log.Warn("NATS disconnected", zap.Error(err))
+			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) {
 			log.Info("NATS reconnected", zap.String("url", nc.ConnectedUrlRedacted()))
