@@ -83,10 +83,16 @@ type HTTPBackend struct {
 
 // Handle calls the backend.
 func (b *HTTPBackend) Handle(ctx context.Context, ev Event) ([]proto.ChatMessage, error) {
-	body, err := json.Marshal(proto.BackendRequest{
+	// Not json.Marshal: it would HTML-escape the payload, which must reach the
+	// backend byte for byte as Zoom sent it.
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	err := enc.Encode(proto.BackendRequest{
 		ID: ev.ID, Region: ev.Region, AccountID: ev.AccountID, Event: ev.Type,
 		ReceivedAt: ev.ReceivedAt, Payload: ev.Body,
 	})
+	body := buf.Bytes()
 	if err != nil {
 		return nil, fmt.Errorf("%w: encode backend request: %v", retry.ErrPermanent, err)
 	}

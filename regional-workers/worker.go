@@ -55,6 +55,7 @@ type Worker struct {
 	replies jetstream.KeyValue
 	cc      jetstream.ConsumeContext
 	slots   chan struct{}
+	mu      sync.Mutex // orders giveUp before wg.Add in dispatch
 	wg      sync.WaitGroup
 	base    context.Context
 	cancel  context.CancelFunc
@@ -124,8 +125,10 @@ func (w *Worker) Ready() error {
 	return nil
 }
 
-// Stop drains: no new events are fetched, and events in hand finish (bounded
-// by ctx; what does not finish is redelivered after a restart).
+// Stop drains: no new events are fetched, and the events in hand finish,
+// bounded by ctx. At the bound the worker gives up: attempts still running
+// are cancelled and their events handed back (Nak) unacknowledged, so that
+// they are redelivered at once to another worker or after a restart.
 func (w *Worker) Stop(ctx context.Context) error {
 	w.running.Store(false)
 	if w.cc == nil {
@@ -136,6 +139,7 @@ func (w *Worker) Stop(ctx context.Context) error {
 	select {
 	case <-w.cc.Closed():
 	case <-ctx.Done():
+		w.giveUp()
 		w.cc.Stop()
 		err = ctx.Err()
 	}
@@ -144,19 +148,41 @@ func (w *Worker) Stop(ctx context.Context) error {
 	select {
 	case <-done:
 	case <-ctx.Done():
-		// Abandon what is in hand: it was not acknowledged, so it comes back.
-		w.cancel()
+		w.giveUp()
 		<-done
 		err = ctx.Err()
 	}
-	w.cancel()
+	w.giveUp()
+	w.cc = nil
 	return err
 }
 
-// dispatch hands an event to a free slot, waiting for one.
+// giveUp cancels the attempts in hand and keeps dispatch from starting any.
+// Once it has returned, no wg.Add can happen.
+func (w *Worker) giveUp() {
+	w.mu.Lock()
+	w.cancel()
+	w.mu.Unlock()
+}
+
+// dispatch hands an event to a free slot, waiting for one. After giveUp it
+// hands the event back instead.
 func (w *Worker) dispatch(m jetstream.Msg) {
-	w.slots <- struct{}{}
+	select {
+	case w.slots <- struct{}{}:
+	case <-w.base.Done():
+		_ = m.Nak()
+		return
+	}
+	w.mu.Lock()
+	if w.base.Err() != nil {
+		w.mu.Unlock()
+		<-w.slots
+		_ = m.Nak()
+		return
+	}
 	w.wg.Add(1)
+	w.mu.Unlock()
 	go func() {
 		defer func() { <-w.slots; w.wg.Done() }()
 		w.process(m)
@@ -191,7 +217,12 @@ func (w *Worker) process(m jetstream.Msg) {
 
 	switch {
 	case err == nil:
-		if err := m.DoubleAck(w.base); err != nil {
+		// The replies are out: the ack must go even if Stop is giving up,
+		// or the event would be redelivered and answered twice.
+		actx, acancel := context.WithTimeout(context.WithoutCancel(w.base), 5*time.Second)
+		err := m.DoubleAck(actx)
+		acancel()
+		if err != nil {
 			w.log.Warn("Ack failed; the event may be handled again", append(fields, zap.Error(err))...)
 		}
 		w.metrics.Handled.WithLabelValues(w.opts.Region, "ok").Inc()
@@ -202,7 +233,8 @@ func (w *Worker) process(m jetstream.Msg) {
 			ce.Write(fields...)
 		}
 	case w.base.Err() != nil:
-		// Stopping: leave the event unacknowledged; it is redelivered.
+		// Stopping: hand the event back unacknowledged; it is redelivered.
+		_ = m.Nak()
 	case !retry.Retryable(err):
 		w.deadLetter(m, md, proto.DeadReasonPermanent, err, fields)
 	case attempt >= w.opts.Retry.MaxAttempts:
