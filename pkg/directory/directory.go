@@ -104,7 +104,10 @@ func (d *Directory) List(ctx context.Context) ([]proto.AccountRecord, error) {
 	var out []proto.AccountRecord
 	for {
 		select {
-		case e := <-w.Updates():
+		case e, ok := <-w.Updates():
+			if !ok {
+				return nil, errors.New("directory: list: watch ended before all records were read")
+			}
 			if e == nil { // all current values delivered
 				sort.Slice(out, func(i, j int) bool { return out[i].AccountID < out[j].AccountID })
 				return out, nil

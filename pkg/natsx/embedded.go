@@ -42,6 +42,10 @@ func StartEmbedded(c config.NATS, log *zap.Logger) (*server.Server, error) {
 		if opts.Port, err = strconv.Atoi(port); err != nil {
 			return nil, fmt.Errorf("nats.listen: bad port %q", port)
 		}
+		if opts.Port == 0 {
+			// nats-server reads 0 as its default port (4222), not "any".
+			opts.Port = server.RANDOM_PORT
+		}
 	}
 	if c.Listen != "" {
 		// nats-server only logs a port it cannot bind; check first so that a
