@@ -9,9 +9,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
@@ -108,6 +111,9 @@ func (b *HTTPBackend) Handle(ctx context.Context, ev Event) ([]proto.ChatMessage
 	req.Header.Set(proto.HTTPHeaderRegion, ev.Region)
 	resp, err := b.Client.Do(req)
 	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, fmt.Errorf("backend: no answer within %s: %w", b.Timeout, err)
+		}
 		return nil, fmt.Errorf("backend: %w", err)
 	}
 	defer resp.Body.Close()
@@ -121,19 +127,44 @@ func (b *HTTPBackend) Handle(ctx context.Context, ev Event) ([]proto.ChatMessage
 		se.RetryAfter, _ = retry.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
 		return nil, se
 	}
+	if ct := resp.Header.Get("Content-Type"); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
+			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxBackendAnswer))
+			return nil, fmt.Errorf("%w: backend answered 200 with Content-Type %q, want application/json", retry.ErrPermanent, ct)
+		}
+	}
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxBackendAnswer+1))
 	if err != nil {
+		if errors.Is(err, context.DeadlineExceeded) {
+			return nil, fmt.Errorf("backend: answer not read within %s: %w", b.Timeout, err)
+		}
 		return nil, fmt.Errorf("backend: read answer: %w", err)
 	}
 	if len(raw) > maxBackendAnswer {
 		return nil, fmt.Errorf("%w: backend answer is larger than 1 MiB", retry.ErrPermanent)
 	}
+	return ParseBackendResponse(raw)
+}
+
+// ParseBackendResponse reads a backend's 200 answer: {"messages":[...]},
+// each message's content a JSON object. An empty body means no reply. Errors
+// wrap retry.ErrPermanent and describe the problem without quoting the body.
+func ParseBackendResponse(raw []byte) ([]proto.ChatMessage, error) {
 	if len(bytes.TrimSpace(raw)) == 0 {
 		return nil, nil
 	}
 	var br proto.BackendResponse
 	if err := json.Unmarshal(raw, &br); err != nil {
-		return nil, fmt.Errorf(`%w: backend answer is not {"messages":[...]}: %v`, retry.ErrPermanent, err)
+		var syn *json.SyntaxError
+		var typ *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &syn):
+			return nil, fmt.Errorf(`%w: backend answer is not JSON (invalid at byte %d); want {"messages":[...]}`, retry.ErrPermanent, syn.Offset)
+		case errors.As(err, &typ):
+			return nil, fmt.Errorf(`%w: backend answer: %s is a JSON %s; want {"messages":[{"content":{...}}]}`, retry.ErrPermanent, orTop(typ.Field), typ.Value)
+		default:
+			return nil, fmt.Errorf(`%w: backend answer is not {"messages":[...]}`, retry.ErrPermanent)
+		}
 	}
 	for i, m := range br.Messages {
 		if !isJSONObject(m.Content) {
@@ -141,6 +172,13 @@ func (b *HTTPBackend) Handle(ctx context.Context, ev Event) ([]proto.ChatMessage
 		}
 	}
 	return br.Messages, nil
+}
+
+func orTop(field string) string {
+	if field == "" {
+		return "the answer"
+	}
+	return field
 }
 
 func isJSONObject(b json.RawMessage) bool {
