@@ -44,8 +44,8 @@ type ServerParams struct {
 }
 
 // newServer sets up the transit stream, then binds the listener. On stop the
-// process first reports not ready, then the listener stops accepting and
-// in-flight requests finish (each bounded by the publish timeout).
+// listener stops accepting and in-flight requests finish (each bounded by the
+// publish timeout).
 func newServer(p ServerParams) *Server {
 	s := &Server{httpserver.New("ingress", p.Config.Ingress.Listen, p.Handler, p.Log)}
 	p.Health.Register("ingress", func() error {
@@ -61,10 +61,7 @@ func newServer(p ServerParams) *Server {
 			}
 			return s.Start(ctx)
 		},
-		OnStop: func(ctx context.Context) error {
-			p.Health.SetStopping()
-			return s.Stop(ctx)
-		},
+		OnStop: s.Stop,
 	})
 	return s
 }

@@ -39,6 +39,10 @@ const (
 	HeaderLastAttempt  = "Geomux-Last-Attempt"
 )
 
+// HeaderReplay marks an event an operator put back from the dead-letter
+// queue; its value is the dead-letter entry's id.
+const HeaderReplay = "Geomux-Replay"
+
 // HTTP headers geomux sends to a regional backend.
 const (
 	HTTPHeaderEventID = "X-Geomux-Event-Id"

@@ -60,6 +60,33 @@ func RegionDeadLetterStream(region string) string {
 	return "GEOMUX_" + streamToken(region) + "_DLQ"
 }
 
+// RegionAdvisoryStream keeps, durably, JetStream's max-deliveries advisories
+// for the region's workers consumer: an event whose worker died on every
+// attempt becomes a dead letter from these.
+func RegionAdvisoryStream(region string) string {
+	return "GEOMUX_" + streamToken(region) + "_ADVISORIES"
+}
+
+// RegionMaxDeliveriesSubject is the advisory JetStream publishes when an event
+// of the region has been delivered retry.max_attempts times without an ack.
+func RegionMaxDeliveriesSubject(region string) string {
+	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + RegionEventsStream(region) + "." + WorkersConsumer
+}
+
+// RegionAuditSubject is where every operator action on the region's dead
+// letters (replay, purge) is recorded.
+func RegionAuditSubject(region string) string {
+	return "geomux.region." + region + ".audit"
+}
+
+// RegionAuditStream keeps the region's operator audit records.
+func RegionAuditStream(region string) string {
+	return "GEOMUX_" + streamToken(region) + "_AUDIT"
+}
+
+// DeadLetterKeeperConsumer is the durable consumer of RegionAdvisoryStream.
+const DeadLetterKeeperConsumer = "dlq-keeper"
+
 // RegionRepliesBucket is the KV bucket of a region where a worker records the
 // replies of an event it could not finish sending, so that a retry sends each
 // reply once.

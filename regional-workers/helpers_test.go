@@ -551,3 +551,24 @@ func waitMetric(t *testing.T, reg *prometheus.Registry, name string, labels map[
 		t.Errorf("%s%v = %v, want %v", name, labels, got, want)
 	}
 }
+
+// assertFinishedRecord checks that a handled event's record says it is done,
+// with how many replies went out, and keeps none of their content.
+func assertFinishedRecord(t *testing.T, kv jetstream.KeyValue, id string, sent int) {
+	t.Helper()
+	raw, ok := replyStateOf(t, kv, id)
+	if !ok {
+		t.Fatalf("no record of finished event %s", id)
+	}
+	var st struct {
+		Done     bool              `json:"done"`
+		Sent     int               `json:"sent"`
+		Messages []json.RawMessage `json:"messages"`
+	}
+	if err := json.Unmarshal(raw, &st); err != nil {
+		t.Fatal(err)
+	}
+	if !st.Done || st.Sent != sent || len(st.Messages) != 0 {
+		t.Errorf("record of %s = %s; want done, %d sent, no content", id, raw, sent)
+	}
+}

@@ -271,7 +271,7 @@ func TestInterruptedLastAttemptIsDeadLettered(t *testing.T) {
 	dl := waitDeadLetter(t, ns.JS, "us")
 	for k, want := range map[string]string{
 		proto.HeaderDeadReason: proto.DeadReasonMaxAttempts,
-		proto.HeaderAttempts:   "2",
+		proto.HeaderAttempts:   "1",
 		proto.HeaderEventID:    ev.ID,
 		proto.HeaderDeadStatus: "",
 	} {
@@ -279,8 +279,8 @@ func TestInterruptedLastAttemptIsDeadLettered(t *testing.T) {
 			t.Errorf("dead letter %s = %q, want %q", k, got, want)
 		}
 	}
-	if e := dl.Header.Get(proto.HeaderDeadError); !strings.Contains(e, "interrupted") {
-		t.Errorf("dead error = %q, want it to say the last attempt was interrupted", e)
+	if e := dl.Header.Get(proto.HeaderDeadError); !strings.Contains(e, "no attempt finished") {
+		t.Errorf("dead error = %q, want it to say no attempt finished", e)
 	}
 	called.Lock()
 	defer called.Unlock()

@@ -2,15 +2,12 @@ package workers
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
@@ -20,6 +17,7 @@ import (
 	"github.com/geomux/geomux/pkg/retry"
 	"github.com/geomux/geomux/pkg/zoom"
 	"github.com/geomux/geomux/proto"
+	"github.com/geomux/geomux/regional-workers/dlq"
 )
 
 // Sender sends chat messages to Zoom; *zoom.Client is one.
@@ -52,7 +50,8 @@ type Worker struct {
 	log     *zap.Logger
 	metrics *Metrics
 
-	replies jetstream.KeyValue
+	state   *stateStore
+	keeper  *dlq.Keeper
 	cc      jetstream.ConsumeContext
 	slots   chan struct{}
 	mu      sync.Mutex // orders giveUp before wg.Add in dispatch
@@ -69,36 +68,35 @@ func New(js jetstream.JetStream, h Handler, zc Sender, opts Options, m *Metrics,
 		log: log.With(logfields.Region(opts.Region))}
 }
 
-// Start sets up the region's streams and bucket and starts consuming.
+// Start sets up the region's streams and bucket, starts turning
+// max-deliveries advisories into dead letters, and starts consuming.
 func (w *Worker) Start(ctx context.Context) error {
 	region, so := w.opts.Region, w.opts.Streams
-	if _, err := natsx.EnsureStream(ctx, w.js, natsx.RegionEventsStream(region, so)); err != nil {
-		return err
+	for _, sc := range []jetstream.StreamConfig{
+		natsx.RegionEventsStream(region, so),
+		natsx.RegionDeadLetterStream(region, so),
+		natsx.RegionAdvisoryStream(region, so),
+		natsx.RegionAuditStream(region),
+	} {
+		if _, err := natsx.EnsureStream(ctx, w.js, sc); err != nil {
+			return err
+		}
 	}
-	if _, err := natsx.EnsureStream(ctx, w.js, natsx.RegionDeadLetterStream(region, so)); err != nil {
-		return err
-	}
-	kv, err := natsx.EnsureKeyValue(ctx, w.js, natsx.RepliesBucket(region))
+	kv, err := natsx.EnsureKeyValue(ctx, w.js, natsx.RepliesBucket(region, so))
 	if err != nil {
 		return err
 	}
-	w.replies = kv
-	cons, err := w.js.CreateOrUpdateConsumer(ctx, proto.RegionEventsStream(region), jetstream.ConsumerConfig{
-		Durable:     proto.WorkersConsumer,
-		Description: "geomux workers of region " + region,
-		AckPolicy:   jetstream.AckExplicitPolicy,
-		// A buffered event waits at most about one handler timeout for a
-		// free slot, then takes at most one: it is never redelivered while
-		// a worker still holds it.
-		AckWait: 2*w.opts.HandlerTimeout + 5*time.Second,
-		// One delivery beyond the attempts: an attempt cut short by a crash
-		// is followed by one that dead-letters the event instead of leaving
-		// it undeliverable in the stream.
-		MaxDeliver:    w.opts.Retry.MaxAttempts + 1,
-		MaxAckPending: 4 * w.opts.Concurrency,
-	})
+	w.state = newStateStore(w.js, kv, proto.RegionRepliesBucket(region), so.DeadLetterMaxAge)
+	cons, err := w.js.CreateOrUpdateConsumer(ctx, proto.RegionEventsStream(region), w.consumerConfig())
 	if err != nil {
 		return fmt.Errorf("worker consumer of region %s: %w", region, err)
+	}
+	w.keeper = dlq.NewKeeper(w.js, region, w.lastError, func(reason string) {
+		w.metrics.Handled.WithLabelValues(region, "dead").Inc()
+		w.metrics.Failed.WithLabelValues(region, reason).Inc()
+	}, w.log)
+	if err := w.keeper.Start(ctx); err != nil {
+		return err
 	}
 	w.slots = make(chan struct{}, w.opts.Concurrency)
 	w.base, w.cancel = context.WithCancel(context.Background())
@@ -115,6 +113,42 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.running.Store(true)
 	w.log.Info("Worker started", zap.Int("concurrency", w.opts.Concurrency))
 	return nil
+}
+
+// consumerConfig is the workers' durable consumer. JetStream delivers an
+// event at most retry.max_attempts times. A failed attempt asks for its retry
+// itself (NakWithDelay, with retry.backoff or the server's Retry-After); an
+// attempt that never answers (the worker died) is redelivered once its ack
+// wait is over, the wait growing with each delivery (BackOff). An event that
+// runs out of deliveries without a verdict raises the max-deliveries
+// advisory, which the dead-letter keeper turns into a dead letter.
+func (w *Worker) consumerConfig() jetstream.ConsumerConfig {
+	// A buffered event waits at most about one handler timeout for a free
+	// slot, then takes at most one: it is never redelivered while a worker
+	// still holds it.
+	ackWait := 2*w.opts.HandlerTimeout + 5*time.Second
+	c := jetstream.ConsumerConfig{
+		Durable:       proto.WorkersConsumer,
+		Description:   "geomux workers of region " + w.opts.Region,
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       ackWait,
+		MaxDeliver:    w.opts.Retry.MaxAttempts,
+		MaxAckPending: 4 * w.opts.Concurrency,
+	}
+	// JetStream wants fewer BackOff steps than deliveries.
+	for i := 0; i < w.opts.Retry.MaxAttempts-1; i++ {
+		c.BackOff = append(c.BackOff, max(ackWait, w.opts.Retry.BackoffFor(i+1)))
+	}
+	return c
+}
+
+// lastError is what the keeper learns of an event's last failed attempt.
+func (w *Worker) lastError(ctx context.Context, id string) (string, int, time.Time, bool) {
+	st, ok, err := w.state.load(ctx, id)
+	if err != nil || !ok || st.LastError == "" {
+		return "", 0, time.Time{}, false
+	}
+	return st.LastError, st.LastStatus, st.LastAttempt, true
 }
 
 // Ready reports whether the worker is consuming.
@@ -154,6 +188,9 @@ func (w *Worker) Stop(ctx context.Context) error {
 	}
 	w.giveUp()
 	w.cc = nil
+	if kerr := w.keeper.Stop(ctx); err == nil {
+		err = kerr
+	}
 	return err
 }
 
@@ -205,25 +242,22 @@ func (w *Worker) process(m jetstream.Msg) {
 		w.deadLetter(m, md, proto.DeadReasonPermanent, err, fields)
 		return
 	}
-	if attempt > w.opts.Retry.MaxAttempts {
-		w.deadLetter(m, md, proto.DeadReasonMaxAttempts, errors.New("last attempt was interrupted"), fields)
-		return
-	}
+	replay := m.Headers().Get(proto.HeaderReplay) != ""
 
 	ctx, cancel := context.WithTimeout(w.base, w.opts.HandlerTimeout)
-	err = w.handle(ctx, ev, attempt > 1)
+	st, err := w.handle(ctx, ev, attempt > 1 || replay, replay)
 	cancel()
 	w.metrics.HandleSeconds.WithLabelValues(w.opts.Region).Observe(time.Since(start).Seconds())
 
-	switch {
-	case err == nil:
+	if err == nil {
 		// The replies are out: the ack must go even if Stop is giving up,
-		// or the event would be redelivered and answered twice.
+		// or the event would be redelivered (its record keeps the replies
+		// from going out twice, but the work would be done again).
 		actx, acancel := context.WithTimeout(context.WithoutCancel(w.base), 5*time.Second)
 		err := m.DoubleAck(actx)
 		acancel()
 		if err != nil {
-			w.log.Warn("Ack failed; the event may be handled again", append(fields, zap.Error(err))...)
+			w.log.Warn("Ack failed; the event will be redelivered", append(fields, zap.Error(err))...)
 		}
 		w.metrics.Handled.WithLabelValues(w.opts.Region, "ok").Inc()
 		if !ev.ReceivedAt.IsZero() {
@@ -232,9 +266,20 @@ func (w *Worker) process(m jetstream.Msg) {
 		if ce := w.log.Check(zap.DebugLevel, "Event handled"); ce != nil {
 			ce.Write(fields...)
 		}
-	case w.base.Err() != nil:
+		return
+	}
+	if w.base.Err() != nil {
 		// Stopping: hand the event back unacknowledged; it is redelivered.
 		_ = m.Nak()
+		return
+	}
+	// Keep what this attempt learned: the replies not yet sent and the
+	// error, for the retry, a replay, or the dead letter should the worker
+	// die before it decides.
+	st.LastError, st.LastStatus = dlq.Describe(err)
+	st.LastAttempt = time.Now().UTC()
+	w.saveState(ev.ID, st, fields)
+	switch {
 	case !retry.Retryable(err):
 		w.deadLetter(m, md, proto.DeadReasonPermanent, err, fields)
 	case attempt >= w.opts.Retry.MaxAttempts:
@@ -263,33 +308,31 @@ func (w *Worker) event(m jetstream.Msg) (Event, error) {
 	return ev, nil
 }
 
-// replyState is what a region records of an event whose replies were not
-// all sent: the replies (so that the backend is not asked again) and how many
-// went out (so that none goes out twice).
-type replyState struct {
-	Messages []proto.ChatMessage `json:"messages"`
-	Sent     int                 `json:"sent"`
-}
-
-// handle gets the replies to an event and sends those not yet sent.
-func (w *Worker) handle(ctx context.Context, ev Event, retried bool) error {
+// handle gets the replies to an event and sends those not yet sent,
+// recording each one sent before the next. With load, it first reads what an
+// earlier delivery recorded: a finished event is not handled again, and
+// recorded replies are not asked of the handler again. An operator's replay
+// asks the handler again unless some replies already went out.
+func (w *Worker) handle(ctx context.Context, ev Event, load, replay bool) (replyState, error) {
 	var st replyState
-	recorded := false
-	if retried {
+	if load {
+		var recorded bool
 		var err error
-		if st, recorded, err = w.loadState(ctx, ev.ID); err != nil {
-			return err
+		if st, recorded, err = w.state.load(ctx, ev.ID); err != nil {
+			return st, err
+		}
+		if recorded && st.Done {
+			return st, nil
 		}
 	}
-	if !recorded {
+	if len(st.Messages) == 0 || (replay && st.Sent == 0) {
 		msgs, err := w.handler.Handle(ctx, ev)
 		if err != nil {
-			return err
+			return st, err
 		}
-		st = replyState{Messages: msgs}
+		st.Messages, st.Sent, st.MessageIDs = msgs, 0, nil
 	}
 	chat, _ := zoom.ParseChat(ev.Body)
-	sentBefore := st.Sent
 	for st.Sent < len(st.Messages) {
 		cm := st.Messages[st.Sent]
 		zm := zoom.Message{
@@ -304,84 +347,50 @@ func (w *Worker) handle(ctx context.Context, ev Event, retried bool) error {
 			zm.UserJID = chat.UserJID
 		}
 		if zm.ToJID == "" {
-			return fmt.Errorf("%w: reply %d has no to_jid and the event has no payload.toJid", retry.ErrPermanent, st.Sent)
+			return st, fmt.Errorf("%w: reply %d has no to_jid and the event has no payload.toJid", retry.ErrPermanent, st.Sent)
 		}
 		sent, err := w.zoom.SendMessage(ctx, zm)
 		if err != nil {
-			if !recorded || st.Sent > sentBefore {
-				w.saveState(ev, st)
-			}
-			return err
+			return st, err
 		}
 		st.Sent++
+		st.MessageIDs = append(st.MessageIDs, sent.MessageID)
 		w.metrics.Replied.WithLabelValues(w.opts.Region).Inc()
 		if ce := w.log.Check(zap.DebugLevel, "Reply sent"); ce != nil {
 			ce.Write(logfields.EventID(ev.ID), logfields.AccountID(ev.AccountID), logfields.MessageID(sent.MessageID))
 		}
-	}
-	if recorded {
-		_ = w.replies.Delete(ctx, ev.ID)
-	}
-	return nil
-}
-
-func (w *Worker) loadState(ctx context.Context, id string) (replyState, bool, error) {
-	e, err := w.replies.Get(ctx, id)
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return replyState{}, false, nil
-	}
-	if err != nil {
-		return replyState{}, false, fmt.Errorf("read reply state: %w", err)
-	}
-	var st replyState
-	if err := json.Unmarshal(e.Value(), &st); err != nil {
-		return replyState{}, false, nil // unreadable: start over
-	}
-	return st, true, nil
-}
-
-// saveState records replies not all sent. It runs even when the attempt's
-// context has expired: the record is what keeps a retry from sending twice.
-func (w *Worker) saveState(ev Event, st replyState) {
-	b, err := json.Marshal(st)
-	if err == nil {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(w.base), 5*time.Second)
-		defer cancel()
-		_, err = w.replies.Put(ctx, ev.ID, b)
-	}
-	if err != nil {
-		w.log.Error("Reply state not recorded; a retry may repeat replies", logfields.EventID(ev.ID), zap.Error(err))
-	}
-}
-
-// deadLetter copies the event to the region's dead-letter stream with why it
-// failed, then terminates it. If the copy cannot be stored the event is
-// retried instead: it is never dropped.
-func (w *Worker) deadLetter(m jetstream.Msg, md *jetstream.MsgMetadata, reason string, cause error, fields []zap.Field) {
-	out := nats.NewMsg(proto.RegionDeadLetterSubject(w.opts.Region))
-	out.Data = m.Data()
-	for k, v := range m.Headers() {
-		if k != jetstream.MsgIDHeader {
-			out.Header[k] = v
+		rec := st
+		if st.Sent == len(st.Messages) {
+			// Finished: keep that it was, not what was said.
+			rec = replyState{Sent: st.Sent, MessageIDs: st.MessageIDs, Done: true}
 		}
+		w.saveState(ev.ID, rec, nil)
 	}
-	// One dead letter per delivery of a stream message, even if this worker
-	// dies between storing it and terminating the event.
-	out.Header.Set(jetstream.MsgIDHeader, out.Header.Get(proto.HeaderEventID)+"/"+strconv.FormatUint(md.Sequence.Stream, 10))
-	out.Header.Set(proto.HeaderRegion, w.opts.Region)
-	out.Header.Set(proto.HeaderDeadReason, reason)
-	out.Header.Set(proto.HeaderDeadError, truncate(cause.Error(), 300))
-	var se *retry.StatusError
-	if errors.As(cause, &se) {
-		out.Header.Set(proto.HeaderDeadStatus, strconv.Itoa(se.StatusCode))
-	}
-	out.Header.Set(proto.HeaderAttempts, strconv.FormatUint(md.NumDelivered, 10))
-	out.Header.Set(proto.HeaderFirstAttempt, md.Timestamp.UTC().Format(proto.TimeFormat))
-	out.Header.Set(proto.HeaderLastAttempt, time.Now().UTC().Format(proto.TimeFormat))
+	return st, nil
+}
 
+// saveState records an event's state. It runs even when the attempt's
+// context has expired: the record is what keeps a retry from sending twice.
+func (w *Worker) saveState(id string, st replyState, fields []zap.Field) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.base), 5*time.Second)
 	defer cancel()
-	if _, err := w.js.PublishMsg(ctx, out); err != nil {
+	if err := w.state.save(ctx, id, st); err != nil {
+		if fields == nil {
+			fields = []zap.Field{logfields.EventID(id)}
+		}
+		w.log.Error("Reply state not recorded; a redelivery may repeat replies", append(fields, zap.Error(err))...)
+	}
+}
+
+// deadLetter stores the event in the region's dead-letter stream with why it
+// failed, then terminates it. If the dead letter cannot be stored the event
+// is retried instead: it is never dropped.
+func (w *Worker) deadLetter(m jetstream.Msg, md *jetstream.MsgMetadata, reason string, cause error, fields []zap.Field) {
+	f := dlq.Failure{Reason: reason, Attempts: int(md.NumDelivered), FirstAttempt: md.Timestamp, LastAttempt: time.Now()}
+	f.Error, f.Status = dlq.Describe(cause)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.base), 5*time.Second)
+	defer cancel()
+	if _, err := w.js.PublishMsg(ctx, dlq.NewMsg(w.opts.Region, m.Data(), m.Headers(), md.Sequence.Stream, f)); err != nil {
 		w.log.Error("Dead letter not stored; will retry the event", append(fields, zap.Error(err))...)
 		_ = m.NakWithDelay(w.opts.Retry.BackoffFor(int(md.NumDelivered)))
 		return
@@ -392,11 +401,4 @@ func (w *Worker) deadLetter(m jetstream.Msg, md *jetstream.MsgMetadata, reason s
 	w.metrics.Handled.WithLabelValues(w.opts.Region, "dead").Inc()
 	w.metrics.Failed.WithLabelValues(w.opts.Region, reason).Inc()
 	w.log.Error("Event dead-lettered", append(fields, logfields.Reason(reason), zap.Error(cause))...)
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n]
 }

@@ -358,9 +358,7 @@ func TestTransientBackendFailureIsRetried(t *testing.T) {
 	if dl := deadLetters(t, ns.JS, "eu"); len(dl) != 0 {
 		t.Errorf("%d dead letters, want none", len(dl))
 	}
-	if _, ok := replyStateOf(t, repliesKV(t, ns.JS, "eu"), ev.ID); ok {
-		t.Errorf("reply state of %s left in the replies bucket", ev.ID)
-	}
+	assertFinishedRecord(t, repliesKV(t, ns.JS, "eu"), ev.ID, 1)
 }
 
 func TestBackendRetryAfterIsHonoured(t *testing.T) {
@@ -415,9 +413,7 @@ func TestZoom429RetryAfterIsHonoured(t *testing.T) {
 		t.Errorf("Zoom accepted %q, want the reply exactly once", got)
 	}
 	waitMetric(t, reg, "geomux_worker_replied_total", map[string]string{"region": "us"}, 1)
-	if _, ok := replyStateOf(t, repliesKV(t, ns.JS, "us"), ev.ID); ok {
-		t.Errorf("reply state of %s left in the replies bucket after success", ev.ID)
-	}
+	assertFinishedRecord(t, repliesKV(t, ns.JS, "us"), ev.ID, 1)
 }
 
 // Two replies; Zoom rate-limits the second. The retry sends only the second,
@@ -470,9 +466,7 @@ func TestZoom429OnSecondReplyResumesWhereItStopped(t *testing.T) {
 	if gap := sends[2].At.Sub(sends[1].At); gap < time.Second {
 		t.Errorf("resent %v after a 429 with Retry-After: 1, want at least 1s", gap)
 	}
-	if _, ok := replyStateOf(t, kv, ev.ID); ok {
-		t.Errorf("reply state of %s left in the replies bucket after success", ev.ID)
-	}
+	assertFinishedRecord(t, kv, ev.ID, 2)
 }
 
 // Every attempt's handler failure after a partial send keeps the progress: a
@@ -826,8 +820,8 @@ func TestStartSetsUpRegion(t *testing.T) {
 		t.Errorf("replies bucket: %v", err)
 	}
 	ci := consumerInfo(t, ns.JS, "ap-south")
-	if ci.Config.MaxDeliver != 5 || ci.Config.AckPolicy != jetstream.AckExplicitPolicy || ci.Config.MaxAckPending != 12 {
-		t.Errorf("consumer config: max deliver %d ack policy %s max ack pending %d; want 5, explicit, 12",
+	if ci.Config.MaxDeliver != opts.Retry.MaxAttempts || ci.Config.AckPolicy != jetstream.AckExplicitPolicy || ci.Config.MaxAckPending != 12 {
+		t.Errorf("consumer config: max deliver %d ack policy %s max ack pending %d; want max_attempts, explicit, 12",
 			ci.Config.MaxDeliver, ci.Config.AckPolicy, ci.Config.MaxAckPending)
 	}
 	if ci.Config.AckWait <= opts.HandlerTimeout {

@@ -16,6 +16,7 @@ import (
 	"github.com/geomux/geomux/ingress"
 	"github.com/geomux/geomux/pkg/config"
 	"github.com/geomux/geomux/pkg/directoryfx"
+	"github.com/geomux/geomux/pkg/health"
 	"github.com/geomux/geomux/pkg/logfields"
 	"github.com/geomux/geomux/pkg/platformfx"
 	"github.com/geomux/geomux/pkg/zapfx"
@@ -119,9 +120,10 @@ func runApp(parent context.Context, cfg config.Config, target config.Target) err
 	return nil
 }
 
-// announce logs when everything has started, and when stopping begins. Its
-// hook is appended last: it starts last and stops first.
-func announce(lc fx.Lifecycle, log *zap.Logger, target config.Target) {
+// announce logs when everything has started, and when stopping begins; at
+// that first moment of a stop, /readyz turns 503. Its hook is appended last:
+// it starts last and stops first.
+func announce(lc fx.Lifecycle, log *zap.Logger, h *health.Registry, target config.Target) {
 	fields := []zap.Field{logfields.Target(target.Name), zap.String("version", version)}
 	lc.Append(fx.Hook{
 		OnStart: func(context.Context) error {
@@ -129,6 +131,7 @@ func announce(lc fx.Lifecycle, log *zap.Logger, target config.Target) {
 			return nil
 		},
 		OnStop: func(context.Context) error {
+			h.SetStopping()
 			log.Info("geomux stopping", fields...)
 			return nil
 		},

@@ -49,6 +49,10 @@ type NATS struct {
 	// SyncAlways makes the embedded server fsync every write before it
 	// acknowledges it; by default JetStream flushes to disk periodically.
 	SyncAlways bool `yaml:"sync_always"`
+	// MaxStore caps the embedded server's JetStream file store; 0 leaves
+	// nats-server's default (most of the free disk). When it is full, ingress
+	// answers 503 and Zoom retries later.
+	MaxStore Size `yaml:"max_store"`
 	// ConnectTimeout bounds connecting to NATS at start.
 	ConnectTimeout Duration `yaml:"connect_timeout"`
 }

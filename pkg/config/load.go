@@ -132,7 +132,10 @@ func join(a, b, sep string) string {
 	return a + sep + b
 }
 
-var durationType = reflect.TypeFor[Duration]()
+var (
+	durationType = reflect.TypeFor[Duration]()
+	sizeType     = reflect.TypeFor[Size]()
+)
 
 // applyEnv sets every GEOMUX_* variable of environ on cfg and reports those
 // that name no setting or hold a bad value.
@@ -171,6 +174,12 @@ func setValue(v reflect.Value, s string) error {
 			return err
 		}
 		v.SetInt(int64(d))
+	case v.Type() == sizeType:
+		z, err := parseSize(s)
+		if err != nil {
+			return err
+		}
+		v.SetInt(int64(z))
 	case v.Kind() == reflect.String:
 		v.SetString(s)
 	case v.Kind() == reflect.Int:

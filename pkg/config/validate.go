@@ -59,6 +59,9 @@ func (c *Config) problems(roles []Role) []string {
 			}
 		}
 	}
+	if c.NATS.MaxStore != 0 && c.NATS.MaxStore < 1<<20 {
+		p.add("nats.max_store", "must be at least 1MiB (or 0 for nats-server's default)")
+	}
 	p.atLeast("nats.dedup_window", c.NATS.DedupWindow, time.Second)
 	p.atLeast("nats.connect_timeout", c.NATS.ConnectTimeout, 100*time.Millisecond)
 

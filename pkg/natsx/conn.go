@@ -49,7 +49,7 @@ func Connect(c config.NATS, ns *server.Server, name string, log *zap.Logger) (*n
 		if ns != nil {
 			return nil, fmt.Errorf("connect to the embedded nats-server: %w", err)
 		}
-		return nil, fmt.Errorf("cannot reach NATS at nats.url %s: %w", redact(c.URL), err)
+		return nil, fmt.Errorf("cannot reach NATS at %s: %w", redact(c.URL), err)
 	}
 	return nc, nil
 }

@@ -28,7 +28,9 @@ func StartEmbedded(c config.NATS, log *zap.Logger) (*server.Server, error) {
 		JetStream:  true,
 		StoreDir:   c.StoreDir,
 		SyncAlways: c.SyncAlways,
-		MaxPayload: maxPayload,
+		// 0 lets nats-server size the store from the free disk.
+		JetStreamMaxStore: int64(c.MaxStore),
+		MaxPayload:        maxPayload,
 		// The host application owns signal handling.
 		NoSigs:     true,
 		DontListen: c.Listen == "",

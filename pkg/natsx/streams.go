@@ -97,18 +97,48 @@ func DirectoryBucket() jetstream.KeyValueConfig {
 	}
 }
 
-// repliesTTL bounds how long a region remembers the replies of an event it
-// could not finish sending: well past the last retry.
-const repliesTTL = 7 * 24 * time.Hour
-
-// RepliesBucket is where a region's workers record replies not yet all sent.
-func RepliesBucket(region string) jetstream.KeyValueConfig {
-	return jetstream.KeyValueConfig{
-		Bucket:      proto.RegionRepliesBucket(region),
-		Description: "geomux: replies of region " + region + " still being sent",
-		History:     1,
-		TTL:         repliesTTL,
+// RegionAdvisoryStream keeps the max-deliveries advisories of the region's
+// workers consumer. JetStream sends an advisory only while someone listens:
+// this stream is that listener, so none is missed while no worker runs.
+func RegionAdvisoryStream(region string, o StreamOptions) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        proto.RegionAdvisoryStream(region),
+		Description: "geomux: max-deliveries advisories of region " + region,
+		Subjects:    []string{proto.RegionMaxDeliveriesSubject(region)},
+		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
+		MaxAge:      o.DeadLetterMaxAge,
+	}
+}
+
+// auditMaxAge is how long operator actions on dead letters are remembered.
+const auditMaxAge = 400 * 24 * time.Hour
+
+// RegionAuditStream records every replay and purge of the region's dead
+// letters: who, when, which entries.
+func RegionAuditStream(region string) jetstream.StreamConfig {
+	return jetstream.StreamConfig{
+		Name:        proto.RegionAuditStream(region),
+		Description: "geomux: operator actions on the dead letters of region " + region,
+		Subjects:    []string{proto.RegionAuditSubject(region)},
+		Retention:   jetstream.LimitsPolicy,
+		Storage:     jetstream.FileStorage,
+		MaxAge:      auditMaxAge,
+	}
+}
+
+// RepliesBucket is where a region's workers record, per event, the replies
+// they sent and those still to send. Records carry their own TTL (per-message
+// TTL, enabled by LimitMarkerTTL): short once every reply is out, as long as a
+// dead letter lives while replies are pending.
+func RepliesBucket(region string, o StreamOptions) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:         proto.RegionRepliesBucket(region),
+		Description:    "geomux: replies of region " + region + ", sent and pending",
+		History:        1,
+		TTL:            o.DeadLetterMaxAge + 24*time.Hour,
+		LimitMarkerTTL: time.Minute,
+		Storage:        jetstream.FileStorage,
 	}
 }
 

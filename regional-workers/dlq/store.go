@@ -1,0 +1,266 @@
+package dlq
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/geomux/geomux/proto"
+)
+
+// Errors.
+var (
+	// ErrNoQueue: the region has no dead-letter stream (its workers never ran).
+	ErrNoQueue = errors.New("dlq: the region has no dead-letter stream yet (has a worker of the region ever started?)")
+	// ErrNotFound: no entry with that id.
+	ErrNotFound = errors.New("dlq: no such entry")
+)
+
+// Store reads and changes one region's dead letters. It talks to the
+// region's NATS only, so the entries never leave the region.
+type Store struct {
+	js     jetstream.JetStream
+	region string
+	stream jetstream.Stream
+	now    func() time.Time
+}
+
+// Open returns the store of region's dead letters.
+func Open(ctx context.Context, js jetstream.JetStream, region string) (*Store, error) {
+	s, err := js.Stream(ctx, proto.RegionDeadLetterStream(region))
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, ErrNoQueue
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dlq: open %s: %w", proto.RegionDeadLetterStream(region), err)
+	}
+	return &Store{js: js, region: region, stream: s, now: time.Now}, nil
+}
+
+// Filter selects entries; zero fields select everything.
+type Filter struct {
+	// IDs selects these entries.
+	IDs []uint64
+	// Account selects the entries of one account.
+	Account string
+	// Since selects entries stored at most this long ago.
+	Since time.Duration
+	// Before selects entries stored at least this long ago.
+	Before time.Duration
+}
+
+func (f Filter) match(e Entry, now time.Time) bool {
+	if f.Account != "" && e.AccountID != f.Account {
+		return false
+	}
+	if f.Since > 0 && now.Sub(e.DeadAt) > f.Since {
+		return false
+	}
+	if f.Before > 0 && now.Sub(e.DeadAt) < f.Before {
+		return false
+	}
+	return true
+}
+
+// List returns the selected entries, oldest first, without their payloads.
+func (s *Store) List(ctx context.Context, f Filter) ([]Entry, error) {
+	if len(f.IDs) > 0 {
+		var out []Entry
+		for _, id := range f.IDs {
+			e, err := s.Get(ctx, id)
+			if err != nil {
+				return nil, fmt.Errorf("entry %d: %w", id, err)
+			}
+			e.Payload = nil
+			if f.match(e, s.now()) {
+				out = append(out, e)
+			}
+		}
+		return out, nil
+	}
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("dlq: %w", err)
+	}
+	if info.State.Msgs == 0 {
+		return nil, nil
+	}
+	cfg := jetstream.OrderedConsumerConfig{HeadersOnly: true}
+	if f.Since > 0 {
+		start := s.now().Add(-f.Since)
+		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
+	}
+	cons, err := s.stream.OrderedConsumer(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("dlq: %w", err)
+	}
+	now := s.now()
+	var out []Entry
+	for {
+		batch, err := cons.FetchNoWait(256)
+		if err != nil {
+			return nil, fmt.Errorf("dlq: %w", err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			md, err := m.Metadata()
+			if err != nil {
+				return nil, fmt.Errorf("dlq: %w", err)
+			}
+			e := entryFrom(md.Sequence.Stream, md.Timestamp, m.Headers(), nil)
+			if f.match(e, now) {
+				out = append(out, e)
+			}
+			if md.NumPending == 0 {
+				return out, batch.Error()
+			}
+		}
+		if err := batch.Error(); err != nil {
+			return nil, fmt.Errorf("dlq: %w", err)
+		}
+		if n == 0 {
+			return out, nil
+		}
+	}
+}
+
+// Get returns one entry, payload included.
+func (s *Store) Get(ctx context.Context, id uint64) (Entry, error) {
+	m, err := s.stream.GetMsg(ctx, id)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return Entry{}, ErrNotFound
+	}
+	if err != nil {
+		return Entry{}, fmt.Errorf("dlq: get %d: %w", id, err)
+	}
+	return entryFrom(m.Sequence, m.Time, m.Header, m.Data), nil
+}
+
+// Replay puts an entry back on the region's events subject, so that a
+// worker handles the event again, then removes it from the queue. The copy
+// gets a new Nats-Msg-Id (the event id, "replay" and the entry id), so that
+// the pipeline's deduplication does not take it for a Zoom re-delivery.
+func (s *Store) Replay(ctx context.Context, id uint64) error {
+	e, err := s.Get(ctx, id)
+	if err != nil {
+		return err
+	}
+	out := nats.NewMsg(proto.RegionEventsSubject(s.region))
+	out.Data = e.Payload
+	for k, v := range e.header {
+		switch k {
+		case proto.HeaderDeadReason, proto.HeaderDeadError, proto.HeaderDeadStatus, proto.HeaderAttempts,
+			proto.HeaderFirstAttempt, proto.HeaderLastAttempt, jetstream.MsgIDHeader:
+			continue
+		}
+		out.Header[k] = v
+	}
+	idStr := strconv.FormatUint(id, 10)
+	out.Header.Set(jetstream.MsgIDHeader, e.EventID+"/replay/"+idStr)
+	out.Header.Set(proto.HeaderReplay, idStr)
+	out.Header.Set(headerReplays, strconv.Itoa(e.Replays+1))
+	if _, err := s.js.PublishMsg(ctx, out); err != nil {
+		return fmt.Errorf("dlq: replay %d: %w", id, err)
+	}
+	// The event is back in the region's stream: only now leave the queue. A
+	// failure here leaves the entry, and replaying it again is deduplicated.
+	if err := s.stream.DeleteMsg(ctx, id); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+		return fmt.Errorf("dlq: entry %d was replayed but not removed: %w", id, err)
+	}
+	return nil
+}
+
+// Purge deletes an entry for good.
+func (s *Store) Purge(ctx context.Context, id uint64) error {
+	err := s.stream.DeleteMsg(ctx, id)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return fmt.Errorf("dlq: purge %d: %w", id, err)
+	}
+	return nil
+}
+
+// Action is an operator's replay or purge of dead letters, as recorded in the
+// region.
+type Action struct {
+	// Action is "replay" or "purge".
+	Action string `json:"action"`
+	// Operator is who ran it (user@host, or --as).
+	Operator string    `json:"operator"`
+	At       time.Time `json:"at"`
+	// Selection is the command's selection, e.g. "--account A" or "17 18".
+	Selection string `json:"selection"`
+	// Entries are the entries acted on.
+	Entries []ActedOn `json:"entries"`
+	// Failed are the entries the action failed on, with why.
+	Failed []ActedOn `json:"failed,omitempty"`
+}
+
+// ActedOn names an entry in an Action.
+type ActedOn struct {
+	ID        uint64 `json:"id"`
+	EventID   string `json:"event_id"`
+	AccountID string `json:"account_id"`
+	Error     string `json:"error,omitempty"`
+}
+
+// Record stores an action in the region's audit stream.
+func (s *Store) Record(ctx context.Context, a Action) error {
+	b, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	if _, err := s.js.Publish(ctx, proto.RegionAuditSubject(s.region), b); err != nil {
+		return fmt.Errorf("dlq: record %s: %w", a.Action, err)
+	}
+	return nil
+}
+
+// History returns the recorded actions, oldest first.
+func (s *Store) History(ctx context.Context) ([]Action, error) {
+	st, err := s.js.Stream(ctx, proto.RegionAuditStream(s.region))
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dlq: history: %w", err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil || info.State.Msgs == 0 {
+		return nil, err
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return nil, fmt.Errorf("dlq: history: %w", err)
+	}
+	var out []Action
+	for {
+		batch, err := cons.FetchNoWait(256)
+		if err != nil {
+			return nil, fmt.Errorf("dlq: history: %w", err)
+		}
+		n := 0
+		for m := range batch.Messages() {
+			n++
+			var a Action
+			if err := json.Unmarshal(m.Data(), &a); err == nil {
+				out = append(out, a)
+			}
+			if md, err := m.Metadata(); err == nil && md.NumPending == 0 {
+				return out, nil
+			}
+		}
+		if n == 0 {
+			return out, batch.Error()
+		}
+	}
+}

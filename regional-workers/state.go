@@ -1,0 +1,85 @@
+package workers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/geomux/geomux/proto"
+)
+
+// replyState is what a region records of an event once a worker has done
+// something that must not be done twice: the replies the handler produced
+// (so that a retry does not ask the backend again) and how many went out (so
+// that none goes out twice, even when a worker is killed between sending a
+// reply and acknowledging the event). It also keeps the last failure, for
+// the dead letter should the event run out of attempts.
+type replyState struct {
+	// Messages are the replies still to send; dropped once all are out, so
+	// that no content stays at rest longer than needed.
+	Messages   []proto.ChatMessage `json:"messages,omitempty"`
+	Sent       int                 `json:"sent"`
+	MessageIDs []string            `json:"message_ids,omitempty"`
+	Done       bool                `json:"done,omitempty"`
+
+	LastError   string    `json:"last_error,omitempty"`
+	LastStatus  int       `json:"last_status,omitempty"`
+	LastAttempt time.Time `json:"last_attempt,omitzero"`
+}
+
+// doneTTL is how long a finished event's record is kept: well past the ack
+// wait after which a killed worker's event is redelivered.
+const doneTTL = time.Hour
+
+// stateStore keeps replyStates in the region's replies bucket. Each record is
+// written with its own TTL (JetStream per-message TTL): doneTTL once the
+// event is finished, pendingTTL while it may still be retried or replayed.
+type stateStore struct {
+	js         jetstream.JetStream
+	kv         jetstream.KeyValue
+	subject    string // "$KV.<bucket>." prefix
+	pendingTTL time.Duration
+}
+
+func newStateStore(js jetstream.JetStream, kv jetstream.KeyValue, bucket string, pendingTTL time.Duration) *stateStore {
+	return &stateStore{js: js, kv: kv, subject: "$KV." + bucket + ".", pendingTTL: pendingTTL}
+}
+
+func (s *stateStore) load(ctx context.Context, id string) (replyState, bool, error) {
+	e, err := s.kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return replyState{}, false, nil
+	}
+	if err != nil {
+		return replyState{}, false, fmt.Errorf("read reply state: %w", err)
+	}
+	var st replyState
+	if err := json.Unmarshal(e.Value(), &st); err != nil {
+		return replyState{}, false, nil // unreadable: start over
+	}
+	return st, true, nil
+}
+
+// save writes st as the event's record. A KV put cannot carry a TTL, so the
+// record is published on the bucket's subject with a Nats-TTL header, which
+// is what the KV layer itself does for a key created with a TTL.
+func (s *stateStore) save(ctx context.Context, id string, st replyState) error {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	ttl := s.pendingTTL
+	if st.Done {
+		ttl = doneTTL
+	}
+	m := &nats.Msg{Subject: s.subject + id, Data: b}
+	if _, err := s.js.PublishMsg(ctx, m, jetstream.WithMsgTTL(ttl)); err != nil {
+		return fmt.Errorf("record reply state: %w", err)
+	}
+	return nil
+}
