@@ -59,6 +59,7 @@ type Worker struct {
 	base    context.Context
 	cancel  context.CancelFunc
 	running atomic.Bool
+	started time.Time
 }
 
 // New returns a worker for opts.Region.
@@ -100,6 +101,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	}
 	w.slots = make(chan struct{}, w.opts.Concurrency)
 	w.base, w.cancel = context.WithCancel(context.Background())
+	w.started = time.Now()
 	w.cc, err = cons.Consume(w.dispatch,
 		jetstream.PullMaxMessages(w.opts.Concurrency),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
@@ -245,7 +247,7 @@ func (w *Worker) process(m jetstream.Msg) {
 	replay := m.Headers().Get(proto.HeaderReplay) != ""
 
 	ctx, cancel := context.WithTimeout(w.base, w.opts.HandlerTimeout)
-	st, err := w.handle(ctx, ev, attempt > 1 || replay, replay)
+	st, err := w.handle(ctx, ev, w.mayHaveRecord(md, replay), replay)
 	cancel()
 	w.metrics.HandleSeconds.WithLabelValues(w.opts.Region).Observe(time.Since(start).Seconds())
 
@@ -290,6 +292,22 @@ func (w *Worker) process(m jetstream.Msg) {
 		w.log.Warn("Event failed; will retry", append(fields, logfields.Delay(delay), zap.Error(err))...)
 		_ = m.NakWithDelay(delay)
 	}
+}
+
+// freshAge is how old an event may be at its first delivery and still be
+// taken for one nobody has handled.
+const freshAge = 5 * time.Second
+
+// mayHaveRecord says whether an earlier delivery may have recorded
+// something of the event, so that its record must be read first. A fresh
+// event's first delivery has none, and skipping the read keeps the common
+// case to one round trip. But JetStream's delivery count is not always
+// trustworthy: after a NATS server is killed, a consumer's counts (and
+// acknowledgements) it had not yet flushed are lost, and events come back as
+// first deliveries. So an event stored before this worker started, or older
+// than freshAge, is read for too.
+func (w *Worker) mayHaveRecord(md *jetstream.MsgMetadata, replay bool) bool {
+	return replay || md.NumDelivered > 1 || md.Timestamp.Before(w.started) || time.Since(md.Timestamp) > freshAge
 }
 
 // event reads an event's identity from its headers.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"os"
@@ -9,9 +10,16 @@ import (
 	"go.uber.org/goleak"
 )
 
+// runMainEnv makes the test binary act as geomux itself, so that tests can
+// run geomux as a separate process (and kill it) without building it.
+const runMainEnv = "GEOMUXTEST_RUN_MAIN"
+
 // TestMain fails the package if a test leaves goroutines behind: every
 // geomux it starts must stop completely.
 func TestMain(m *testing.M) {
+	if os.Getenv(runMainEnv) == "1" {
+		os.Exit(run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+	}
 	code := m.Run()
 	// The tests' own client keeps connections alive; those are not geomux's.
 	http.DefaultClient.CloseIdleConnections()

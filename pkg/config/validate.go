@@ -143,7 +143,7 @@ func (c *Config) problems(roles []Role) []string {
 			p.add(key+".handler", fmt.Sprintf("%q is not a handler (use echo or http)", r.Handler))
 		}
 		p.atLeast(key+".timeout", r.Timeout, 10*time.Millisecond)
-		if has(RoleWorker) && r.Timeout >= c.Worker.HandlerTimeout {
+		if has(RoleWorker) && r.Handler == HandlerHTTP && r.Timeout >= c.Worker.HandlerTimeout {
 			p.add(key+".timeout", fmt.Sprintf("must be shorter than worker.handler_timeout (%s)", c.Worker.HandlerTimeout))
 		}
 	}
