@@ -377,7 +377,7 @@ func TestValidationRules(t *testing.T) {
 		{"backoff too short", []string{"GEOMUX_RETRY_BACKOFF=1s,1ms"}, "retry.backoff[1]:"},
 		{"max attempts 0", []string{"GEOMUX_RETRY_MAX_ATTEMPTS=0"}, "retry.max_attempts:"},
 		{"park ttl", []string{"GEOMUX_ROUTER_PARK_TTL=30s"}, "router.park_ttl:"},
-		{"region timeout vs handler timeout", []string{"GEOMUX_REGIONS_EU_TIMEOUT=20s"}, "regions[eu].timeout:"},
+		{"region timeout vs handler timeout", []string{"GEOMUX_REGIONS_EU_HANDLER=http", "GEOMUX_REGIONS_EU_BACKEND_URL=http://backend", "GEOMUX_REGIONS_EU_TIMEOUT=20s"}, "regions[eu].timeout:"},
 		{"unknown handler", []string{"GEOMUX_REGIONS_EU_HANDLER=grpc"}, "regions[eu].handler:"},
 		{"sandbox listen", []string{"GEOMUX_SANDBOX_LISTEN=nope"}, "sandbox.listen:"},
 		{"shutdown timeout", []string{"GEOMUX_SHUTDOWN_TIMEOUT=10ms"}, "shutdown_timeout:"},
