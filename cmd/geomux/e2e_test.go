@@ -131,11 +131,12 @@ type pipeline struct {
 	webhook  string
 	admin    string
 	n        int64
+	extra    []fx.Option
 }
 
-func newPipeline(t *testing.T, storeDir string) *pipeline {
+func newPipeline(t *testing.T, storeDir string, extra ...fx.Option) *pipeline {
 	t.Helper()
-	p := &pipeline{t: t, zoom: newFakeZoom(t), backends: map[string]*fakeBackend{}}
+	p := &pipeline{t: t, zoom: newFakeZoom(t), backends: map[string]*fakeBackend{}, extra: extra}
 	cfg := config.Default()
 	cfg.Log.Level = "error"
 	cfg.NATS.StoreDir, cfg.NATS.Listen = storeDir, ""
@@ -165,7 +166,7 @@ func (p *pipeline) start() {
 	p.t.Helper()
 	var in *ingress.Server
 	var adm *platformfx.AdminServer
-	p.app = newApp(p.cfg, config.Target{Name: config.TargetAll}, fx.Populate(&in, &adm))
+	p.app = newApp(p.cfg, config.Target{Name: config.TargetAll}, append(p.extra, fx.Populate(&in, &adm))...)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := p.app.Start(ctx); err != nil {
