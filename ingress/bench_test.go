@@ -1,28 +1,75 @@
 package ingress_test
 
 import (
+	"context"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/geomux/geomux/ingress"
+	"github.com/geomux/geomux/pkg/config"
+	"github.com/geomux/geomux/pkg/health"
+	"github.com/geomux/geomux/pkg/natsx"
+	"github.com/geomux/geomux/pkg/natsx/natstest"
+	"github.com/geomux/geomux/pkg/zoom"
 	"github.com/geomux/geomux/pkg/zoom/zoomtest"
 )
 
 // BenchmarkWebhook is one accepted webhook, in process: read, verify, parse,
 // publish to an embedded JetStream (file store), wait for the ack, answer.
+// It runs with the default durability (JetStream flushes to disk
+// periodically) and with nats.sync_always (an fsync before every ack), on
+// one request at a time and on many at once.
 func BenchmarkWebhook(b *testing.B) {
-	f := newFixtureTB(b)
-	b.ReportAllocs()
-	n := int64(0)
-	now := time.Now()
-	for b.Loop() {
-		n++
-		req := zoomtest.NewRequest(f.url, secret, zoomtest.BotNotification("acct", "hello", n), now)
-		w := httptest.NewRecorder()
-		f.handler.ServeHTTP(w, req)
-		if w.Code != http.StatusOK {
-			b.Fatalf("status %d", w.Code)
+	for _, sync := range []bool{false, true} {
+		name := "default"
+		if sync {
+			name = "sync_always"
 		}
+		b.Run(name+"/serial", func(b *testing.B) { benchWebhook(b, sync, false) })
+		b.Run(name+"/parallel", func(b *testing.B) { benchWebhook(b, sync, true) })
+	}
+}
+
+func benchWebhook(b *testing.B, syncAlways, parallel bool) {
+	c := config.Default().NATS
+	c.Listen, c.SyncAlways = "", syncAlways
+	ns := natstest.StartWith(b, c)
+	if _, err := natsx.EnsureStream(context.Background(), ns.JS, natsx.IngressStream(natsx.StreamOptionsFrom(config.Default()))); err != nil {
+		b.Fatal(err)
+	}
+	h := ingress.NewHandler(ns.JS, ingress.Options{
+		Verifier:       zoom.NewVerifier([]string{secret}, 5*time.Minute),
+		PublishTimeout: 2 * time.Second,
+	}, ingress.NewMetrics(prometheus.NewRegistry()), health.NewRegistry(), zap.NewNop())
+	var n atomic.Int64
+	now := time.Now()
+	one := func() {
+		i := n.Add(1)
+		req := zoomtest.NewRequest("http://ingress"+ingress.WebhookPath, secret, zoomtest.BotNotification("acct", "hello", i), now)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+		if w.Code != http.StatusOK {
+			b.Errorf("status %d: %s", w.Code, w.Body.String())
+		}
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	if parallel {
+		b.SetParallelism(16)
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				one()
+			}
+		})
+		return
+	}
+	for b.Loop() {
+		one()
 	}
 }

@@ -43,9 +43,7 @@ type fixture struct {
 	stream  jetstream.Stream
 }
 
-func newFixture(t *testing.T) *fixture { return newFixtureTB(t) }
-
-func newFixtureTB(t testing.TB) *fixture {
+func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	ns := natstest.Start(t, "")
 	ctx := context.Background()

@@ -28,11 +28,19 @@ type Server struct {
 // to it in-process, and stops both when the test ends.
 func Start(t testing.TB, storeDir string) *Server {
 	t.Helper()
-	if storeDir == "" {
-		storeDir = t.TempDir()
-	}
 	c := config.Default().NATS
 	c.StoreDir, c.Listen = storeDir, ""
+	return StartWith(t, c)
+}
+
+// StartWith is Start with a NATS config section (StoreDir t.TempDir() when
+// empty), e.g. to try nats.sync_always.
+func StartWith(t testing.TB, c config.NATS) *Server {
+	t.Helper()
+	if c.StoreDir == "" {
+		c.StoreDir = t.TempDir()
+	}
+	storeDir := c.StoreDir
 	ns, err := natsx.StartEmbedded(c, zap.NewNop())
 	if err != nil {
 		t.Fatalf("natstest: start server: %v", err)
