@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -96,53 +97,39 @@ func (u *unparker) run(ctx context.Context) {
 }
 
 // sweep routes the parked events matching filter whose account has a region
-// by now, and deletes them from the parked stream.
+// by now, and deletes them from the parked stream. It walks the stream with
+// direct reads of the next matching message: no consumer is created, and ctx
+// bounds every step.
 func (r *Router) sweep(ctx context.Context, filter string) error {
-	cons, err := r.js.OrderedConsumer(ctx, proto.ParkedStream, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{filter},
-	})
-	if err != nil {
-		return err
-	}
-	for {
-		batch, err := cons.FetchNoWait(256)
+	for seq := uint64(1); ; {
+		m, err := r.parked.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			if err := r.unparkOne(ctx, m); err != nil {
-				return err
-			}
-		}
-		if err := batch.Error(); err != nil {
+		if err := r.unparkOne(ctx, m); err != nil {
 			return err
 		}
-		if n == 0 {
-			return nil
-		}
+		seq = m.Sequence + 1
 	}
 }
 
-func (r *Router) unparkOne(ctx context.Context, m jetstream.Msg) error {
-	h := m.Headers()
+func (r *Router) unparkOne(ctx context.Context, m *jetstream.RawStreamMsg) error {
+	h := m.Header
 	account, id := h.Get(proto.HeaderAccountID), h.Get(proto.HeaderEventID)
 	region, ok := r.regionOf(account)
 	if !ok {
 		return nil
 	}
-	md, err := m.Metadata()
-	if err != nil {
-		return err
-	}
 	h.Set(proto.HeaderRegion, region)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if _, err := r.js.PublishMsg(pctx, &nats.Msg{Subject: proto.RegionEventsSubject(region), Header: h, Data: m.Data()}); err != nil {
+	if _, err := r.js.PublishMsg(pctx, &nats.Msg{Subject: proto.RegionEventsSubject(region), Header: h, Data: m.Data}); err != nil {
 		return err
 	}
-	if err := r.parked.DeleteMsg(pctx, md.Sequence.Stream); err != nil {
+	if err := r.parked.DeleteMsg(pctx, m.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 		return err
 	}
 	r.metrics.Unparked.WithLabelValues(region).Inc()

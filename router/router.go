@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -46,6 +47,13 @@ type Router struct {
 	ackDone chan struct{}
 	unpark  *unparker
 	running atomic.Bool
+
+	// Stop's give-up: closing stopping makes handle and ackLoop hand events
+	// back instead of waiting. mu orders closed before handlers.Wait.
+	stopping chan struct{}
+	mu       sync.Mutex
+	closed   bool
+	handlers sync.WaitGroup
 }
 
 // New returns a router reading the directory through cache.
@@ -102,6 +110,7 @@ func (r *Router) Start(ctx context.Context) error {
 
 	r.acks = make(chan pendingAck, inflight)
 	r.ackDone = make(chan struct{})
+	r.stopping = make(chan struct{})
 	go r.ackLoop()
 	r.unpark.start()
 	r.unpark.request(sweepAll)
@@ -114,6 +123,11 @@ func (r *Router) Start(ctx context.Context) error {
 			}
 		}))
 	if err != nil {
+		// fx does not stop what failed to start: undo it here.
+		close(r.acks)
+		<-r.ackDone
+		r.unpark.stop()
+		r.cache.Stop()
 		return fmt.Errorf("router consume: %w", err)
 	}
 	r.running.Store(true)
@@ -133,7 +147,9 @@ func (r *Router) Ready() error {
 }
 
 // Stop drains: no new events are fetched, those received are routed and
-// acknowledged, then the directory watch and the unparker stop. Bounded by ctx.
+// acknowledged, then the directory watch and the unparker stop. At the
+// deadline of ctx it gives up: events in hand are handed back (Nak) to be
+// routed again after a restart.
 func (r *Router) Stop(ctx context.Context) error {
 	var err error
 	r.running.Store(false)
@@ -142,15 +158,25 @@ func (r *Router) Stop(ctx context.Context) error {
 		select {
 		case <-r.cc.Closed():
 		case <-ctx.Done():
+			close(r.stopping)
 			r.cc.Stop()
 			err = ctx.Err()
 		}
-		// The consume handler has returned for good: no more sends on acks.
+		// No handle call starts after this, and those running return soon
+		// (at once once stopping is closed): then nothing sends on acks.
+		r.mu.Lock()
+		r.closed = true
+		r.mu.Unlock()
+		r.handlers.Wait()
 		close(r.acks)
 		select {
 		case <-r.ackDone:
 		case <-ctx.Done():
-			err = ctx.Err()
+			if err == nil {
+				close(r.stopping)
+				err = ctx.Err()
+			}
+			<-r.ackDone
 		}
 		r.cc = nil
 	}
@@ -172,6 +198,16 @@ type pendingAck struct {
 // handle routes one event. It is called by one goroutine, in stream order;
 // publishes are asynchronous and acknowledged in ackLoop, in the same order.
 func (r *Router) handle(in jetstream.Msg) {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		_ = in.Nak()
+		return
+	}
+	r.handlers.Add(1)
+	r.mu.Unlock()
+	defer r.handlers.Done()
+
 	h := in.Headers()
 	account, id := h.Get(proto.HeaderAccountID), h.Get(proto.HeaderEventID)
 	if account == "" || id == "" {
@@ -182,13 +218,12 @@ func (r *Router) handle(in jetstream.Msg) {
 		return
 	}
 	out := &nats.Msg{Header: h, Data: in.Data()}
-	region := ""
-	if rec, ok := r.cache.Lookup(account); ok && r.regions[rec.Region] {
-		region = rec.Region
+	region, ok := r.regionOf(account)
+	if ok {
 		out.Subject = proto.RegionEventsSubject(region)
 		h.Set(proto.HeaderRegion, region)
 	} else {
-		if ok {
+		if rec, known := r.cache.Lookup(account); known {
 			r.log.Error("Account's region is not configured; event parked", logfields.EventID(id), logfields.AccountID(account), logfields.Region(rec.Region))
 		}
 		out.Subject = proto.ParkedSubject(account)
@@ -200,7 +235,11 @@ func (r *Router) handle(in jetstream.Msg) {
 		_ = in.NakWithDelay(time.Second)
 		return
 	}
-	r.acks <- pendingAck{in: in, fut: fut, account: account, id: id, region: region, start: time.Now()}
+	select {
+	case r.acks <- pendingAck{in: in, fut: fut, account: account, id: id, region: region, start: time.Now()}:
+	case <-r.stopping:
+		_ = in.Nak()
+	}
 }
 
 // ackLoop acknowledges each input once its copy is stored.
@@ -208,6 +247,8 @@ func (r *Router) ackLoop() {
 	defer close(r.ackDone)
 	for p := range r.acks {
 		select {
+		case <-r.stopping:
+			_ = p.in.Nak()
 		case <-p.fut.Ok():
 			_ = p.in.Ack()
 			r.routed(p)

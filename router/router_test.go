@@ -269,3 +269,46 @@ func TestReady(t *testing.T) {
 		t.Error("ready after stop")
 	}
 }
+
+// slowJS makes every routing publish take a while, as a NATS in trouble does.
+type slowJS struct {
+	jetstream.JetStream
+	delay time.Duration
+}
+
+func (s slowJS) PublishMsgAsync(m *nats.Msg, opts ...jetstream.PublishOpt) (jetstream.PubAckFuture, error) {
+	time.Sleep(s.delay)
+	return s.JetStream.PublishMsgAsync(m, opts...)
+}
+
+// A Stop that gives up at its deadline while the router is mid-publish must
+// neither crash nor lose the event: it is handed back and routed later.
+func TestStopGivingUpMidPublish(t *testing.T) {
+	f := newFixture(t)
+	f.setRegion("acct", "eu")
+	r := router.New(slowJS{f.nats.JS, time.Second}, directory.NewCache(f.dir, zap.NewNop()), router.Options{
+		Regions: regions, Streams: natsx.StreamOptionsFrom(config.Default()),
+	}, router.NewMetrics(prometheus.NewRegistry()), zap.NewNop())
+	if err := r.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	f.publish("acct")
+	// Wait until the router has taken the event (it is pending on the consumer).
+	natstest.Eventually(t, 5*time.Second, func() bool {
+		c, err := f.nats.JS.Consumer(context.Background(), proto.IngressStream, proto.RouterConsumer)
+		if err != nil {
+			return false
+		}
+		info, err := c.Info(context.Background())
+		return err == nil && info.NumAckPending == 1
+	}, "the router to take the event")
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_ = r.Stop(ctx) // must not panic
+
+	f.startRouter()
+	natstest.Eventually(t, 40*time.Second, func() bool { return f.count(proto.IngressStream) == 0 }, "the event to be routed after all")
+	if n := f.count(proto.RegionEventsStream("eu")); n != 1 {
+		t.Errorf("region holds %d copies, want 1", n)
+	}
+}
