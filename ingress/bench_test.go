@@ -38,7 +38,7 @@ func BenchmarkWebhook(b *testing.B) {
 
 func benchWebhook(b *testing.B, syncAlways, parallel bool) {
 	c := config.Default().NATS
-	c.Listen, c.SyncAlways = "", syncAlways
+	c.StoreDir, c.Listen, c.SyncAlways = "", "", syncAlways
 	ns := natstest.StartWith(b, c)
 	if _, err := natsx.EnsureStream(context.Background(), ns.JS, natsx.IngressStream(natsx.StreamOptionsFrom(config.Default()))); err != nil {
 		b.Fatal(err)

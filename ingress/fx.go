@@ -3,6 +3,7 @@ package ingress
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/fx"
@@ -11,6 +12,7 @@ import (
 	"github.com/geomux/geomux/pkg/config"
 	"github.com/geomux/geomux/pkg/health"
 	"github.com/geomux/geomux/pkg/httpserver"
+	"github.com/geomux/geomux/pkg/natsfx"
 	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/pkg/zoom"
 )
@@ -61,7 +63,19 @@ func newServer(p ServerParams) *Server {
 			}
 			return s.Start(ctx)
 		},
-		OnStop: s.Stop,
+		OnStop: func(ctx context.Context) error {
+			// Behind a load balancer: keep taking requests while it notices
+			// /readyz is 503, so that none is refused at a deploy.
+			if d := p.Config.Ingress.ShutdownDelay.D(); d > 0 {
+				select {
+				case <-time.After(d):
+				case <-ctx.Done():
+				}
+			}
+			ctx, cancel := natsfx.ReserveForDrain(ctx)
+			defer cancel()
+			return s.Stop(ctx)
+		},
 	})
 	return s
 }

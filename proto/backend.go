@@ -39,6 +39,11 @@ type ChatMessage struct {
 	// through unchanged.
 	Content           json.RawMessage `json:"content"`
 	IsMarkdownSupport *bool           `json:"is_markdown_support,omitempty"`
+	// VisibleToUser, a Zoom user id, makes the reply visible to that user
+	// only (in a channel).
+	VisibleToUser string `json:"visible_to_user,omitempty"`
+	// ReplyTo is the id of the message to reply to, in its thread.
+	ReplyTo string `json:"reply_to,omitempty"`
 }
 
 // AccountRecord is the value of an account in the directory (DirectoryBucket).

@@ -1,6 +1,10 @@
 package workers
 
 import (
+	"context"
+	"errors"
+	"sync"
+
 	"github.com/hashicorp/go-retryablehttp"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/fx"
@@ -8,6 +12,7 @@ import (
 
 	"github.com/geomux/geomux/pkg/config"
 	"github.com/geomux/geomux/pkg/health"
+	"github.com/geomux/geomux/pkg/natsfx"
 	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/pkg/zoom"
 )
@@ -42,6 +47,7 @@ type WorkersParams struct {
 }
 
 func registerWorkers(p WorkersParams) {
+	var all []*Worker
 	for _, r := range p.Target.WorkerRegions(p.Config) {
 		var h Handler = Echo
 		if r.Handler == config.HandlerHTTP {
@@ -56,6 +62,29 @@ func registerWorkers(p WorkersParams) {
 			Streams:        natsx.StreamOptionsFrom(p.Config),
 		}, p.Metrics, p.Log)
 		p.Health.Register("worker-"+r.Name, w.Ready)
-		p.Lifecycle.Append(fx.StartStopHook(w.Start, w.Stop))
+		all = append(all, w)
 	}
+	p.Lifecycle.Append(fx.Hook{
+		OnStart: func(ctx context.Context) error {
+			for _, w := range all {
+				if err := w.Start(ctx); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		// Every region drains at once: a stop takes as long as the slowest
+		// region, not the sum of them.
+		OnStop: func(ctx context.Context) error {
+			ctx, cancel := natsfx.ReserveForDrain(ctx)
+			defer cancel()
+			errs := make([]error, len(all))
+			var wg sync.WaitGroup
+			for i, w := range all {
+				wg.Go(func() { errs[i] = w.Stop(ctx) })
+			}
+			wg.Wait()
+			return errors.Join(errs...)
+		},
+	})
 }

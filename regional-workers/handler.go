@@ -14,6 +14,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -111,16 +112,24 @@ func (b *HTTPBackend) Handle(ctx context.Context, ev Event) ([]proto.ChatMessage
 	req.Header.Set(proto.HTTPHeaderRegion, ev.Region)
 	resp, err := b.Client.Do(req)
 	if err != nil {
+		// The URL may carry a secret in its query (e.g. ?code=): errors end
+		// up in logs and dead letters.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			ue.URL = redactQuery(ue.URL)
+		}
 		if errors.Is(err, context.DeadlineExceeded) {
 			return nil, fmt.Errorf("backend: no answer within %s: %w", b.Timeout, err)
 		}
 		return nil, fmt.Errorf("backend: %w", err)
 	}
 	defer resp.Body.Close()
-	switch resp.StatusCode {
-	case http.StatusNoContent:
+	switch {
+	case resp.StatusCode == http.StatusOK:
+	case resp.StatusCode/100 == 2:
+		// 204, or another success without a reply.
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxBackendAnswer))
 		return nil, nil
-	case http.StatusOK:
 	default:
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxBackendAnswer))
 		se := &retry.StatusError{Service: "backend", StatusCode: resp.StatusCode}
@@ -179,6 +188,18 @@ func orTop(field string) string {
 		return "the answer"
 	}
 	return field
+}
+
+// redactQuery drops the query of a URL.
+func redactQuery(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "backend_url"
+	}
+	if u.RawQuery != "" {
+		u.RawQuery = "REDACTED"
+	}
+	return u.Redacted()
 }
 
 func isJSONObject(b json.RawMessage) bool {

@@ -32,22 +32,21 @@ type replyState struct {
 	LastAttempt time.Time `json:"last_attempt,omitzero"`
 }
 
-// doneTTL is how long a finished event's record is kept: well past the ack
-// wait after which a killed worker's event is redelivered.
-const doneTTL = time.Hour
-
 // stateStore keeps replyStates in the region's replies bucket. Each record is
 // written with its own TTL (JetStream per-message TTL): doneTTL once the
-// event is finished, pendingTTL while it may still be retried or replayed.
+// event is finished (nats.dedup_window: as long as Zoom may re-deliver it),
+// pendingTTL while it may still be retried or replayed (as long as a dead
+// letter lives).
 type stateStore struct {
 	js         jetstream.JetStream
 	kv         jetstream.KeyValue
 	subject    string // "$KV.<bucket>." prefix
+	doneTTL    time.Duration
 	pendingTTL time.Duration
 }
 
-func newStateStore(js jetstream.JetStream, kv jetstream.KeyValue, bucket string, pendingTTL time.Duration) *stateStore {
-	return &stateStore{js: js, kv: kv, subject: "$KV." + bucket + ".", pendingTTL: pendingTTL}
+func newStateStore(js jetstream.JetStream, kv jetstream.KeyValue, bucket string, doneTTL, pendingTTL time.Duration) *stateStore {
+	return &stateStore{js: js, kv: kv, subject: "$KV." + bucket + ".", doneTTL: doneTTL, pendingTTL: pendingTTL}
 }
 
 func (s *stateStore) load(ctx context.Context, id string) (replyState, bool, error) {
@@ -75,7 +74,7 @@ func (s *stateStore) save(ctx context.Context, id string, st replyState) error {
 	}
 	ttl := s.pendingTTL
 	if st.Done {
-		ttl = doneTTL
+		ttl = s.doneTTL
 	}
 	m := &nats.Msg{Subject: s.subject + id, Data: b}
 	if _, err := s.js.PublishMsg(ctx, m, jetstream.WithMsgTTL(ttl)); err != nil {

@@ -87,7 +87,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	w.state = newStateStore(w.js, kv, proto.RegionRepliesBucket(region), so.DeadLetterMaxAge)
+	w.state = newStateStore(w.js, kv, proto.RegionRepliesBucket(region), so.DedupWindow, so.DeadLetterMaxAge)
 	cons, err := w.js.CreateOrUpdateConsumer(ctx, proto.RegionEventsStream(region), w.consumerConfig())
 	if err != nil {
 		return fmt.Errorf("worker consumer of region %s: %w", region, err)
@@ -222,6 +222,9 @@ func (w *Worker) dispatch(m jetstream.Msg) {
 	}
 	w.wg.Add(1)
 	w.mu.Unlock()
+	// The event may have waited for its slot: restart its ack wait, so that
+	// it is not redelivered while this attempt runs.
+	_ = m.InProgress()
 	go func() {
 		defer func() { <-w.slots; w.wg.Done() }()
 		w.process(m)
@@ -247,7 +250,7 @@ func (w *Worker) process(m jetstream.Msg) {
 	replay := m.Headers().Get(proto.HeaderReplay) != ""
 
 	ctx, cancel := context.WithTimeout(w.base, w.opts.HandlerTimeout)
-	st, err := w.handle(ctx, ev, w.mayHaveRecord(md, replay), replay)
+	st, err := w.handle(ctx, ev, replay)
 	cancel()
 	w.metrics.HandleSeconds.WithLabelValues(w.opts.Region).Observe(time.Since(start).Seconds())
 
@@ -287,28 +290,17 @@ func (w *Worker) process(m jetstream.Msg) {
 	case attempt >= w.opts.Retry.MaxAttempts:
 		w.deadLetter(m, md, proto.DeadReasonMaxAttempts, err, fields)
 	default:
-		delay := max(w.opts.Retry.BackoffFor(attempt), retry.After(err))
+		// A server may ask for a day (Zoom's daily limit): a chat reply that
+		// late is worth less than trying again within maxRetryDelay.
+		delay := min(max(w.opts.Retry.BackoffFor(attempt), retry.After(err)), maxRetryDelay)
 		w.metrics.Handled.WithLabelValues(w.opts.Region, "retry").Inc()
 		w.log.Warn("Event failed; will retry", append(fields, logfields.Delay(delay), zap.Error(err))...)
 		_ = m.NakWithDelay(delay)
 	}
 }
 
-// freshAge is how old an event may be at its first delivery and still be
-// taken for one nobody has handled.
-const freshAge = 5 * time.Second
-
-// mayHaveRecord says whether an earlier delivery may have recorded
-// something of the event, so that its record must be read first. A fresh
-// event's first delivery has none, and skipping the read keeps the common
-// case to one round trip. But JetStream's delivery count is not always
-// trustworthy: after a NATS server is killed, a consumer's counts (and
-// acknowledgements) it had not yet flushed are lost, and events come back as
-// first deliveries. So an event stored before this worker started, or older
-// than freshAge, is read for too.
-func (w *Worker) mayHaveRecord(md *jetstream.MsgMetadata, replay bool) bool {
-	return replay || md.NumDelivered > 1 || md.Timestamp.Before(w.started) || time.Since(md.Timestamp) > freshAge
-}
+// maxRetryDelay caps the wait before a retry, whatever Retry-After says.
+const maxRetryDelay = time.Hour
 
 // event reads an event's identity from its headers.
 func (w *Worker) event(m jetstream.Msg) (Event, error) {
@@ -327,21 +319,23 @@ func (w *Worker) event(m jetstream.Msg) (Event, error) {
 }
 
 // handle gets the replies to an event and sends those not yet sent,
-// recording each one sent before the next. With load, it first reads what an
-// earlier delivery recorded: a finished event is not handled again, and
-// recorded replies are not asked of the handler again. An operator's replay
-// asks the handler again unless some replies already went out.
-func (w *Worker) handle(ctx context.Context, ev Event, load, replay bool) (replyState, error) {
-	var st replyState
-	if load {
-		var recorded bool
-		var err error
-		if st, recorded, err = w.state.load(ctx, ev.ID); err != nil {
-			return st, err
-		}
-		if recorded && st.Done {
-			return st, nil
-		}
+// recording each one sent before the next.
+//
+// It first reads what an earlier delivery of the event recorded: a finished
+// event is not handled again, and recorded replies are not asked of the
+// handler again. This read is what makes an event processed once: JetStream's
+// deduplication forgets the ids of acknowledged work-queue messages when a
+// server restarts, and its delivery counts can go back after a server is
+// killed, so a Zoom re-delivery, a router redelivery or a killed worker's
+// event can all come back as a first delivery. An operator's replay asks the
+// handler again unless some replies already went out.
+func (w *Worker) handle(ctx context.Context, ev Event, replay bool) (replyState, error) {
+	st, recorded, err := w.state.load(ctx, ev.ID)
+	if err != nil {
+		return st, err
+	}
+	if recorded && st.Done && !replay {
+		return st, nil
 	}
 	if len(st.Messages) == 0 || (replay && st.Sent == 0) {
 		msgs, err := w.handler.Handle(ctx, ev)
@@ -357,6 +351,7 @@ func (w *Worker) handle(ctx context.Context, ev Event, load, replay bool) (reply
 			RobotJID: w.opts.BotJID, AccountID: ev.AccountID,
 			ToJID: cm.ToJID, UserJID: cm.UserJID,
 			Content: cm.Content, IsMarkdownSupport: cm.IsMarkdownSupport,
+			VisibleToUser: cm.VisibleToUser, ReplyTo: cm.ReplyTo,
 		}
 		if zm.ToJID == "" {
 			zm.ToJID = chat.ToJID

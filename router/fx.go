@@ -1,6 +1,8 @@
 package router
 
 import (
+	"context"
+
 	"go.uber.org/fx"
 	"go.uber.org/zap"
 
@@ -9,6 +11,7 @@ import (
 	"github.com/geomux/geomux/pkg/config"
 	"github.com/geomux/geomux/pkg/directory"
 	"github.com/geomux/geomux/pkg/health"
+	"github.com/geomux/geomux/pkg/natsfx"
 	"github.com/geomux/geomux/pkg/natsx"
 )
 
@@ -18,7 +21,11 @@ var Module = fx.Module("router",
 	fx.Provide(NewMetrics, newRouter),
 	fx.Invoke(func(lc fx.Lifecycle, r *Router, h *health.Registry) {
 		h.Register("router", r.Ready)
-		lc.Append(fx.StartStopHook(r.Start, r.Stop))
+		lc.Append(fx.StartStopHook(r.Start, func(ctx context.Context) error {
+			ctx, cancel := natsfx.ReserveForDrain(ctx)
+			defer cancel()
+			return r.Stop(ctx)
+		}))
 	}),
 )
 

@@ -149,10 +149,11 @@ func newPipeline(t *testing.T, storeDir string, extra ...fx.Option) *pipeline {
 	}
 	cfg.Retry = config.Retry{MaxAttempts: 5, HTTPRetries: 0, Backoff: []config.Duration{config.Duration(100 * time.Millisecond)}}
 	cfg.ShutdownTimeout = config.Duration(10 * time.Second)
+	cfg.Worker.HandlerTimeout = config.Duration(5 * time.Second)
 	for _, r := range e2eRegions {
 		b := newFakeBackend(t, r)
 		p.backends[r] = b
-		cfg.Regions = append(cfg.Regions, config.Region{Name: r, Handler: config.HandlerHTTP, BackendURL: b.srv.URL, Timeout: config.Duration(5 * time.Second)})
+		cfg.Regions = append(cfg.Regions, config.Region{Name: r, Handler: config.HandlerHTTP, BackendURL: b.srv.URL, Timeout: config.Duration(3 * time.Second)})
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)

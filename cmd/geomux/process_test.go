@@ -83,7 +83,7 @@ zoom:
   api_base_url: %s/v2
   oauth_base_url: %s
 retry: {max_attempts: 5, backoff: ["100ms"]}
-shutdown_timeout: 10s
+shutdown_timeout: 20s
 %s`, storeDir, ingress, admin, e2eAdminToken, e2eSecret, e2eBotJID, zoomURL, zoomURL, extra))
 }
 
@@ -210,7 +210,7 @@ func TestSIGTERMDrains(t *testing.T) {
 	}
 	ingress, admin := freePort(t), freePort(t)
 	cfg := processConfig(t, t.TempDir(), ingress, admin, zoom.srv.URL, fmt.Sprintf(`
-worker: {handler_timeout: 15s}
+worker: {handler_timeout: 12s}
 regions:
   - {name: eu, handler: http, backend_url: %q, timeout: 10s}
 `, backend.srv.URL))

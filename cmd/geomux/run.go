@@ -94,24 +94,45 @@ func newApp(cfg config.Config, target config.Target, extra ...fx.Option) *fx.App
 	return fx.New(append(opts, extra...)...)
 }
 
-// runApp runs until SIGINT or SIGTERM, then stops within shutdown_timeout.
+// runApp runs until SIGINT or SIGTERM (or parent ends), then stops within
+// shutdown_timeout. A signal during the start aborts it; a second signal
+// during the stop exits at once.
 func runApp(parent context.Context, cfg config.Config, target config.Target) error {
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(sigs)
+
 	app := newApp(cfg, target)
 	if err := app.Err(); err != nil {
 		return fmt.Errorf("cannot start: %w", dig.RootCause(err))
 	}
-	startCtx, cancel := context.WithTimeout(context.Background(), app.StartTimeout())
+	startCtx, cancel := context.WithTimeout(parent, app.StartTimeout())
 	defer cancel()
+	go func() {
+		select {
+		case <-sigs:
+			cancel()
+		case <-startCtx.Done():
+		}
+	}()
 	if err := app.Start(startCtx); err != nil {
 		return fmt.Errorf("cannot start: %w", dig.RootCause(err))
 	}
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sigs)
+	cancel()
 	select {
 	case <-sigs:
 	case <-parent.Done():
 	}
+	stopped := make(chan struct{})
+	defer close(stopped)
+	go func() {
+		select {
+		case <-sigs:
+			fmt.Fprintln(os.Stderr, "geomux: second signal: exiting without finishing the stop")
+			os.Exit(exitFailure)
+		case <-stopped:
+		}
+	}()
 	stopCtx, cancel := context.WithTimeout(context.Background(), app.StopTimeout())
 	defer cancel()
 	if err := app.Stop(stopCtx); err != nil {

@@ -66,6 +66,10 @@ type Ingress struct {
 	PublishTimeout Duration `yaml:"publish_timeout"`
 	// MaxClockSkew is how far x-zm-request-timestamp may be from now.
 	MaxClockSkew Duration `yaml:"max_clock_skew"`
+	// ShutdownDelay keeps the listener taking requests for this long after
+	// /readyz turned 503 at a stop, so that a load balancer has time to stop
+	// sending it any. 0 by default; a few seconds behind a load balancer.
+	ShutdownDelay Duration `yaml:"shutdown_delay"`
 }
 
 // Admin is the operator HTTP API (accounts, metrics).

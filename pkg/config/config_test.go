@@ -208,7 +208,7 @@ func TestEnvOverrides(t *testing.T) {
 		{"GEOMUX_NATS_DEDUP_WINDOW=90m", func(c config.Config) bool { return c.NATS.DedupWindow == d(90*time.Minute) }},
 		{"GEOMUX_NATS_URL=nats://a:4222,nats://b:4222", func(c config.Config) bool { return c.NATS.URL == "nats://a:4222,nats://b:4222" }},
 		{"GEOMUX_LOG_LEVEL=debug", func(c config.Config) bool { return c.Log.Level == "debug" }},
-		{"GEOMUX_SHUTDOWN_TIMEOUT=5s", func(c config.Config) bool { return c.ShutdownTimeout == d(5*time.Second) }},
+		{"GEOMUX_SHUTDOWN_TIMEOUT=45s", func(c config.Config) bool { return c.ShutdownTimeout == d(45*time.Second) }},
 		{"GEOMUX_ADMIN_TOKEN=abcdefghijklmnopqrstuvwxyz", func(c config.Config) bool { return c.Admin.Token == "abcdefghijklmnopqrstuvwxyz" }},
 		// Not settings: ignored.
 		{"GEOMUX_CONFIG=/etc/geomux/other.yaml", func(c config.Config) bool { return true }},

@@ -72,6 +72,9 @@ func (c *Config) problems(roles []Role) []string {
 			p.add("ingress.publish_timeout", "must be under 3s: Zoom gives up waiting after 3 s, so a slower answer is lost")
 		}
 		p.atLeast("ingress.max_clock_skew", c.Ingress.MaxClockSkew, time.Second)
+		if c.Ingress.ShutdownDelay < 0 || c.Ingress.ShutdownDelay >= c.ShutdownTimeout {
+			p.add("ingress.shutdown_delay", fmt.Sprintf("must be between 0 and shutdown_timeout (%s)", c.ShutdownTimeout))
+		}
 		if len(c.Zoom.WebhookSecretTokens) == 0 {
 			p.add("zoom.webhook_secret_tokens", "required: the app's webhook Secret Token (Zoom Marketplace → Features → Access); list the previous one too while rotating")
 		}
@@ -114,6 +117,9 @@ func (c *Config) problems(roles []Role) []string {
 		}
 		p.atLeast("worker.handler_timeout", c.Worker.HandlerTimeout, 100*time.Millisecond)
 		p.atLeast("worker.dead_letter_max_age", c.Worker.DeadLetterMaxAge, time.Hour)
+		if c.ShutdownTimeout.D() >= time.Second && c.ShutdownTimeout.D() < c.Worker.HandlerTimeout.D()+3*time.Second {
+			p.add("shutdown_timeout", fmt.Sprintf("must be at least worker.handler_timeout + 3s (%s): a stop lets the events in hand finish", c.Worker.HandlerTimeout.D()+3*time.Second))
+		}
 	}
 
 	if has(RoleRouter) {

@@ -94,3 +94,21 @@ func drain(ctx context.Context, nc *nats.Conn) error {
 func NewJetStream(nc *nats.Conn) (jetstream.JetStream, error) {
 	return jetstream.New(nc, jetstream.WithPublishAsyncTimeout(10*time.Second))
 }
+
+// drainReserve is the part of a stop's time kept for draining the NATS
+// connection and shutting the embedded server down, which come last.
+const drainReserve = 2 * time.Second
+
+// ReserveForDrain returns ctx with its deadline moved drainReserve earlier
+// (but no more than halfway to it). Components stop within it, so that a
+// stop that runs out of time still leaves the NATS connection time to drain
+// (flushing acks and naks) and the embedded server time to shut down: fx
+// runs no stop hook once the deadline has passed.
+func ReserveForDrain(ctx context.Context) (context.Context, context.CancelFunc) {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return context.WithCancel(ctx)
+	}
+	reserve := min(drainReserve, time.Until(dl)/2)
+	return context.WithDeadline(ctx, dl.Add(-reserve))
+}

@@ -19,6 +19,7 @@ import (
 var ErrPermanent = errors.New("permanent failure")
 
 // StatusError is an HTTP call answered with a status that is not success.
+// Its status says whether to retry (StatusRetryable), unless Retry is set.
 type StatusError struct {
 	// Service is who answered: "backend", "zoom" or "zoom-oauth".
 	Service string
@@ -29,6 +30,10 @@ type StatusError struct {
 	// Detail is a short, content-free description, e.g. Zoom's error code
 	// and message. It never holds customer data.
 	Detail string
+	// Retry marks a failure worth retrying whatever its status, e.g. a
+	// refused chatbot token: the app's credentials, not the event, are at
+	// fault.
+	Retry bool
 }
 
 func (e *StatusError) Error() string {
@@ -67,7 +72,7 @@ func Retryable(err error) bool {
 	}
 	var se *StatusError
 	if errors.As(err, &se) {
-		return StatusRetryable(se.StatusCode)
+		return se.Retry || StatusRetryable(se.StatusCode)
 	}
 	return true
 }

@@ -48,6 +48,9 @@ func NewClient(cfg ClientConfig, hc *retryablehttp.Client) *Client {
 	return &Client{cfg: cfg, http: hc, now: time.Now}
 }
 
+// tokenFetchTimeout bounds one token request.
+const tokenFetchTimeout = 10 * time.Second
+
 // tokenRenewBefore is how long before its expiry a token is replaced, as
 // Zoom's own SDK does.
 const tokenRenewBefore = 60 * time.Second
@@ -69,7 +72,11 @@ func (c *Client) Token(ctx context.Context) (string, error) {
 		if tok != "" && c.now().Before(exp) {
 			return tok, nil
 		}
-		return c.fetchToken(ctx)
+		// Not the first caller's context: its deadline would fail every
+		// caller that shares this fetch.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), tokenFetchTimeout)
+		defer cancel()
+		return c.fetchToken(fctx)
 	})
 	if err != nil {
 		return "", err
@@ -112,7 +119,12 @@ func (c *Client) fetchToken(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("zoom oauth: read answer: %w", err)
 	}
 	if resp.StatusCode != http.StatusOK {
-		return "", statusError("zoom-oauth", resp, body)
+		// Whatever the status, the event is not at fault: the app's
+		// credentials are (being rotated, say). Retry the event rather
+		// than dead-letter every event of every region at once.
+		se := statusError("zoom-oauth", resp, body)
+		se.Retry = true
+		return "", se
 	}
 	var tr tokenResponse
 	if err := json.Unmarshal(body, &tr); err != nil || tr.AccessToken == "" {
@@ -138,6 +150,8 @@ type Message struct {
 	UserJID           string          `json:"user_jid,omitempty"`
 	Content           json.RawMessage `json:"content"`
 	IsMarkdownSupport *bool           `json:"is_markdown_support,omitempty"`
+	VisibleToUser     string          `json:"visible_to_user,omitempty"`
+	ReplyTo           string          `json:"reply_to,omitempty"`
 }
 
 // Sent is Zoom's answer to a sent message.
