@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/geomux/geomux/pkg/health"
 	"github.com/geomux/geomux/pkg/logfields"
@@ -48,13 +49,21 @@ type Handler struct {
 	metrics *Metrics
 	mux     *http.ServeMux
 	now     func() time.Time
+
+	rejectLog *zap.Logger
 }
 
 // NewHandler returns the ingress HTTP handler. It publishes with js, over nc.
 func NewHandler(js jetstream.JetStream, opts Options, m *Metrics, h *health.Registry, log *zap.Logger) *Handler {
-	s := &Handler{js: js, nc: js.Conn(), opts: opts, log: log, metrics: m, mux: http.NewServeMux(), now: time.Now}
+	s := &Handler{js: js, nc: js.Conn(), opts: opts, log: log, metrics: m, mux: http.NewServeMux(), now: time.Now,
+		// Anyone can post garbage to a public endpoint: log the first few
+		// rejections of each kind per second, count them all.
+		rejectLog: log.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+			return zapcore.NewSamplerWithOptions(c, time.Second, 5, 0)
+		})),
+	}
 	s.mux.HandleFunc("POST "+WebhookPath, s.webhook)
-	h.Mount(s.mux)
+	h.MountPublic(s.mux)
 	return s
 }
 
@@ -67,7 +76,7 @@ type errorBody struct {
 
 func (s *Handler) reject(w http.ResponseWriter, status int, reason, msg string, fields ...zap.Field) {
 	s.metrics.Rejected.WithLabelValues(reason).Inc()
-	s.log.Info("Webhook rejected", append(fields, logfields.Reason(reason), logfields.StatusCode(status))...)
+	s.rejectLog.Info("Webhook rejected", append(fields, logfields.Reason(reason), logfields.StatusCode(status))...)
 	writeJSON(w, status, errorBody{Error: msg})
 }
 
@@ -119,6 +128,11 @@ func (s *Handler) webhook(w http.ResponseWriter, r *http.Request) {
 	}
 	if head.AccountID == "" {
 		s.reject(w, http.StatusBadRequest, "no_account", "payload has no accountId or account_id", logfields.EventType(head.Event))
+		return
+	}
+	if !proto.ValidAccountID(head.AccountID) {
+		// Such an account could never be given a region.
+		s.reject(w, http.StatusBadRequest, "bad_account", "payload's account id is not a Zoom account id", logfields.EventType(head.Event))
 		return
 	}
 	s.persist(w, r, body, head, start)

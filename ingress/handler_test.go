@@ -176,6 +176,9 @@ func TestRejections(t *testing.T) {
 		{"no account", func() *http.Request {
 			return zoomtest.NewRequest(f.url, secret, []byte(`{"event":"bot_notification","payload":{}}`), now)
 		}, 400, "no_account"},
+		{"account id that cannot be one", func() *http.Request {
+			return zoomtest.NewRequest(f.url, secret, []byte(`{"event":"bot_notification","payload":{"accountId":"a.b c"}}`), now)
+		}, 400, "bad_account"},
 		{"too large", func() *http.Request {
 			big := append([]byte(`{"event":"x","pad":"`), bytes.Repeat([]byte("a"), ingress.MaxBody)...)
 			big = append(big, '"', '}')

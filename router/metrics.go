@@ -2,6 +2,7 @@ package router
 
 import (
 	"context"
+	"math"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -56,7 +57,7 @@ func (m *Metrics) watchParked(s jetstream.Stream) {
 		defer cancel()
 		info, err := s.Info(ctx)
 		if err != nil {
-			return -1
+			return math.NaN()
 		}
 		return float64(info.State.Msgs)
 	})

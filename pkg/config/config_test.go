@@ -564,3 +564,23 @@ func TestRegionLookup(t *testing.T) {
 		t.Errorf("RegionNames = %v", got)
 	}
 }
+
+// Kubernetes sets GEOMUX_PORT, GEOMUX_SERVICE_HOST, ... in every pod of a
+// namespace with a Service named geomux: they are not settings.
+func TestKubernetesServiceLinksIgnored(t *testing.T) {
+	env := []string{
+		"GEOMUX_PORT=tcp://10.0.0.1:8080", "GEOMUX_PORT_8080_TCP=tcp://10.0.0.1:8080",
+		"GEOMUX_PORT_8080_TCP_ADDR=10.0.0.1", "GEOMUX_SERVICE_HOST=10.0.0.1", "GEOMUX_SERVICE_PORT=8080",
+	}
+	if _, err := config.Load("../../deploy/local/geomux.yaml", env); err != nil {
+		t.Fatalf("service-link variables refused: %v", err)
+	}
+}
+
+func TestDedupWindowCoversZoomRetries(t *testing.T) {
+	_, err := config.Load("../../deploy/local/geomux.yaml", []string{"GEOMUX_NATS_DEDUP_WINDOW=30m"})
+	var ce *config.Error
+	if !errors.As(err, &ce) || !strings.Contains(ce.Error(), "nats.dedup_window: must be at least 90m") {
+		t.Fatalf("a 30m dedup window was accepted: %v", err)
+	}
+}

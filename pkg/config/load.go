@@ -132,6 +132,13 @@ func join(a, b, sep string) string {
 	return a + sep + b
 }
 
+// kubernetesServiceLink reports the variables Kubernetes sets in every pod
+// for a Service named geomux (GEOMUX_PORT, GEOMUX_SERVICE_HOST, ...): they
+// are not settings, and must not stop geomux from starting.
+func kubernetesServiceLink(k string) bool {
+	return k == EnvPrefix+"PORT" || strings.HasPrefix(k, EnvPrefix+"PORT_") || strings.HasPrefix(k, EnvPrefix+"SERVICE_")
+}
+
 var (
 	durationType = reflect.TypeFor[Duration]()
 	sizeType     = reflect.TypeFor[Size]()
@@ -146,7 +153,7 @@ func applyEnv(cfg *Config, environ []string) []string {
 	vals := map[string]string{}
 	for _, kv := range environ {
 		k, v, ok := strings.Cut(kv, "=")
-		if !ok || !strings.HasPrefix(k, EnvPrefix) || k == EnvConfigFile {
+		if !ok || !strings.HasPrefix(k, EnvPrefix) || k == EnvConfigFile || kubernetesServiceLink(k) {
 			continue
 		}
 		names = append(names, k)

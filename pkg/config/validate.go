@@ -62,7 +62,9 @@ func (c *Config) problems(roles []Role) []string {
 	if c.NATS.MaxStore != 0 && c.NATS.MaxStore < 1<<20 {
 		p.add("nats.max_store", "must be at least 1MiB (or 0 for nats-server's default)")
 	}
-	p.atLeast("nats.dedup_window", c.NATS.DedupWindow, time.Second)
+	if c.NATS.DedupWindow.D() < 90*time.Minute {
+		p.add("nats.dedup_window", "must be at least 90m: Zoom re-delivers an event up to about 85 minutes after the first try")
+	}
 	p.atLeast("nats.connect_timeout", c.NATS.ConnectTimeout, 100*time.Millisecond)
 
 	if has(RoleIngress) {

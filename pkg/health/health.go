@@ -51,7 +51,23 @@ func (r *Registry) Report() (ok bool, failures map[string]string) {
 	return len(failures) == 0, failures
 }
 
-// Mount serves GET /healthz and GET /readyz on mux.
+// MountPublic serves GET /healthz and GET /readyz on a public listener: the
+// status only, not what fails (that is for operators, on the admin listener).
+func (r *Registry) MountPublic(mux *http.ServeMux) {
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if ok, _ := r.Report(); !ok {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready"})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+}
+
+// Mount serves GET /healthz and GET /readyz on mux; /readyz lists what is
+// not ready.
 func (r *Registry) Mount(mux *http.ServeMux) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -139,4 +140,20 @@ func TestConcurrentRegisterAndReport(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+// The public listener says whether the process is ready, not what fails.
+func TestPublicReadyzHidesReasons(t *testing.T) {
+	r := health.NewRegistry()
+	r.Register("nats", func() error { return errors.New("NATS connection is RECONNECTING to 10.1.2.3") })
+	mux := http.NewServeMux()
+	r.MountPublic(mux)
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
+	if rec.Code != http.StatusServiceUnavailable {
+		t.Fatalf("status %d, want 503", rec.Code)
+	}
+	if strings.Contains(rec.Body.String(), "10.1.2.3") || strings.Contains(rec.Body.String(), "nats") {
+		t.Errorf("public /readyz tells why: %s", rec.Body.String())
+	}
 }

@@ -53,6 +53,13 @@ func NewConn(p ConnParams) (*nats.Conn, error) {
 		}
 		return nil, err
 	}
+	// A Zoom body may be 1 MiB, plus headers: a server with the default
+	// max_payload (1 MB) refuses the largest events, and ingress would answer
+	// 503 to them forever.
+	if mp := nc.MaxPayload(); mp < minMaxPayload {
+		p.Log.Warn("NATS max_payload is too small for the largest Zoom events; set max_payload: 2MB on the servers",
+			zap.Int64("max_payload", mp), zap.Int64("want", minMaxPayload))
+	}
 	p.Health.Register("nats", func() error {
 		if !nc.IsConnected() {
 			return errors.New("NATS connection is " + nc.Status().String())
@@ -90,10 +97,14 @@ func drain(ctx context.Context, nc *nats.Conn) error {
 }
 
 // NewJetStream returns the JetStream context. An asynchronous publish that
-// is not acknowledged within 10 s fails, so that nothing waits on it forever.
+// is not acknowledged within 10 s fails, so that nothing waits on it forever;
+// up to 8192 may be in flight (the router keeps 4096).
 func NewJetStream(nc *nats.Conn) (jetstream.JetStream, error) {
-	return jetstream.New(nc, jetstream.WithPublishAsyncTimeout(10*time.Second))
+	return jetstream.New(nc, jetstream.WithPublishAsyncTimeout(10*time.Second), jetstream.WithPublishAsyncMaxPending(8192))
 }
+
+// minMaxPayload is the max_payload NATS needs for geomux's largest events.
+const minMaxPayload = 2 << 20
 
 // drainReserve is the part of a stop's time kept for draining the NATS
 // connection and shutting the embedded server down, which come last.

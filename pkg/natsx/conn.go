@@ -23,6 +23,9 @@ func Connect(c config.NATS, ns *server.Server, name string, log *zap.Logger) (*n
 		nats.Timeout(c.ConnectTimeout.D()),
 		nats.MaxReconnects(-1),
 		nats.ReconnectWait(250 * time.Millisecond),
+		// Notice a dead connection within a minute, not the default four.
+		nats.PingInterval(20 * time.Second),
+		nats.MaxPingsOutstanding(3),
 		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
 			if err != nil { // nil: we closed it
 				log.Warn("NATS disconnected", zap.Error(err))

@@ -84,6 +84,9 @@ func RegionDeadLetterStream(region string, o StreamOptions) jetstream.StreamConf
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		MaxAge:      o.DeadLetterMaxAge,
+		// A dead letter stored twice (its worker died before terminating
+		// the event, whose next delivery ran out) is dropped the second time.
+		Duplicates: min(o.DedupWindow, o.DeadLetterMaxAge),
 	}
 }
 

@@ -177,9 +177,10 @@ func (s *Store) Replay(ctx context.Context, id uint64) error {
 	return nil
 }
 
-// Purge deletes an entry for good.
+// Purge deletes an entry for good: its bytes are overwritten on disk, not
+// only unlinked from the stream.
 func (s *Store) Purge(ctx context.Context, id uint64) error {
-	err := s.stream.DeleteMsg(ctx, id)
+	err := s.stream.SecureDeleteMsg(ctx, id)
 	if errors.Is(err, jetstream.ErrMsgNotFound) {
 		return ErrNotFound
 	}
