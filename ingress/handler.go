@@ -7,12 +7,13 @@ package ingress
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
 	"strconv"
 	"time"
+
+	"github.com/geomux/geomux/pkg/httpx"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -77,7 +78,7 @@ type errorBody struct {
 func (s *Handler) reject(w http.ResponseWriter, status int, reason, msg string, fields ...zap.Field) {
 	s.metrics.Rejected.WithLabelValues(reason).Inc()
 	s.rejectLog.Info("Webhook rejected", append(fields, logfields.Reason(reason), logfields.StatusCode(status))...)
-	writeJSON(w, status, errorBody{Error: msg})
+	httpx.WriteJSON(w, status, errorBody{Error: msg})
 }
 
 func (s *Handler) webhook(w http.ResponseWriter, r *http.Request) {
@@ -147,7 +148,7 @@ func (s *Handler) validate(w http.ResponseWriter, key *zoom.Key, head zoom.Head)
 	}
 	s.metrics.URLValidations.Inc()
 	s.log.Info("Answered endpoint URL validation")
-	writeJSON(w, http.StatusOK, map[string]string{
+	httpx.WriteJSON(w, http.StatusOK, map[string]string{
 		"plainToken":     head.PlainToken,
 		"encryptedToken": key.EncryptToken(head.PlainToken),
 	})
@@ -204,17 +205,11 @@ func (s *Handler) unavailable(w http.ResponseWriter, err error, fields []zap.Fie
 	s.metrics.PublishFailures.Inc()
 	s.log.Warn("Event not persisted; answered 503 so that Zoom retries", append(fields, zap.Error(err))...)
 	w.Header().Set("Retry-After", strconv.Itoa(300))
-	writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: "event could not be stored; retry later"})
+	httpx.WriteJSON(w, http.StatusServiceUnavailable, errorBody{Error: "event could not be stored; retry later"})
 }
 
 func copyHeader(h nats.Header, key, v string) {
 	if v != "" {
 		h[key] = []string{v}
 	}
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
 }

@@ -3,10 +3,11 @@
 package health
 
 import (
-	"encoding/json"
 	"net/http"
 	"sync"
 	"sync/atomic"
+
+	"github.com/geomux/geomux/pkg/httpx"
 )
 
 // Check reports why a part is not ready, or nil.
@@ -55,14 +56,17 @@ func (r *Registry) Report() (ok bool, failures map[string]string) {
 // status only, not what fails (that is for operators, on the admin listener).
 func (r *Registry) MountPublic(mux *http.ServeMux) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		noStore(w)
+		httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if ok, _ := r.Report(); !ok {
-			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready"})
+			noStore(w)
+			httpx.WriteJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready"})
 			return
 		}
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+		noStore(w)
+		httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
 }
 
@@ -70,21 +74,19 @@ func (r *Registry) MountPublic(mux *http.ServeMux) {
 // not ready.
 func (r *Registry) Mount(mux *http.ServeMux) {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+		noStore(w)
+		httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		ok, failures := r.Report()
 		if ok {
-			writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+			noStore(w)
+			httpx.WriteJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 			return
 		}
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "failing": failures})
+		noStore(w)
+		httpx.WriteJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "not ready", "failing": failures})
 	})
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
-}
+func noStore(w http.ResponseWriter) { w.Header().Set("Cache-Control", "no-store") }

@@ -19,6 +19,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/geomux/geomux/pkg/httpx"
+
 	"github.com/geomux/geomux/pkg/zoom"
 	"github.com/geomux/geomux/proto"
 )
@@ -86,12 +88,12 @@ func (s *Sandbox) TokensIssued() int {
 func (s *Sandbox) token(w http.ResponseWriter, r *http.Request) {
 	id, secret, ok := r.BasicAuth()
 	if !ok || id != s.cfg.ClientID || secret != s.cfg.ClientSecret {
-		writeJSON(w, http.StatusUnauthorized, map[string]string{"reason": "Invalid client_id or client_secret", "error": "invalid_client"})
+		httpx.WriteJSON(w, http.StatusUnauthorized, map[string]string{"reason": "Invalid client_id or client_secret", "error": "invalid_client"})
 		return
 	}
 	_ = r.ParseForm() // grant_type may come in the query or the form body
 	if gt := r.Form.Get("grant_type"); gt != "client_credentials" {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"reason": "Unsupported grant type", "error": "unsupported_grant_type"})
+		httpx.WriteJSON(w, http.StatusBadRequest, map[string]string{"reason": "Unsupported grant type", "error": "unsupported_grant_type"})
 		return
 	}
 	tok := "sandbox." + randomID()
@@ -99,7 +101,7 @@ func (s *Sandbox) token(w http.ResponseWriter, r *http.Request) {
 	s.tokens[tok] = time.Now().Add(s.cfg.TokenLifetime)
 	s.issued++
 	s.mu.Unlock()
-	writeJSON(w, http.StatusOK, map[string]any{
+	httpx.WriteJSON(w, http.StatusOK, map[string]any{
 		"access_token": tok, "token_type": "bearer", "expires_in": int(s.cfg.TokenLifetime / time.Second),
 		"scope": "imchat:bot", "api_url": "http://" + r.Host,
 	})
@@ -116,12 +118,12 @@ func (s *Sandbox) message(w http.ResponseWriter, r *http.Request) {
 	exp, known := s.tokens[tok]
 	s.mu.Unlock()
 	if !ok || !known || time.Now().After(exp) {
-		writeJSON(w, http.StatusUnauthorized, zoomError{7010, "Invalid access token."})
+		httpx.WriteJSON(w, http.StatusUnauthorized, zoomError{7010, "Invalid access token."})
 		return
 	}
 	var m zoom.Message
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&m); err != nil {
-		writeJSON(w, http.StatusBadRequest, zoomError{7001, "Invalid request body."})
+		httpx.WriteJSON(w, http.StatusBadRequest, zoomError{7001, "Invalid request body."})
 		return
 	}
 	var missing []string
@@ -141,11 +143,11 @@ func (s *Sandbox) message(w http.ResponseWriter, r *http.Request) {
 		missing = append(missing, "content")
 	}
 	if len(missing) > 0 {
-		writeJSON(w, http.StatusBadRequest, zoomError{7001, "Invalid request body: missing " + strings.Join(missing, ", ")})
+		httpx.WriteJSON(w, http.StatusBadRequest, zoomError{7001, "Invalid request body: missing " + strings.Join(missing, ", ")})
 		return
 	}
 	if m.RobotJID != s.cfg.BotJID {
-		writeJSON(w, http.StatusNotFound, zoomError{7002, "Invalid robot_jid."})
+		httpx.WriteJSON(w, http.StatusNotFound, zoomError{7002, "Invalid robot_jid."})
 		return
 	}
 	var texts []string
@@ -161,7 +163,7 @@ func (s *Sandbox) message(w http.ResponseWriter, r *http.Request) {
 	if s.out != nil {
 		fmt.Fprintf(s.out, "[zoom sandbox] message %s to %s (account %s): %s\n", d.MessageID, m.ToJID, m.AccountID, d.Text)
 	}
-	writeJSON(w, http.StatusCreated, map[string]string{
+	httpx.WriteJSON(w, http.StatusCreated, map[string]string{
 		"message_id": d.MessageID, "robot_jid": m.RobotJID, "sent_time": d.At.UTC().Format("2006-01-02 15:04:05"),
 		"to_jid": m.ToJID, "user_jid": m.UserJID,
 	})
@@ -185,13 +187,7 @@ func ExampleBackend(w http.ResponseWriter, r *http.Request) {
 		"head": map[string]string{"text": "Example backend (" + req.Region + ")"},
 		"body": []map[string]string{{"type": "message", "text": "You said: " + chat.Text}},
 	})
-	writeJSON(w, http.StatusOK, proto.BackendResponse{Messages: []proto.ChatMessage{{Content: content}}})
-}
-
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(v)
+	httpx.WriteJSON(w, http.StatusOK, proto.BackendResponse{Messages: []proto.ChatMessage{{Content: content}}})
 }
 
 func randomID() string {
