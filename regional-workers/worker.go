@@ -334,8 +334,8 @@ func (w *Worker) handle(ctx context.Context, ev Event, replay bool) (replyState,
 	if err != nil {
 		return st, err
 	}
-	if recorded && st.Done && !replay {
-		return st, nil
+	if recorded && st.Done {
+		return st, nil // every reply went out already, replay or not
 	}
 	if len(st.Messages) == 0 || (replay && st.Sent == 0) {
 		msgs, err := w.handler.Handle(ctx, ev)

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/geomux/geomux/pkg/logfields"
+	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/proto"
 )
 
@@ -129,7 +130,7 @@ func (r *Router) unparkOne(ctx context.Context, m *jetstream.RawStreamMsg) error
 	if _, err := r.js.PublishMsg(pctx, &nats.Msg{Subject: proto.RegionEventsSubject(region), Header: h, Data: m.Data}); err != nil {
 		return err
 	}
-	if err := r.parked.DeleteMsg(pctx, m.Sequence); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+	if _, err := natsx.DeleteMsg(pctx, r.parked, m.Sequence, false); err != nil {
 		return err
 	}
 	r.metrics.Unparked.WithLabelValues(region).Inc()

@@ -193,3 +193,22 @@ func transientSetupError(err error) bool {
 		errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, nats.ErrNoResponders) ||
 		errors.Is(err, jetstream.ErrNoStreamResponse)
 }
+
+// DeleteMsg deletes a stream message, overwriting its bytes on disk when
+// secure. It reports whether the message was there: JetStream answers a
+// missing message with a generic "delete unsuccessful" error, so that case
+// is told apart by looking the message up.
+func DeleteMsg(ctx context.Context, s jetstream.Stream, seq uint64, secure bool) (existed bool, err error) {
+	if secure {
+		err = s.SecureDeleteMsg(ctx, seq)
+	} else {
+		err = s.DeleteMsg(ctx, seq)
+	}
+	if err == nil {
+		return true, nil
+	}
+	if _, gerr := s.GetMsg(ctx, seq); errors.Is(gerr, jetstream.ErrMsgNotFound) {
+		return false, nil
+	}
+	return false, err
+}

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/geomux/geomux/pkg/logfields"
+	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/proto"
 )
 
@@ -135,7 +136,7 @@ func (k *Keeper) deadLetter(ctx context.Context, a advisory) error {
 	if _, err := k.js.PublishMsg(ctx, NewMsg(k.region, ev.Data, ev.Header, a.StreamSeq, f)); err != nil {
 		return err
 	}
-	if err := k.events.DeleteMsg(ctx, a.StreamSeq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+	if _, err := natsx.DeleteMsg(ctx, k.events, a.StreamSeq, false); err != nil {
 		return err
 	}
 	if k.onDead != nil {

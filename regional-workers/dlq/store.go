@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/proto"
 )
 
@@ -72,7 +74,7 @@ func (f Filter) match(e Entry, now time.Time) bool {
 func (s *Store) List(ctx context.Context, f Filter) ([]Entry, error) {
 	if len(f.IDs) > 0 {
 		var out []Entry
-		for _, id := range f.IDs {
+		for _, id := range slices.Sorted(slices.Values(f.IDs)) {
 			e, err := s.Get(ctx, id)
 			if err != nil {
 				return nil, fmt.Errorf("entry %d: %w", id, err)
@@ -171,7 +173,7 @@ func (s *Store) Replay(ctx context.Context, id uint64) error {
 	}
 	// The event is back in the region's stream: only now leave the queue. A
 	// failure here leaves the entry, and replaying it again is deduplicated.
-	if err := s.stream.DeleteMsg(ctx, id); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+	if _, err := natsx.DeleteMsg(ctx, s.stream, id, false); err != nil {
 		return fmt.Errorf("dlq: entry %d was replayed but not removed: %w", id, err)
 	}
 	return nil
@@ -180,12 +182,12 @@ func (s *Store) Replay(ctx context.Context, id uint64) error {
 // Purge deletes an entry for good: its bytes are overwritten on disk, not
 // only unlinked from the stream.
 func (s *Store) Purge(ctx context.Context, id uint64) error {
-	err := s.stream.SecureDeleteMsg(ctx, id)
-	if errors.Is(err, jetstream.ErrMsgNotFound) {
-		return ErrNotFound
-	}
+	existed, err := natsx.DeleteMsg(ctx, s.stream, id, true)
 	if err != nil {
 		return fmt.Errorf("dlq: purge %d: %w", id, err)
+	}
+	if !existed {
+		return ErrNotFound
 	}
 	return nil
 }
