@@ -4,6 +4,7 @@ GO      ?= go
 BIN     := bin/geomux
 CONFIG  ?= deploy/local/geomux.yaml
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+FUZZTIME ?= 5s
 
 .DEFAULT_GOAL := help
 
@@ -20,8 +21,18 @@ run: build ## Run everything in one process with deploy/local/geomux.yaml (embed
 	$(BIN) run --config $(CONFIG)
 
 .PHONY: test
-test: tidy-lint vet modules ## Run every test of every module with the race detector
+test: tidy-lint vet modules fuzz ## Run every test of every module with the race detector
 	@set -e; for m in $(MODULES); do echo "== test $$m"; (cd $$m && $(GO) test -race -count=1 ./...); done
+
+# Go fuzzes one target per invocation. A failing input is saved under the
+# package's testdata/fuzz/<target>/: keep it there, it becomes a test case.
+.PHONY: fuzz
+fuzz: ## Run each fuzz target for FUZZTIME (default 5s), e.g. make fuzz FUZZTIME=1m
+	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./zoom
+	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzParseHead$$' -fuzztime $(FUZZTIME) ./zoom
+	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzRead$$' -fuzztime $(FUZZTIME) ./config
+	cd pkg && $(GO) test -run '^$$' -fuzz '^FuzzReadEnv$$' -fuzztime $(FUZZTIME) ./config
+	cd regional-workers && $(GO) test -run '^$$' -fuzz '^FuzzParseBackendResponse$$' -fuzztime $(FUZZTIME) .
 
 .PHONY: test-short
 test-short: ## Run every test without the race detector (faster)
