@@ -40,7 +40,7 @@ func benchWebhook(b *testing.B, syncAlways, parallel bool) {
 	c := config.Default().NATS
 	c.StoreDir, c.Listen, c.SyncAlways = "", "", syncAlways
 	ns := natstest.StartWith(b, c)
-	if _, err := natsx.EnsureStream(context.Background(), ns.JS, natsx.IngressStream(natsx.StreamOptionsFrom(config.Default()))); err != nil {
+	if _, err := natsx.EnsureStream(context.Background(), ns.JS, natsx.IngressStreamConfig(natsx.StreamOptionsFrom(config.Default()))); err != nil {
 		b.Fatal(err)
 	}
 	h := ingress.NewHandler(ns.JS, ingress.Options{

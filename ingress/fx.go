@@ -58,7 +58,7 @@ func newServer(p ServerParams) *Server {
 	})
 	p.Lifecycle.Append(fx.Hook{
 		OnStart: func(ctx context.Context) error {
-			if _, err := natsx.EnsureStream(ctx, p.JS, natsx.IngressStream(natsx.StreamOptionsFrom(p.Config))); err != nil {
+			if _, err := natsx.EnsureStream(ctx, p.JS, natsx.IngressStreamConfig(natsx.StreamOptionsFrom(p.Config))); err != nil {
 				return err
 			}
 			return s.Start(ctx)

@@ -47,7 +47,7 @@ func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	ns := natstest.Start(t, "")
 	ctx := context.Background()
-	stream, err := natsx.EnsureStream(ctx, ns.JS, natsx.IngressStream(natsx.StreamOptionsFrom(config.Default())))
+	stream, err := natsx.EnsureStream(ctx, ns.JS, natsx.IngressStreamConfig(natsx.StreamOptionsFrom(config.Default())))
 	if err != nil {
 		t.Fatal(err)
 	}

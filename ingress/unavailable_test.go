@@ -77,7 +77,7 @@ func TestExternalNATSDownAndBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := natsx.EnsureStream(context.Background(), js, natsx.IngressStream(natsx.StreamOptionsFrom(config.Default()))); err != nil {
+	if _, err := natsx.EnsureStream(context.Background(), js, natsx.IngressStreamConfig(natsx.StreamOptionsFrom(config.Default()))); err != nil {
 		t.Fatal(err)
 	}
 	h := ingress.NewHandler(js, ingress.Options{
@@ -140,7 +140,7 @@ func TestStoreFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stream, err := natsx.EnsureStream(context.Background(), js, natsx.IngressStream(natsx.StreamOptionsFrom(config.Default())))
+	stream, err := natsx.EnsureStream(context.Background(), js, natsx.IngressStreamConfig(natsx.StreamOptionsFrom(config.Default())))
 	if err != nil {
 		t.Fatal(err)
 	}

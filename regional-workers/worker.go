@@ -74,16 +74,16 @@ func New(js jetstream.JetStream, h Handler, zc Sender, opts Options, m *Metrics,
 func (w *Worker) Start(ctx context.Context) error {
 	region, so := w.opts.Region, w.opts.Streams
 	for _, sc := range []jetstream.StreamConfig{
-		natsx.RegionEventsStream(region, so),
-		natsx.RegionDeadLetterStream(region, so),
-		natsx.RegionAdvisoryStream(region, so),
-		natsx.RegionAuditStream(region),
+		natsx.RegionEventsConfig(region, so),
+		natsx.RegionDeadLetterConfig(region, so),
+		natsx.RegionAdvisoryConfig(region, so),
+		natsx.RegionAuditConfig(region),
 	} {
 		if _, err := natsx.EnsureStream(ctx, w.js, sc); err != nil {
 			return err
 		}
 	}
-	kv, err := natsx.EnsureKeyValue(ctx, w.js, natsx.RepliesBucket(region, so))
+	kv, err := natsx.EnsureKeyValue(ctx, w.js, natsx.RepliesConfig(region, so))
 	if err != nil {
 		return err
 	}

@@ -77,16 +77,16 @@ const inflight = 4096
 // accounts that have a region by now, and starts consuming.
 func (r *Router) Start(ctx context.Context) error {
 	so := r.opts.Streams
-	if _, err := natsx.EnsureStream(ctx, r.js, natsx.IngressStream(so)); err != nil {
+	if _, err := natsx.EnsureStream(ctx, r.js, natsx.IngressStreamConfig(so)); err != nil {
 		return err
 	}
-	parked, err := natsx.EnsureStream(ctx, r.js, natsx.ParkedStream(so))
+	parked, err := natsx.EnsureStream(ctx, r.js, natsx.ParkedStreamConfig(so))
 	if err != nil {
 		return err
 	}
 	r.parked = parked
 	for _, region := range r.opts.Regions {
-		if _, err := natsx.EnsureStream(ctx, r.js, natsx.RegionEventsStream(region, so)); err != nil {
+		if _, err := natsx.EnsureStream(ctx, r.js, natsx.RegionEventsConfig(region, so)); err != nil {
 			return err
 		}
 	}

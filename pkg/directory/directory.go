@@ -36,7 +36,7 @@ type Directory struct {
 
 // Open sets up the directory bucket (creating it if needed) and returns it.
 func Open(ctx context.Context, js jetstream.JetStream) (*Directory, error) {
-	kv, err := natsx.EnsureKeyValue(ctx, js, natsx.DirectoryBucket())
+	kv, err := natsx.EnsureKeyValue(ctx, js, natsx.DirectoryConfig())
 	if err != nil {
 		return nil, err
 	}

@@ -150,7 +150,7 @@ func streamOpts() natsx.StreamOptions {
 func TestEnsureStreamIdempotent(t *testing.T) {
 	srv := natstest.Start(t, "")
 	ctx := t.Context()
-	cfg := natsx.IngressStream(streamOpts())
+	cfg := natsx.IngressStreamConfig(streamOpts())
 
 	s1, err := natsx.EnsureStream(ctx, srv.JS, cfg)
 	if err != nil {
@@ -198,7 +198,7 @@ func TestEnsureStreamIdempotent(t *testing.T) {
 	errs := make(chan error, 8)
 	for range 8 {
 		go func() {
-			_, err := natsx.EnsureStream(ctx, srv.JS, natsx.RegionEventsStream("eu", streamOpts()))
+			_, err := natsx.EnsureStream(ctx, srv.JS, natsx.RegionEventsConfig("eu", streamOpts()))
 			errs <- err
 		}()
 	}
@@ -213,7 +213,7 @@ func TestEnsureStreamConflict(t *testing.T) {
 	srv := natstest.Start(t, "")
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
-	if _, err := natsx.EnsureStream(ctx, srv.JS, natsx.IngressStream(streamOpts())); err != nil {
+	if _, err := natsx.EnsureStream(ctx, srv.JS, natsx.IngressStreamConfig(streamOpts())); err != nil {
 		t.Fatal(err)
 	}
 	// Another stream on the same subject: a permanent error, reported at once.
@@ -253,7 +253,7 @@ func TestEnsureStreamWithoutJetStreamGivesUpWithContext(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err = natsx.EnsureKeyValue(ctx, js, natsx.DirectoryBucket())
+	_, err = natsx.EnsureKeyValue(ctx, js, natsx.DirectoryConfig())
 	if err == nil {
 		t.Fatal("EnsureKeyValue without JetStream succeeded")
 	}
@@ -268,14 +268,14 @@ func TestEnsureStreamWithoutJetStreamGivesUpWithContext(t *testing.T) {
 func TestEnsureKeyValueIdempotent(t *testing.T) {
 	srv := natstest.Start(t, "")
 	ctx := t.Context()
-	kv, err := natsx.EnsureKeyValue(ctx, srv.JS, natsx.DirectoryBucket())
+	kv, err := natsx.EnsureKeyValue(ctx, srv.JS, natsx.DirectoryConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := kv.Put(ctx, "acct", []byte(`{"region":"eu"}`)); err != nil {
 		t.Fatal(err)
 	}
-	kv2, err := natsx.EnsureKeyValue(ctx, srv.JS, natsx.DirectoryBucket())
+	kv2, err := natsx.EnsureKeyValue(ctx, srv.JS, natsx.DirectoryConfig())
 	if err != nil {
 		t.Fatalf("second EnsureKeyValue: %v", err)
 	}
@@ -296,10 +296,10 @@ func TestStreamConfigs(t *testing.T) {
 	if o.DedupWindow != 2*time.Hour || o.ParkTTL != time.Hour || o.DeadLetterMaxAge != 30*24*time.Hour {
 		t.Errorf("StreamOptionsFrom = %+v", o)
 	}
-	if p := natsx.ParkedStream(o); p.Duplicates != time.Hour || p.MaxAge != time.Hour {
+	if p := natsx.ParkedStreamConfig(o); p.Duplicates != time.Hour || p.MaxAge != time.Hour {
 		t.Errorf("parked: duplicates %s, max age %s; the dedup window cannot exceed the TTL", p.Duplicates, p.MaxAge)
 	}
-	if dl := natsx.RegionDeadLetterStream("eu-west", o); dl.MaxAge != o.DeadLetterMaxAge || dl.Name != proto.RegionDeadLetterStream("eu-west") {
+	if dl := natsx.RegionDeadLetterConfig("eu-west", o); dl.MaxAge != o.DeadLetterMaxAge || dl.Name != proto.RegionDeadLetterStream("eu-west") {
 		t.Errorf("dead letters = %+v", dl)
 	}
 
@@ -307,14 +307,14 @@ func TestStreamConfigs(t *testing.T) {
 	srv := natstest.Start(t, "")
 	ctx := t.Context()
 	for _, sc := range []jetstream.StreamConfig{
-		natsx.IngressStream(o), natsx.ParkedStream(o),
-		natsx.RegionEventsStream("eu-west", o), natsx.RegionDeadLetterStream("eu-west", o),
+		natsx.IngressStreamConfig(o), natsx.ParkedStreamConfig(o),
+		natsx.RegionEventsConfig("eu-west", o), natsx.RegionDeadLetterConfig("eu-west", o),
 	} {
 		if _, err := natsx.EnsureStream(ctx, srv.JS, sc); err != nil {
 			t.Errorf("stream %s: %v", sc.Name, err)
 		}
 	}
-	if _, err := natsx.EnsureKeyValue(ctx, srv.JS, natsx.RepliesBucket("eu-west", natsx.StreamOptionsFrom(config.Default()))); err != nil {
+	if _, err := natsx.EnsureKeyValue(ctx, srv.JS, natsx.RepliesConfig("eu-west", natsx.StreamOptionsFrom(config.Default()))); err != nil {
 		t.Errorf("replies bucket: %v", err)
 	}
 }

@@ -32,10 +32,10 @@ func StreamOptionsFrom(c config.Config) StreamOptions {
 	}
 }
 
-// IngressStream holds accepted events until the router has placed them in
+// IngressStreamConfig holds accepted events until the router has placed them in
 // their region. Work-queue retention: an event leaves once the router acks it.
 // The dedup window makes JetStream drop Zoom's re-deliveries of an event.
-func IngressStream(o StreamOptions) jetstream.StreamConfig {
+func IngressStreamConfig(o StreamOptions) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        proto.IngressStream,
 		Description: "geomux: accepted Zoom events waiting for the router",
@@ -47,8 +47,8 @@ func IngressStream(o StreamOptions) jetstream.StreamConfig {
 	}
 }
 
-// ParkedStream holds events of accounts that have no region yet, for ParkTTL.
-func ParkedStream(o StreamOptions) jetstream.StreamConfig {
+// ParkedStreamConfig holds events of accounts that have no region yet, for ParkTTL.
+func ParkedStreamConfig(o StreamOptions) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        proto.ParkedStream,
 		Description: "geomux: events of accounts without a region",
@@ -61,8 +61,8 @@ func ParkedStream(o StreamOptions) jetstream.StreamConfig {
 	}
 }
 
-// RegionEventsStream holds a region's events until a worker has handled them.
-func RegionEventsStream(region string, o StreamOptions) jetstream.StreamConfig {
+// RegionEventsConfig holds a region's events until a worker has handled them.
+func RegionEventsConfig(region string, o StreamOptions) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        proto.RegionEventsStream(region),
 		Description: "geomux: events of region " + region,
@@ -74,9 +74,9 @@ func RegionEventsStream(region string, o StreamOptions) jetstream.StreamConfig {
 	}
 }
 
-// RegionDeadLetterStream keeps a region's dead letters, browsable, for
+// RegionDeadLetterConfig keeps a region's dead letters, browsable, for
 // DeadLetterMaxAge.
-func RegionDeadLetterStream(region string, o StreamOptions) jetstream.StreamConfig {
+func RegionDeadLetterConfig(region string, o StreamOptions) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        proto.RegionDeadLetterStream(region),
 		Description: "geomux: dead letters of region " + region,
@@ -90,8 +90,8 @@ func RegionDeadLetterStream(region string, o StreamOptions) jetstream.StreamConf
 	}
 }
 
-// DirectoryBucket is the account → region directory.
-func DirectoryBucket() jetstream.KeyValueConfig {
+// DirectoryConfig is the account → region directory.
+func DirectoryConfig() jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{
 		Bucket:      proto.DirectoryBucket,
 		Description: "geomux: Zoom account id -> region",
@@ -100,10 +100,10 @@ func DirectoryBucket() jetstream.KeyValueConfig {
 	}
 }
 
-// RegionAdvisoryStream keeps the max-deliveries advisories of the region's
+// RegionAdvisoryConfig keeps the max-deliveries advisories of the region's
 // workers consumer. JetStream sends an advisory only while someone listens:
 // this stream is that listener, so none is missed while no worker runs.
-func RegionAdvisoryStream(region string, o StreamOptions) jetstream.StreamConfig {
+func RegionAdvisoryConfig(region string, o StreamOptions) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        proto.RegionAdvisoryStream(region),
 		Description: "geomux: max-deliveries advisories of region " + region,
@@ -117,9 +117,9 @@ func RegionAdvisoryStream(region string, o StreamOptions) jetstream.StreamConfig
 // auditMaxAge is how long operator actions on dead letters are remembered.
 const auditMaxAge = 400 * 24 * time.Hour
 
-// RegionAuditStream records every replay and purge of the region's dead
+// RegionAuditConfig records every replay and purge of the region's dead
 // letters: who, when, which entries.
-func RegionAuditStream(region string) jetstream.StreamConfig {
+func RegionAuditConfig(region string) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        proto.RegionAuditStream(region),
 		Description: "geomux: operator actions on the dead letters of region " + region,
@@ -130,11 +130,11 @@ func RegionAuditStream(region string) jetstream.StreamConfig {
 	}
 }
 
-// RepliesBucket is where a region's workers record, per event, the replies
+// RepliesConfig is where a region's workers record, per event, the replies
 // they sent and those still to send. Records carry their own TTL (per-message
 // TTL, enabled by LimitMarkerTTL): short once every reply is out, as long as a
 // dead letter lives while replies are pending.
-func RepliesBucket(region string, o StreamOptions) jetstream.KeyValueConfig {
+func RepliesConfig(region string, o StreamOptions) jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{
 		Bucket:         proto.RegionRepliesBucket(region),
 		Description:    "geomux: replies of region " + region + ", sent and pending",

@@ -46,9 +46,9 @@ func streamOptions() natsx.StreamOptions { return natsx.StreamOptionsFrom(config
 func setUpRegion(t *testing.T, js jetstream.JetStream, name string, noAudit bool) {
 	t.Helper()
 	o := streamOptions()
-	cfgs := []jetstream.StreamConfig{natsx.RegionEventsStream(name, o), natsx.RegionDeadLetterStream(name, o)}
+	cfgs := []jetstream.StreamConfig{natsx.RegionEventsConfig(name, o), natsx.RegionDeadLetterConfig(name, o)}
 	if !noAudit {
-		cfgs = append(cfgs, natsx.RegionAuditStream(name))
+		cfgs = append(cfgs, natsx.RegionAuditConfig(name))
 	}
 	for _, c := range cfgs {
 		if _, err := natsx.EnsureStream(testCtx(t), js, c); err != nil {
@@ -725,7 +725,7 @@ func TestNewMsgDeduplicates(t *testing.T) {
 func TestDeadLetterStreamDedupWindowCoversRedelivery(t *testing.T) {
 	t.Parallel()
 	c := config.Default()
-	cfg := natsx.RegionDeadLetterStream(region, natsx.StreamOptionsFrom(c))
+	cfg := natsx.RegionDeadLetterConfig(region, natsx.StreamOptionsFrom(c))
 	ns := natstest.Start(t, "")
 	st, err := natsx.EnsureStream(testCtx(t), ns.JS, cfg)
 	if err != nil {
