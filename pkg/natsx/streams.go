@@ -32,7 +32,7 @@ func StreamOptionsFrom(c config.Config) StreamOptions {
 	}
 }
 
-// IngressStreamConfig holds accepted events until the router has placed them in
+// IngressStreamConfig is the transit stream: it holds accepted events until the router has placed them in
 // their region. Work-queue retention: an event leaves once the router acks it.
 // The dedup window makes JetStream drop Zoom's re-deliveries of an event.
 func IngressStreamConfig(o StreamOptions) jetstream.StreamConfig {
@@ -47,7 +47,7 @@ func IngressStreamConfig(o StreamOptions) jetstream.StreamConfig {
 	}
 }
 
-// ParkedStreamConfig holds events of accounts that have no region yet, for ParkTTL.
+// ParkedStreamConfig is the stream holding events of accounts that have no region yet, for ParkTTL.
 func ParkedStreamConfig(o StreamOptions) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        proto.ParkedStream,
@@ -61,7 +61,7 @@ func ParkedStreamConfig(o StreamOptions) jetstream.StreamConfig {
 	}
 }
 
-// RegionEventsConfig holds a region's events until a worker has handled them.
+// RegionEventsConfig is the stream holding a region's events until a worker has handled them.
 func RegionEventsConfig(region string, o StreamOptions) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
 		Name:        proto.RegionEventsStream(region),
@@ -74,7 +74,7 @@ func RegionEventsConfig(region string, o StreamOptions) jetstream.StreamConfig {
 	}
 }
 
-// RegionDeadLetterConfig keeps a region's dead letters, browsable, for
+// RegionDeadLetterConfig is the stream keeping a region's dead letters, browsable, for
 // DeadLetterMaxAge.
 func RegionDeadLetterConfig(region string, o StreamOptions) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
@@ -90,7 +90,7 @@ func RegionDeadLetterConfig(region string, o StreamOptions) jetstream.StreamConf
 	}
 }
 
-// DirectoryConfig is the account → region directory.
+// DirectoryConfig is the bucket of the account → region directory.
 func DirectoryConfig() jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{
 		Bucket:      proto.DirectoryBucket,
@@ -100,7 +100,7 @@ func DirectoryConfig() jetstream.KeyValueConfig {
 	}
 }
 
-// RegionAdvisoryConfig keeps the max-deliveries advisories of the region's
+// RegionAdvisoryConfig is the stream keeping the max-deliveries advisories of the region's
 // workers consumer. JetStream sends an advisory only while someone listens:
 // this stream is that listener, so none is missed while no worker runs.
 func RegionAdvisoryConfig(region string, o StreamOptions) jetstream.StreamConfig {
@@ -117,7 +117,7 @@ func RegionAdvisoryConfig(region string, o StreamOptions) jetstream.StreamConfig
 // auditMaxAge is how long operator actions on dead letters are remembered.
 const auditMaxAge = 400 * 24 * time.Hour
 
-// RegionAuditConfig records every replay and purge of the region's dead
+// RegionAuditConfig is the stream recording every replay and purge of the region's dead
 // letters: who, when, which entries.
 func RegionAuditConfig(region string) jetstream.StreamConfig {
 	return jetstream.StreamConfig{
@@ -130,10 +130,11 @@ func RegionAuditConfig(region string) jetstream.StreamConfig {
 	}
 }
 
-// RepliesConfig is where a region's workers record, per event, the replies
+// RepliesConfig is the bucket where a region's workers record, per event, the replies
 // they sent and those still to send. Records carry their own TTL (per-message
-// TTL, enabled by LimitMarkerTTL): short once every reply is out, as long as a
-// dead letter lives while replies are pending.
+// TTL, enabled by LimitMarkerTTL): as long as Zoom may re-deliver the event
+// once every reply is out, as long as a dead letter lives while replies are
+// pending.
 func RepliesConfig(region string, o StreamOptions) jetstream.KeyValueConfig {
 	return jetstream.KeyValueConfig{
 		Bucket:         proto.RegionRepliesBucket(region),
