@@ -59,7 +59,6 @@ type Worker struct {
 	base    context.Context
 	cancel  context.CancelFunc
 	running atomic.Bool
-	started time.Time
 }
 
 // New returns a worker for opts.Region.
@@ -101,7 +100,6 @@ func (w *Worker) Start(ctx context.Context) error {
 	}
 	w.slots = make(chan struct{}, w.opts.Concurrency)
 	w.base, w.cancel = context.WithCancel(context.Background())
-	w.started = time.Now()
 	w.cc, err = cons.Consume(w.dispatch,
 		jetstream.PullMaxMessages(w.opts.Concurrency),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
@@ -110,6 +108,9 @@ func (w *Worker) Start(ctx context.Context) error {
 			}
 		}))
 	if err != nil {
+		// fx does not stop what failed to start: undo it here.
+		_ = w.keeper.Stop(ctx)
+		w.cancel()
 		return fmt.Errorf("worker consume of region %s: %w", region, err)
 	}
 	w.running.Store(true)
