@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/user"
 	"strconv"
@@ -66,6 +67,26 @@ func (f *dlqFlags) open(ctx context.Context) (*dlq.Store, func(), error) {
 		return nil, nil, err
 	}
 	return s, func() { _ = nc.Drain() }, nil
+}
+
+// withStore runs fn with the region's store, the whole bounded by timeout.
+func (f *dlqFlags) withStore(cmd *cobra.Command, timeout time.Duration, fn func(context.Context, *dlq.Store) error) error {
+	ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+	defer cancel()
+	s, closeFn, err := f.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer closeFn()
+	return fn(ctx, s)
+}
+
+// printJSON prints v as indented JSON.
+func printJSON(out io.Writer, v any) error {
+	enc := json.NewEncoder(out)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	return enc.Encode(v)
 }
 
 // connectCLI connects to the NATS of a config: nats.url, or the embedded
@@ -156,36 +177,9 @@ func newDLQListCmd() *cobra.Command {
 		Example: "  geomux dlq list --config deploy/local/geomux.yaml --region eu --since 24h",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
-			defer cancel()
-			s, closeFn, err := f.open(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeFn()
-			entries, err := s.List(ctx, dlq.Filter{Account: account, Since: since})
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			if asJSON {
-				if entries == nil {
-					entries = []dlq.Entry{}
-				}
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(entries)
-			}
-			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tACCOUNT\tEVENT\tREASON\tATTEMPTS\tAGE\tERROR")
-			now := time.Now()
-			for _, e := range entries {
-				fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\n", e.ID, e.AccountID, e.EventType, e.Reason, e.Attempts,
-					age(now.Sub(e.DeadAt)), truncate(e.Error, 60))
-			}
-			_ = tw.Flush()
-			fmt.Fprintf(out, "%d dead %s in region %s\n", len(entries), plural(len(entries), "letter", "letters"), f.region)
-			return nil
+			return f.withStore(cmd, time.Minute, func(ctx context.Context, s *dlq.Store) error {
+				return list(ctx, cmd.OutOrStdout(), s, dlq.Filter{Account: account, Since: since}, f.region, asJSON)
+			})
 		},
 	}
 	f.add(cmd)
@@ -193,6 +187,29 @@ func newDLQListCmd() *cobra.Command {
 	cmd.Flags().DurationVar(&since, "since", 0, "only entries dead-lettered within this long, e.g. 24h")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print a JSON array instead of a table")
 	return cmd
+}
+
+func list(ctx context.Context, out io.Writer, s *dlq.Store, filter dlq.Filter, region string, asJSON bool) error {
+	entries, err := s.List(ctx, filter)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		if entries == nil {
+			entries = []dlq.Entry{}
+		}
+		return printJSON(out, entries)
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tACCOUNT\tEVENT\tREASON\tATTEMPTS\tAGE\tERROR")
+	now := time.Now()
+	for _, e := range entries {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\n", e.ID, e.AccountID, e.EventType, e.Reason, e.Attempts,
+			age(now.Sub(e.DeadAt)), truncate(e.Error, 60))
+	}
+	_ = tw.Flush()
+	fmt.Fprintf(out, "%d dead %s in region %s\n", len(entries), plural(len(entries), "letter", "letters"), region)
+	return nil
 }
 
 func newDLQShowCmd() *cobra.Command {
@@ -207,33 +224,25 @@ func newDLQShowCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), 30*time.Second)
-			defer cancel()
-			s, closeFn, err := f.open(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeFn()
-			e, err := s.Get(ctx, ids[0])
-			if errors.Is(err, dlq.ErrNotFound) {
-				return fmt.Errorf("no dead letter %d in region %s (geomux dlq list shows the ids)", ids[0], f.region)
-			}
-			if err != nil {
-				return err
-			}
-			// The payload is printed as the JSON it is, not as base64.
-			type shown struct {
-				dlq.Entry
-				Payload json.RawMessage `json:"payload"`
-			}
-			p := json.RawMessage(e.Payload)
-			if !json.Valid(p) {
-				p, _ = json.Marshal(string(e.Payload))
-			}
-			enc := json.NewEncoder(cmd.OutOrStdout())
-			enc.SetIndent("", "  ")
-			enc.SetEscapeHTML(false)
-			return enc.Encode(shown{Entry: e, Payload: p})
+			return f.withStore(cmd, 30*time.Second, func(ctx context.Context, s *dlq.Store) error {
+				e, err := s.Get(ctx, ids[0])
+				if errors.Is(err, dlq.ErrNotFound) {
+					return fmt.Errorf("no dead letter %d in region %s (geomux dlq list shows the ids)", ids[0], f.region)
+				}
+				if err != nil {
+					return err
+				}
+				// The payload is printed as the JSON it is, not as base64.
+				type shown struct {
+					dlq.Entry
+					Payload json.RawMessage `json:"payload"`
+				}
+				p := json.RawMessage(e.Payload)
+				if !json.Valid(p) {
+					p, _ = json.Marshal(string(e.Payload))
+				}
+				return printJSON(cmd.OutOrStdout(), shown{Entry: e, Payload: p})
+			})
 		},
 	}
 	f.add(cmd)
@@ -418,39 +427,35 @@ func newDLQHistoryCmd() *cobra.Command {
 		Example: "  geomux dlq history --config deploy/local/geomux.yaml --region eu",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
-			defer cancel()
-			s, closeFn, err := f.open(ctx)
-			if err != nil {
-				return err
-			}
-			defer closeFn()
-			actions, err := s.History(ctx)
-			if err != nil {
-				return err
-			}
-			out := cmd.OutOrStdout()
-			if asJSON {
-				if actions == nil {
-					actions = []dlq.Action{}
-				}
-				enc := json.NewEncoder(out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(actions)
-			}
-			tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "WHEN\tWHO\tACTION\tSELECTION\tENTRIES\tFAILED")
-			for _, a := range actions {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\n", a.At.Local().Format(time.DateTime), a.Operator, a.Action, a.Selection, ids(a.Entries), len(a.Failed))
-			}
-			_ = tw.Flush()
-			fmt.Fprintf(out, "%d recorded %s in region %s\n", len(actions), plural(len(actions), "action", "actions"), f.region)
-			return nil
+			return f.withStore(cmd, time.Minute, func(ctx context.Context, s *dlq.Store) error {
+				return history(ctx, cmd.OutOrStdout(), s, f.region, asJSON)
+			})
 		},
 	}
 	f.add(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON instead of a table")
 	return cmd
+}
+
+func history(ctx context.Context, out io.Writer, s *dlq.Store, region string, asJSON bool) error {
+	actions, err := s.History(ctx)
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		if actions == nil {
+			actions = []dlq.Action{}
+		}
+		return printJSON(out, actions)
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "WHEN\tWHO\tACTION\tSELECTION\tENTRIES\tFAILED")
+	for _, a := range actions {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\n", a.At.Local().Format(time.DateTime), a.Operator, a.Action, a.Selection, ids(a.Entries), len(a.Failed))
+	}
+	_ = tw.Flush()
+	fmt.Fprintf(out, "%d recorded %s in region %s\n", len(actions), plural(len(actions), "action", "actions"), region)
+	return nil
 }
 
 func ids(es []dlq.ActedOn) string {
