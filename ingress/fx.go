@@ -5,6 +5,12 @@ import (
 	"errors"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
+	"github.com/geomux/geomux/ingress/install"
+	"github.com/geomux/geomux/pkg/directory"
+	"github.com/geomux/geomux/pkg/vault"
+
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/fx"
 	"go.uber.org/zap"
@@ -24,11 +30,45 @@ var Module = fx.Module("ingress",
 	fx.Invoke(func(*Server) {}),
 )
 
-func newHandler(js jetstream.JetStream, c config.Config, m *Metrics, h *health.Registry, log *zap.Logger) *Handler {
-	return NewHandler(js, Options{
+// HandlerParams are newHandler's dependencies.
+type HandlerParams struct {
+	fx.In
+	JS        jetstream.JetStream
+	Conn      *nats.Conn
+	Config    config.Config
+	Metrics   *Metrics
+	Health    *health.Registry
+	Log       *zap.Logger
+	Directory *directory.Directory
+	Zoom      *zoom.Client
+}
+
+func newHandler(p HandlerParams) (*Handler, error) {
+	c := p.Config
+	opts := Options{
 		Verifier:       zoom.NewVerifier(c.Zoom.WebhookSecretTokens, c.Ingress.MaxClockSkew.D()),
 		PublishTimeout: c.Ingress.PublishTimeout.D(),
-	}, m, h, log)
+	}
+	if c.Install.Enabled() {
+		ctx, cancel := context.WithTimeout(context.Background(), c.NATS.ConnectTimeout.D())
+		defer cancel()
+		kv, err := natsx.EnsureKeyValue(ctx, p.JS, natsx.InstallNoncesConfig())
+		if err != nil {
+			return nil, err
+		}
+		ih, err := install.New(install.Options{
+			PublicURL: c.Install.PublicURL, StateKey: []byte(c.Install.StateKey),
+			BotName: c.Install.BotName, Vendor: c.Install.Vendor,
+			Regions: c.Regions, OAuthOrigin: install.OriginOf(c.Zoom.OAuthBaseURL),
+		}, p.Directory, p.Zoom, func(ctx context.Context, region string, h vault.Handover) error {
+			return vault.Hand(ctx, p.Conn, region, h)
+		}, install.KVNonces{KV: kv}, p.Log.Named("install"))
+		if err != nil {
+			return nil, err
+		}
+		opts.Install = ih
+	}
+	return NewHandler(p.JS, opts, p.Metrics, p.Health, p.Log), nil
 }
 
 // Server is the ingress listener.

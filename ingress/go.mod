@@ -10,6 +10,7 @@ replace (
 require (
 	github.com/geomux/geomux/pkg v0.0.0-00010101000000-000000000000
 	github.com/geomux/geomux/proto v0.0.0-00010101000000-000000000000
+	github.com/golang-jwt/jwt/v5 v5.3.1
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0
 	github.com/prometheus/client_golang v1.25.0

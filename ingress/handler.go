@@ -39,6 +39,8 @@ type Options struct {
 	Verifier *zoom.Verifier
 	// PublishTimeout bounds the wait for JetStream's acknowledgement.
 	PublishTimeout time.Duration
+	// Install, if set, serves the install flow beside the webhook.
+	Install interface{ Mount(*http.ServeMux) }
 }
 
 // Handler serves the webhook endpoint and the health endpoints.
@@ -64,6 +66,9 @@ func NewHandler(js jetstream.JetStream, opts Options, m *Metrics, h *health.Regi
 		})),
 	}
 	s.mux.HandleFunc("POST "+WebhookPath, s.webhook)
+	if opts.Install != nil {
+		opts.Install.Mount(s.mux)
+	}
 	h.MountPublic(s.mux)
 	return s
 }

@@ -21,6 +21,19 @@ type BackendRequest struct {
 	ReceivedAt time.Time `json:"received_at"`
 	// Payload is the Zoom event body exactly as Zoom sent it.
 	Payload json.RawMessage `json:"payload"`
+	// UserToken is the access token of the Zoom user who installed the app
+	// for the account, renewed before it expires, when the region is
+	// configured to pass it (user_token: true) and the region's vault holds
+	// one. Use it to call Zoom's API as that user, at api_url.
+	UserToken *UserToken `json:"user_token,omitempty"`
+}
+
+// UserToken is a user's Zoom access token, as a backend gets it.
+type UserToken struct {
+	AccessToken string    `json:"access_token"`
+	ExpiresAt   time.Time `json:"expires_at"`
+	// APIURL is the Zoom API host serving the account (no /v2).
+	APIURL string `json:"api_url,omitempty"`
 }
 
 // BackendResponse is what a backend answers with status 200. Status 204 means

@@ -84,6 +84,23 @@ func RegionAuditStream(region string) string {
 	return "GEOMUX_" + streamToken(region) + "_AUDIT"
 }
 
+// RegionVaultSubject is where the ingress hands a region the tokens of an
+// account installed there (core NATS request/reply: nothing is stored on the
+// way).
+func RegionVaultSubject(region string) string {
+	return "geomux.region." + region + ".vault.put"
+}
+
+// RegionVaultBucket is the KV bucket of a region keeping its accounts'
+// encrypted OAuth tokens.
+func RegionVaultBucket(region string) string {
+	return "geomux-" + region + "-vault"
+}
+
+// InstallNoncesBucket remembers, for a while, the install states already
+// used, so that none can be replayed.
+const InstallNoncesBucket = "geomux-install-nonces"
+
 // DeadLetterKeeperConsumer is the durable consumer of RegionAdvisoryStream.
 const DeadLetterKeeperConsumer = "dlq-keeper"
 

@@ -5,6 +5,9 @@ import (
 	"errors"
 	"sync"
 
+	"github.com/geomux/geomux/pkg/directory"
+	"github.com/geomux/geomux/pkg/vault"
+
 	"github.com/hashicorp/go-retryablehttp"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/fx"
@@ -21,16 +24,9 @@ import (
 // needs the platform module.
 var Module = fx.Module("workers",
 	fx.Decorate(func(l *zap.Logger) *zap.Logger { return l.Named("worker") }),
-	fx.Provide(NewMetrics, newZoomClient),
+	fx.Provide(NewMetrics),
 	fx.Invoke(registerWorkers),
 )
-
-func newZoomClient(c config.Config, hc *retryablehttp.Client) *zoom.Client {
-	return zoom.NewClient(zoom.ClientConfig{
-		ClientID: c.Zoom.ClientID, ClientSecret: c.Zoom.ClientSecret,
-		APIBaseURL: c.Zoom.APIBaseURL, OAuthBaseURL: c.Zoom.OAuthBaseURL,
-	}, hc)
-}
 
 // WorkersParams are registerWorkers' dependencies.
 type WorkersParams struct {
@@ -46,21 +42,32 @@ type WorkersParams struct {
 	Log       *zap.Logger
 }
 
-func registerWorkers(p WorkersParams) {
+func registerWorkers(p WorkersParams) error {
 	var all []*Worker
 	for _, r := range p.Target.WorkerRegions(p.Config) {
 		var h Handler = Echo
 		if r.Handler == config.HandlerHTTP {
 			h = &HTTPBackend{URL: r.BackendURL, Region: r.Name, Timeout: r.Timeout.D(), Client: p.HTTP}
 		}
-		w := New(p.JS, h, p.Zoom, Options{
+		opts := Options{
 			Region:         r.Name,
 			BotJID:         p.Config.Zoom.BotJID,
 			Retry:          p.Config.Retry,
 			Concurrency:    p.Config.Worker.Concurrency,
 			HandlerTimeout: p.Config.Worker.HandlerTimeout.D(),
 			Streams:        natsx.StreamOptionsFrom(p.Config),
-		}, p.Metrics, p.Log)
+			Refresher:      p.Zoom,
+			UserToken:      r.UserToken,
+			Directory:      directoryOn{p.JS},
+		}
+		if r.VaultKey != "" {
+			k, err := vault.ParseKey(r.VaultKey)
+			if err != nil {
+				return err // validated with the config already
+			}
+			opts.VaultKey = &k
+		}
+		w := New(p.JS, h, p.Zoom, opts, p.Metrics, p.Log)
 		p.Health.Register("worker-"+r.Name, w.Ready)
 		all = append(all, w)
 	}
@@ -87,4 +94,17 @@ func registerWorkers(p WorkersParams) {
 			return errors.Join(errs...)
 		},
 	})
+	return nil
+}
+
+// directoryOn removes accounts from the directory on the region's NATS
+// (the one NATS of the one-machine default).
+type directoryOn struct{ js jetstream.JetStream }
+
+func (d directoryOn) Delete(ctx context.Context, account string) error {
+	dir, err := directory.Open(ctx, d.js)
+	if err != nil {
+		return err
+	}
+	return dir.Delete(ctx, account)
 }

@@ -34,6 +34,9 @@ type Event struct {
 	ReceivedAt time.Time
 	// Body is the Zoom event body exactly as received.
 	Body []byte
+	// UserToken is the installing user's token, when the region is
+	// configured to pass it (user_token) and the vault holds one.
+	UserToken *zoom.UserToken
 }
 
 // Handler decides what to reply to an event. An error is retried if
@@ -92,25 +95,29 @@ func (b *HTTPBackend) Handle(ctx context.Context, ev Event) ([]proto.ChatMessage
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
-	err := enc.Encode(proto.BackendRequest{
+	req := proto.BackendRequest{
 		ID: ev.ID, Region: ev.Region, AccountID: ev.AccountID, Event: ev.Type,
 		ReceivedAt: ev.ReceivedAt, Payload: ev.Body,
-	})
+	}
+	if t := ev.UserToken; t != nil {
+		req.UserToken = &proto.UserToken{AccessToken: t.AccessToken, ExpiresAt: t.ExpiresAt, APIURL: t.APIURL}
+	}
+	err := enc.Encode(req)
 	body := buf.Bytes()
 	if err != nil {
 		return nil, fmt.Errorf("%w: encode backend request: %v", retry.ErrPermanent, err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.Timeout)
 	defer cancel()
-	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, b.URL, body)
+	hreq, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, b.URL, body)
 	if err != nil {
 		return nil, fmt.Errorf("%w: backend_url: %v", retry.ErrPermanent, err)
 	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("User-Agent", "geomux")
-	req.Header.Set(proto.HTTPHeaderEventID, ev.ID)
-	req.Header.Set(proto.HTTPHeaderRegion, ev.Region)
-	resp, err := b.Client.Do(req)
+	hreq.Header.Set("Content-Type", "application/json")
+	hreq.Header.Set("User-Agent", "geomux")
+	hreq.Header.Set(proto.HTTPHeaderEventID, ev.ID)
+	hreq.Header.Set(proto.HTTPHeaderRegion, ev.Region)
+	resp, err := b.Client.Do(hreq)
 	if err != nil {
 		// The URL may carry a secret in its query (e.g. ?code=): errors end
 		// up in logs and dead letters.

@@ -445,12 +445,27 @@ func repliesKV(t *testing.T, js jetstream.JetStream, region string) jetstream.Ke
 	return kv
 }
 
+// recordKey is the key of an event's record: "<account>.<event id>".
+func recordKey(t *testing.T, kv jetstream.KeyValue, id string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	l, err := kv.ListKeysFiltered(ctx, "*."+id)
+	if err != nil {
+		t.Fatalf("replies bucket list: %v", err)
+	}
+	for k := range l.Keys() {
+		return k
+	}
+	return "none." + id
+}
+
 // replyStateOf returns the recorded reply state of an event, if any.
 func replyStateOf(t *testing.T, kv jetstream.KeyValue, id string) (raw []byte, ok bool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	e, err := kv.Get(ctx, id)
+	e, err := kv.Get(ctx, recordKey(t, kv, id))
 	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrKeyDeleted) {
 		return nil, false
 	}

@@ -328,7 +328,7 @@ func testKilledBeforeAck(t *testing.T, dropRecord bool) {
 	if dropRecord {
 		ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 		defer cancel()
-		if err := kv.Delete(ctx, ev.ID); err != nil {
+		if err := kv.Delete(ctx, recordKey(t, kv, ev.ID)); err != nil {
 			t.Fatal(err)
 		}
 	}

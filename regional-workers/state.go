@@ -40,17 +40,22 @@ type replyState struct {
 type stateStore struct {
 	js         jetstream.JetStream
 	kv         jetstream.KeyValue
+	stream     string // the bucket's stream, KV_<bucket>
 	subject    string // "$KV.<bucket>." prefix
 	doneTTL    time.Duration
 	pendingTTL time.Duration
 }
 
 func newStateStore(js jetstream.JetStream, kv jetstream.KeyValue, bucket string, doneTTL, pendingTTL time.Duration) *stateStore {
-	return &stateStore{js: js, kv: kv, subject: "$KV." + bucket + ".", doneTTL: doneTTL, pendingTTL: pendingTTL}
+	return &stateStore{js: js, kv: kv, stream: "KV_" + bucket, subject: "$KV." + bucket + ".", doneTTL: doneTTL, pendingTTL: pendingTTL}
 }
 
-func (s *stateStore) load(ctx context.Context, id string) (replyState, bool, error) {
-	e, err := s.kv.Get(ctx, id)
+// key is an event's record key: the account first, so that an account's
+// records can be erased together.
+func key(account, id string) string { return account + "." + id }
+
+func (s *stateStore) load(ctx context.Context, account, id string) (replyState, bool, error) {
+	e, err := s.kv.Get(ctx, key(account, id))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return replyState{}, false, nil
 	}
@@ -67,7 +72,7 @@ func (s *stateStore) load(ctx context.Context, id string) (replyState, bool, err
 // save writes st as the event's record. A KV put cannot carry a TTL, so the
 // record is published on the bucket's subject with a Nats-TTL header, which
 // is what the KV layer itself does for a key created with a TTL.
-func (s *stateStore) save(ctx context.Context, id string, st replyState) error {
+func (s *stateStore) save(ctx context.Context, account, id string, st replyState) error {
 	b, err := json.Marshal(st)
 	if err != nil {
 		return err
@@ -76,9 +81,26 @@ func (s *stateStore) save(ctx context.Context, id string, st replyState) error {
 	if st.Done {
 		ttl = s.doneTTL
 	}
-	m := &nats.Msg{Subject: s.subject + id, Data: b}
+	m := &nats.Msg{Subject: s.subject + key(account, id), Data: b}
 	if _, err := s.js.PublishMsg(ctx, m, jetstream.WithMsgTTL(ttl)); err != nil {
 		return fmt.Errorf("record reply state: %w", err)
 	}
 	return nil
+}
+
+// erase deletes every record of an account and reports how many there were.
+func (s *stateStore) erase(ctx context.Context, account string) (int, error) {
+	st, err := s.js.Stream(ctx, s.stream)
+	if err != nil {
+		return 0, err
+	}
+	subj := s.subject + account + ".>"
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subj))
+	if err != nil {
+		return 0, err
+	}
+	if err := st.Purge(ctx, jetstream.WithPurgeSubject(subj)); err != nil {
+		return 0, err
+	}
+	return len(info.State.Subjects), nil
 }

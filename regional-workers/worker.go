@@ -15,6 +15,7 @@ import (
 	"github.com/geomux/geomux/pkg/logfields"
 	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/pkg/retry"
+	"github.com/geomux/geomux/pkg/vault"
 	"github.com/geomux/geomux/pkg/zoom"
 	"github.com/geomux/geomux/proto"
 	"github.com/geomux/geomux/regional-workers/dlq"
@@ -39,6 +40,21 @@ type Options struct {
 	HandlerTimeout time.Duration
 	// Streams are the stream settings.
 	Streams natsx.StreamOptions
+	// VaultKey, if set, opens the region's token vault: the worker takes
+	// the tokens the ingress hands over at install, and erases them at
+	// uninstall.
+	VaultKey *vault.Key
+	// Refresher renews user tokens (the Zoom client).
+	Refresher vault.Refresher
+	// UserToken adds the installing user's token to each event (Event.UserToken).
+	UserToken bool
+	// Directory is where an uninstalled account's region is removed, last.
+	Directory AccountRemover
+}
+
+// AccountRemover removes an account from the account → region directory.
+type AccountRemover interface {
+	Delete(ctx context.Context, account string) error
 }
 
 // Worker handles one region's events. Build it with New, then Start and Stop.
@@ -52,6 +68,9 @@ type Worker struct {
 
 	state   *stateStore
 	keeper  *dlq.Keeper
+	dlq     *dlq.Store
+	vault   *vault.Vault
+	vaultSv *vault.Service
 	cc      jetstream.ConsumeContext
 	slots   chan struct{}
 	mu      sync.Mutex // orders giveUp before wg.Add in dispatch
@@ -90,6 +109,19 @@ func (w *Worker) Start(ctx context.Context) error {
 	cons, err := w.js.CreateOrUpdateConsumer(ctx, proto.RegionEventsStream(region), w.consumerConfig())
 	if err != nil {
 		return fmt.Errorf("worker consumer of region %s: %w", region, err)
+	}
+	if w.dlq, err = dlq.Open(ctx, w.js, region); err != nil {
+		return err
+	}
+	if w.opts.VaultKey != nil {
+		vkv, err := natsx.EnsureKeyValue(ctx, w.js, natsx.RegionVaultConfig(region))
+		if err != nil {
+			return err
+		}
+		w.vault = vault.New(vkv, *w.opts.VaultKey, w.opts.Refresher)
+		if w.vaultSv, err = vault.Serve(w.js.Conn(), region, w.vault, w.log.Named("vault")); err != nil {
+			return err
+		}
 	}
 	w.keeper = dlq.NewKeeper(w.js, region, w.lastError, func(reason string) {
 		w.metrics.Handled.WithLabelValues(region, "dead").Inc()
@@ -146,8 +178,8 @@ func (w *Worker) consumerConfig() jetstream.ConsumerConfig {
 }
 
 // lastError is what the keeper learns of an event's last failed attempt.
-func (w *Worker) lastError(ctx context.Context, id string) (string, int, time.Time, bool) {
-	st, ok, err := w.state.load(ctx, id)
+func (w *Worker) lastError(ctx context.Context, account, id string) (string, int, time.Time, bool) {
+	st, ok, err := w.state.load(ctx, account, id)
 	if err != nil || !ok || st.LastError == "" {
 		return "", 0, time.Time{}, false
 	}
@@ -193,6 +225,9 @@ func (w *Worker) Stop(ctx context.Context) error {
 	w.cc = nil
 	if kerr := w.keeper.Stop(ctx); err == nil {
 		err = kerr
+	}
+	if w.vaultSv != nil {
+		_ = w.vaultSv.Stop()
 	}
 	return err
 }
@@ -251,7 +286,11 @@ func (w *Worker) process(m jetstream.Msg) {
 	replay := m.Headers().Get(proto.HeaderReplay) != ""
 
 	ctx, cancel := context.WithTimeout(w.base, w.opts.HandlerTimeout)
-	st, err := w.handle(ctx, ev, replay)
+	var st replyState
+	err = w.prepare(ctx, &ev)
+	if err == nil {
+		st, err = w.handle(ctx, ev, replay)
+	}
 	cancel()
 	w.metrics.HandleSeconds.WithLabelValues(w.opts.Region).Observe(time.Since(start).Seconds())
 
@@ -284,7 +323,7 @@ func (w *Worker) process(m jetstream.Msg) {
 	// die before it decides.
 	st.LastError, st.LastStatus = dlq.Describe(err)
 	st.LastAttempt = time.Now().UTC()
-	w.saveState(ev.ID, st, fields)
+	w.saveState(ev.AccountID, ev.ID, st, fields)
 	switch {
 	case !retry.Retryable(err):
 		w.deadLetter(m, md, proto.DeadReasonPermanent, err, fields)
@@ -298,6 +337,62 @@ func (w *Worker) process(m jetstream.Msg) {
 		w.log.Warn("Event failed; will retry", append(fields, logfields.Delay(delay), zap.Error(err))...)
 		_ = m.NakWithDelay(delay)
 	}
+}
+
+// prepare does what geomux itself does with an event before its handler
+// sees it: erase an uninstalled account's data, or look up the user token
+// the handler wants.
+func (w *Worker) prepare(ctx context.Context, ev *Event) error {
+	switch {
+	case ev.Type == zoom.EventAppDeauthorized:
+		return w.erase(ctx, ev.AccountID)
+	case w.opts.UserToken && w.vault != nil:
+		t, err := w.vault.AccessToken(ctx, ev.AccountID)
+		if errors.Is(err, vault.ErrNoToken) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		ev.UserToken = &t
+	}
+	return nil
+}
+
+// erase deletes what geomux keeps of an account in its region, when Zoom
+// says the app was uninstalled (app_deauthorized): its tokens, its dead
+// letters, its reply records, and only then its directory entry. It records
+// what it erased (no content) in the region's audit stream. Each step is
+// idempotent: Zoom may send the event twice, and a failed attempt is retried.
+func (w *Worker) erase(ctx context.Context, account string) error {
+	var e dlq.Erasure
+	var err error
+	if w.vault != nil {
+		if e.Tokens, err = w.vault.Delete(ctx, account); err != nil {
+			return err
+		}
+	}
+	if e.DeadLetters, err = w.dlq.EraseAccount(ctx, account); err != nil {
+		return fmt.Errorf("erase dead letters: %w", err)
+	}
+	if e.ReplyRecords, err = w.state.erase(ctx, account); err != nil {
+		return fmt.Errorf("erase reply records: %w", err)
+	}
+	if w.opts.Directory != nil {
+		if err := w.opts.Directory.Delete(ctx, account); err != nil {
+			return fmt.Errorf("remove from the directory: %w", err)
+		}
+		e.Directory = true
+	}
+	if err := w.dlq.Record(ctx, dlq.Action{
+		Action: "erase", Operator: "geomux (app_deauthorized)", At: time.Now().UTC(),
+		Selection: "account " + account, Account: account, Erased: &e,
+	}); err != nil {
+		return err
+	}
+	w.log.Info("Uninstalled account erased", logfields.AccountID(account), zap.Bool("tokens", e.Tokens),
+		zap.Int("dead_letters", e.DeadLetters), zap.Int("reply_records", e.ReplyRecords), zap.Bool("directory", e.Directory))
+	return nil
 }
 
 // maxRetryDelay caps the wait before a retry, whatever Retry-After says.
@@ -331,7 +426,7 @@ func (w *Worker) event(m jetstream.Msg) (Event, error) {
 // event can all come back as a first delivery. An operator's replay asks the
 // handler again unless some replies already went out.
 func (w *Worker) handle(ctx context.Context, ev Event, replay bool) (replyState, error) {
-	st, recorded, err := w.state.load(ctx, ev.ID)
+	st, recorded, err := w.state.load(ctx, ev.AccountID, ev.ID)
 	if err != nil {
 		return st, err
 	}
@@ -378,17 +473,17 @@ func (w *Worker) handle(ctx context.Context, ev Event, replay bool) (replyState,
 			// Finished: keep that it was, not what was said.
 			rec = replyState{Sent: st.Sent, MessageIDs: st.MessageIDs, Done: true}
 		}
-		w.saveState(ev.ID, rec, nil)
+		w.saveState(ev.AccountID, ev.ID, rec, nil)
 	}
 	return st, nil
 }
 
 // saveState records an event's state. It runs even when the attempt's
 // context has expired: the record is what keeps a retry from sending twice.
-func (w *Worker) saveState(id string, st replyState, fields []zap.Field) {
+func (w *Worker) saveState(account, id string, st replyState, fields []zap.Field) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.base), 5*time.Second)
 	defer cancel()
-	if err := w.state.save(ctx, id, st); err != nil {
+	if err := w.state.save(ctx, account, id, st); err != nil {
 		if fields == nil {
 			fields = []zap.Field{logfields.EventID(id)}
 		}

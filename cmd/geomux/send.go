@@ -27,17 +27,20 @@ type sendFlags struct {
 	url     string
 	userJID string
 	toJID   string
+	event   string
 }
 
 func newSendCmd() *cobra.Command {
 	var f sendFlags
 	cmd := &cobra.Command{
 		Use:   "send",
-		Short: "Sign and post a bot_notification to the ingress, as Zoom would",
-		Long: `Send a bot_notification event (a user writing to the chatbot) to a running
-geomux ingress, signed with the first of zoom.webhook_secret_tokens exactly as
-Zoom signs it. Use it to try the round trip without Zoom.`,
-		Example: `  geomux send --config deploy/local/geomux.yaml --account acct-eu-1 --text "hi"`,
+		Short: "Sign and post an event to the ingress, as Zoom would",
+		Long: `Send a bot_notification event (a user writing to the chatbot), or an
+app_deauthorized event (the account uninstalling the app), to a running geomux
+ingress, signed with the first of zoom.webhook_secret_tokens exactly as Zoom
+signs it. Use it to try the round trip without Zoom.`,
+		Example: `  geomux send --config deploy/local/geomux.yaml --account acct-eu-1 --text "hi"
+  geomux send --config deploy/local/geomux.yaml --account acct-eu-1 --event app_deauthorized`,
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if f.account == "" {
@@ -46,8 +49,14 @@ Zoom signs it. Use it to try the round trip without Zoom.`,
 			if !proto.ValidAccountID(f.account) {
 				return usagef("--account %q is not a Zoom account id (letters, digits, '-', '_', '=')", f.account)
 			}
-			if f.text == "" {
-				return usagef("--text is required: what the user writes to the bot")
+			switch f.event {
+			case zoom.EventBotNotification:
+				if f.text == "" {
+					return usagef("--text is required: what the user writes to the bot")
+				}
+			case zoom.EventAppDeauthorized:
+			default:
+				return usagef("--event %q is not one of bot_notification, app_deauthorized", f.event)
 			}
 			cfg, err := loadConfig(f.config, config.RoleIngress)
 			if err != nil {
@@ -58,7 +67,8 @@ Zoom signs it. Use it to try the round trip without Zoom.`,
 	}
 	configFlag(cmd, &f.config)
 	cmd.Flags().StringVarP(&f.account, "account", "a", "", "Zoom account id the event belongs to (required)")
-	cmd.Flags().StringVar(&f.text, "text", "", "what the user writes to the bot (required)")
+	cmd.Flags().StringVar(&f.text, "text", "", "what the user writes to the bot (required for bot_notification)")
+	cmd.Flags().StringVar(&f.event, "event", zoom.EventBotNotification, "the event to send: bot_notification (a user writes to the bot) or app_deauthorized (the account uninstalls the app)")
 	cmd.Flags().StringVar(&f.url, "url", "", "webhook URL (default http://<ingress.listen>/zoom/webhook)")
 	cmd.Flags().StringVar(&f.userJID, "user-jid", "geomux.user@xmpp.zoom.us", "JID of the user writing")
 	cmd.Flags().StringVar(&f.toJID, "to-jid", "", "JID the message was written to (default: the user's, a direct message)")
@@ -79,22 +89,40 @@ func send(out io.Writer, cfg config.Config, f sendFlags) error {
 		toJID = f.userJID
 	}
 	now := time.Now()
-	body, err := json.Marshal(map[string]any{
-		"event":    zoom.EventBotNotification,
-		"event_ts": now.UnixMilli(),
-		"payload": map[string]any{
-			"accountId":   f.account,
-			"channelName": "geomux send",
-			"cmd":         f.text,
-			"name":        "geomux",
-			"robotJid":    cfg.Zoom.BotJID,
-			"timestamp":   now.UnixMilli(),
-			"toJid":       toJID,
-			"userId":      "geomux-send",
-			"userJid":     f.userJID,
-			"userName":    "geomux send",
-		},
-	})
+	var ev map[string]any
+	switch f.event {
+	case zoom.EventBotNotification:
+		ev = map[string]any{
+			"event":    zoom.EventBotNotification,
+			"event_ts": now.UnixMilli(),
+			"payload": map[string]any{
+				"accountId":   f.account,
+				"channelName": "geomux send",
+				"cmd":         f.text,
+				"name":        "geomux",
+				"robotJid":    cfg.Zoom.BotJID,
+				"timestamp":   now.UnixMilli(),
+				"toJid":       toJID,
+				"userId":      "geomux-send",
+				"userJid":     f.userJID,
+				"userName":    "geomux send",
+			},
+		}
+	case zoom.EventAppDeauthorized: // as Zoom sends it (its field report, 2025)
+		ev = map[string]any{
+			"event":    zoom.EventAppDeauthorized,
+			"event_ts": now.UnixMilli(),
+			"payload": map[string]any{
+				"account_id":           f.account,
+				"client_id":            cfg.Zoom.ClientID,
+				"deauthorization_time": now.UTC().Format("2006-01-02T15:04:05.000Z"),
+				"signature":            fmt.Sprintf("%x", now.UnixNano()),
+				"user_data_retention":  nil,
+				"user_id":              "geomux-send",
+			},
+		}
+	}
+	body, err := json.Marshal(ev)
 	if err != nil {
 		return err
 	}
@@ -116,7 +144,7 @@ func send(out io.Writer, cfg config.Config, f sendFlags) error {
 	if resp.StatusCode/100 != 2 {
 		return fmt.Errorf("ingress answered %s: %s", resp.Status, strings.TrimSpace(string(answer)))
 	}
-	fmt.Fprintf(out, "sent bot_notification %s for account %s: %s\n", proto.EventID(body), f.account, resp.Status)
+	fmt.Fprintf(out, "sent %s %s for account %s: %s\n", f.event, proto.EventID(body), f.account, resp.Status)
 	return nil
 }
 

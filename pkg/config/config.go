@@ -19,6 +19,7 @@ type Config struct {
 	Router  Router   `yaml:"router"`
 	Worker  Worker   `yaml:"worker"`
 	Regions []Region `yaml:"regions"`
+	Install Install  `yaml:"install"`
 	Sandbox Sandbox  `yaml:"sandbox"`
 	// ShutdownTimeout bounds a graceful stop: in-flight requests finish,
 	// consumers drain, then the process exits.
@@ -133,6 +134,42 @@ type Region struct {
 	BackendURL string `yaml:"backend_url"`
 	// Timeout bounds one call to the backend.
 	Timeout Duration `yaml:"timeout"`
+	// DisplayName is how the install page names the region, e.g.
+	// "European Union"; the name when empty.
+	DisplayName string `yaml:"display_name"`
+	// VaultKey encrypts the region's OAuth tokens at rest: 32 random bytes,
+	// base64 (openssl rand -base64 32). Set it with
+	// GEOMUX_REGIONS_<NAME>_VAULT_KEY, in the region only.
+	VaultKey string `yaml:"vault_key"`
+	// UserToken makes the worker add the installing user's access token to
+	// the envelope sent to the backend (handler http), as "user_token".
+	UserToken bool `yaml:"user_token"`
+}
+
+// Install configures the install flow (GET /install on the ingress).
+type Install struct {
+	// PublicURL is where Zoom and browsers reach the ingress, e.g.
+	// https://bot.example.com; the OAuth redirect URI is PublicURL +
+	// /oauth/callback. Empty disables the install flow.
+	PublicURL string `yaml:"public_url"`
+	// StateKey signs the OAuth state and encrypts the install cookies: at
+	// least 32 random characters (openssl rand -base64 32).
+	StateKey string `yaml:"state_key"`
+	// BotName is the bot's name on the install page.
+	BotName string `yaml:"bot_name"`
+	// Vendor is who offers the bot, on the install page.
+	Vendor string `yaml:"vendor"`
+}
+
+// Enabled reports whether the install flow is served.
+func (i Install) Enabled() bool { return i.PublicURL != "" }
+
+// Title is how the install page names a region.
+func (r Region) Title() string {
+	if r.DisplayName != "" {
+		return r.DisplayName
+	}
+	return r.Name
 }
 
 // Sandbox is a built-in stand-in for Zoom's OAuth and chat API, for trying

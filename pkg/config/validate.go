@@ -1,6 +1,7 @@
 package config
 
 import (
+	"encoding/base64"
 	"fmt"
 	"net"
 	"net/url"
@@ -151,16 +152,46 @@ func (c *Config) problems(roles []Role) []string {
 			p.add(key+".handler", fmt.Sprintf("%q is not a handler (use echo or http)", r.Handler))
 		}
 		p.atLeast(key+".timeout", r.Timeout, 10*time.Millisecond)
+		if r.VaultKey != "" && !validVaultKey(r.VaultKey) {
+			p.add(key+".vault_key", "must be 32 random bytes, base64-encoded (openssl rand -base64 32)")
+		}
+		if has(RoleWorker) && c.Install.Enabled() && r.VaultKey == "" {
+			p.add(key+".vault_key", "required when install.public_url is set: the region keeps its accounts' tokens encrypted with it (openssl rand -base64 32)")
+		}
+		if r.UserToken && r.VaultKey == "" {
+			p.add(key+".user_token", "needs a vault_key: the tokens come from the region's vault")
+		}
 		if has(RoleWorker) && r.Handler == HandlerHTTP && r.Timeout >= c.Worker.HandlerTimeout {
 			p.add(key+".timeout", fmt.Sprintf("must be shorter than worker.handler_timeout (%s)", c.Worker.HandlerTimeout))
 		}
 	}
 
+	if c.Install.Enabled() {
+		if u, err := url.Parse(c.Install.PublicURL); err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && isLoopbackHost(u.Hostname()))) || (u.Path != "" && u.Path != "/") {
+			p.add("install.public_url", fmt.Sprintf("%q is not an https URL without a path (http only for localhost), e.g. https://bot.example.com", c.Install.PublicURL))
+		}
+		if has(RoleIngress) {
+			if len(c.Install.StateKey) < 32 {
+				p.add("install.state_key", "required, at least 32 characters, when install.public_url is set (openssl rand -base64 32; set it with GEOMUX_INSTALL_STATE_KEY)")
+			}
+			p.required("zoom.client_id", c.Zoom.ClientID)
+			p.required("zoom.client_secret", c.Zoom.ClientSecret)
+		}
+	}
 	if c.Sandbox.Listen != "" {
 		p.hostPort("sandbox.listen", c.Sandbox.Listen)
 	}
 	p.atLeast("shutdown_timeout", c.ShutdownTimeout, time.Second)
-	return p
+	// A rule two roles share is said once.
+	said := map[string]bool{}
+	uniq := p[:0]
+	for _, x := range p {
+		if !said[x] {
+			said[x] = true
+			uniq = append(uniq, x)
+		}
+	}
+	return uniq
 }
 
 type problems []string
@@ -208,4 +239,21 @@ func (p *problems) httpURL(key, v string) {
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		p.add(key, fmt.Sprintf("%q is not an http(s) URL", v))
 	}
+}
+
+func isLoopbackHost(h string) bool {
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
+}
+
+func validVaultKey(s string) bool {
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if raw, err := enc.DecodeString(s); err == nil {
+			return len(raw) == 32
+		}
+	}
+	return false
 }

@@ -146,6 +146,30 @@ func RepliesConfig(region string, o StreamOptions) jetstream.KeyValueConfig {
 	}
 }
 
+// RegionVaultConfig is the bucket of a region's vault: each account's
+// tokens, encrypted with the region's key. One revision is kept, so that
+// erasing an account leaves nothing behind.
+func RegionVaultConfig(region string) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      proto.RegionVaultBucket(region),
+		Description: "geomux: encrypted OAuth tokens of the accounts of region " + region,
+		History:     1,
+		Storage:     jetstream.FileStorage,
+	}
+}
+
+// InstallNoncesConfig is the bucket remembering used install states until
+// long after they expire, so that none is accepted twice.
+func InstallNoncesConfig() jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      proto.InstallNoncesBucket,
+		Description: "geomux: install states already used",
+		History:     1,
+		TTL:         time.Hour,
+		Storage:     jetstream.FileStorage,
+	}
+}
+
 // setupAttemptTimeout bounds one JetStream API call while setting up. On a
 // fresh cluster the API does not answer until a meta leader exists, so a call
 // is retried with a short timeout rather than waited on once.

@@ -4,6 +4,9 @@ package platformfx
 
 import (
 	"os"
+	"strings"
+
+	"github.com/hashicorp/go-retryablehttp"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -17,6 +20,7 @@ import (
 	"github.com/geomux/geomux/pkg/httpserver"
 	"github.com/geomux/geomux/pkg/natsfx"
 	"github.com/geomux/geomux/pkg/zapfx"
+	"github.com/geomux/geomux/pkg/zoom"
 	"github.com/geomux/geomux/pkg/zoom/sandbox"
 )
 
@@ -26,6 +30,7 @@ var Module = fx.Module("platform",
 	natsfx.Module,
 	httpclientfx.Module,
 	fx.Provide(
+		NewZoomClient,
 		NewRegistry,
 		func(r *prometheus.Registry) prometheus.Registerer { return r },
 		health.NewRegistry,
@@ -34,6 +39,15 @@ var Module = fx.Module("platform",
 	// Both listeners start first and stop last.
 	fx.Invoke(func(*AdminServer, *SandboxServer) {}),
 )
+
+// NewZoomClient is the Zoom client of the configured app (chatbot token,
+// chat messages, user OAuth).
+func NewZoomClient(c config.Config, hc *retryablehttp.Client) *zoom.Client {
+	return zoom.NewClient(zoom.ClientConfig{
+		ClientID: c.Zoom.ClientID, ClientSecret: c.Zoom.ClientSecret,
+		APIBaseURL: c.Zoom.APIBaseURL, OAuthBaseURL: c.Zoom.OAuthBaseURL,
+	}, hc)
+}
 
 // NewRegistry is the process's Prometheus registry, with Go runtime and
 // process metrics.
@@ -80,8 +94,12 @@ type SandboxServer struct{ *httpserver.Server }
 // newSandbox serves the Zoom sandbox when sandbox.listen is set. It starts
 // before the workers, which send to it.
 func newSandbox(lc fx.Lifecycle, c config.Config, log *zap.Logger) *SandboxServer {
+	redirect := ""
+	if c.Install.Enabled() {
+		redirect = strings.TrimRight(c.Install.PublicURL, "/") + "/oauth/callback"
+	}
 	sb := sandbox.New(sandbox.Config{
-		ClientID: c.Zoom.ClientID, ClientSecret: c.Zoom.ClientSecret, BotJID: c.Zoom.BotJID,
+		ClientID: c.Zoom.ClientID, ClientSecret: c.Zoom.ClientSecret, BotJID: c.Zoom.BotJID, RedirectURI: redirect,
 	}, os.Stdout)
 	s := &SandboxServer{httpserver.New("zoom-sandbox", c.Sandbox.Listen, sb, log.Named("sandbox"))}
 	if c.Sandbox.Listen != "" {

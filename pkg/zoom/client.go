@@ -94,11 +94,12 @@ func (c *Client) forgetToken(tok string) {
 }
 
 type tokenResponse struct {
-	AccessToken string `json:"access_token"`
-	TokenType   string `json:"token_type"`
-	ExpiresIn   int    `json:"expires_in"`
-	Scope       string `json:"scope"`
-	APIURL      string `json:"api_url"`
+	AccessToken  string `json:"access_token"`
+	RefreshToken string `json:"refresh_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int    `json:"expires_in"`
+	Scope        string `json:"scope"`
+	APIURL       string `json:"api_url"`
 }
 
 func (c *Client) fetchToken(ctx context.Context) (string, error) {

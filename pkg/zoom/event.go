@@ -11,6 +11,9 @@ const EventURLValidation = "endpoint.url_validation"
 // EventBotNotification is sent when a user writes to the chatbot.
 const EventBotNotification = "bot_notification"
 
+// EventAppDeauthorized is sent when an account uninstalls the app.
+const EventAppDeauthorized = "app_deauthorized"
+
 // Parse failures. Each is answered 400.
 var (
 	ErrNotJSON = errors.New("zoom: body is not a JSON object")

@@ -18,7 +18,7 @@ import (
 // LastError tells the keeper what a worker recorded of an event's last
 // failed attempt: its error text, HTTP status (or 0) and time; ok is false if
 // nothing was recorded.
-type LastError func(ctx context.Context, eventID string) (msg string, status int, at time.Time, ok bool)
+type LastError func(ctx context.Context, accountID, eventID string) (msg string, status int, at time.Time, ok bool)
 
 // Keeper turns JetStream's max-deliveries advisories of a region into dead
 // letters.
@@ -130,7 +130,7 @@ func (k *Keeper) deadLetter(ctx context.Context, a advisory) error {
 		FirstAttempt: ev.Time,
 		LastAttempt:  time.Now(),
 	}
-	if msg, status, at, ok := k.lastError(ctx, id); ok {
+	if msg, status, at, ok := k.lastError(ctx, ev.Header.Get(proto.HeaderAccountID), id); ok {
 		f.Error, f.Status, f.LastAttempt = msg, status, at
 	}
 	if _, err := k.js.PublishMsg(ctx, NewMsg(k.region, ev.Data, ev.Header, a.StreamSeq, f)); err != nil {

@@ -192,6 +192,23 @@ func (s *Store) Purge(ctx context.Context, id uint64) error {
 	return nil
 }
 
+// EraseAccount purges every dead letter of an account and returns how many
+// there were.
+func (s *Store) EraseAccount(ctx context.Context, account string) (int, error) {
+	entries, err := s.List(ctx, Filter{Account: account})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, e := range entries {
+		if err := s.Purge(ctx, e.ID); err != nil && !errors.Is(err, ErrNotFound) {
+			return n, err
+		}
+		n++
+	}
+	return n, nil
+}
+
 // Action is an operator's replay or purge of dead letters, as recorded in the
 // region.
 type Action struct {
@@ -203,9 +220,21 @@ type Action struct {
 	// Selection is the command's selection, e.g. "--account A" or "17 18".
 	Selection string `json:"selection"`
 	// Entries are the entries acted on.
-	Entries []ActedOn `json:"entries"`
+	Entries []ActedOn `json:"entries,omitempty"`
 	// Failed are the entries the action failed on, with why.
 	Failed []ActedOn `json:"failed,omitempty"`
+	// Account and Erased describe an "erase": what geomux deleted of an
+	// account when Zoom said the app was uninstalled.
+	Account string   `json:"account_id,omitempty"`
+	Erased  *Erasure `json:"erased,omitempty"`
+}
+
+// Erasure is what an uninstall erased of an account in its region.
+type Erasure struct {
+	Tokens       bool `json:"tokens"`
+	DeadLetters  int  `json:"dead_letters"`
+	ReplyRecords int  `json:"reply_records"`
+	Directory    bool `json:"directory"`
 }
 
 // ActedOn names an entry in an Action.

@@ -32,6 +32,9 @@ type Config struct {
 	BotJID       string
 	// TokenLifetime is the expires_in of issued tokens; 1h like Zoom when 0.
 	TokenLifetime time.Duration
+	// RedirectURI is the app's OAuth redirect URI, where the sandbox's
+	// "Marketplace" install (GET /marketplace/install) sends the browser.
+	RedirectURI string
 }
 
 // Delivered is a chat message the sandbox accepted.
@@ -54,6 +57,7 @@ type Sandbox struct {
 	tokens    map[string]time.Time
 	issued    int
 	delivered []Delivered
+	oauth     oauthState
 }
 
 // New returns a sandbox for the app cfg. Every message it accepts is printed
@@ -62,8 +66,12 @@ func New(cfg Config, out io.Writer) *Sandbox {
 	if cfg.TokenLifetime == 0 {
 		cfg.TokenLifetime = time.Hour
 	}
-	s := &Sandbox{cfg: cfg, out: out, tokens: map[string]time.Time{}, mux: http.NewServeMux()}
+	s := &Sandbox{cfg: cfg, out: out, tokens: map[string]time.Time{}, mux: http.NewServeMux(), oauth: newOAuthState()}
 	s.mux.HandleFunc("POST /oauth/token", s.token)
+	s.mux.HandleFunc("GET /oauth/authorize", s.authorizePage)
+	s.mux.HandleFunc("POST /oauth/authorize", s.authorize)
+	s.mux.HandleFunc("GET /marketplace/install", s.marketplaceInstall)
+	s.mux.HandleFunc("GET /v2/users/me", s.usersMe)
 	s.mux.HandleFunc("POST /v2/im/chat/messages", s.message)
 	s.mux.HandleFunc("POST /example-backend", ExampleBackend)
 	return s
@@ -92,7 +100,12 @@ func (s *Sandbox) token(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_ = r.ParseForm() // grant_type may come in the query or the form body
-	if gt := r.Form.Get("grant_type"); gt != "client_credentials" {
+	switch gt := r.Form.Get("grant_type"); gt {
+	case "client_credentials":
+	case "authorization_code", "refresh_token":
+		s.userToken(w, r)
+		return
+	default:
 		httpx.WriteJSON(w, http.StatusBadRequest, map[string]string{"reason": "Unsupported grant type", "error": "unsupported_grant_type"})
 		return
 	}

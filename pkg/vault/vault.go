@@ -1,0 +1,225 @@
+// Package vault is a region's token vault: the OAuth tokens of the accounts
+// installed in the region, in a KV bucket of the region only
+// (proto.RegionVaultBucket), each record encrypted with the region's key
+// (AES-256-GCM, the account id as associated data, so a record cannot be
+// passed off as another account's). Neither the ingress nor the directory
+// ever stores tokens: at install, the ingress hands them to the region over
+// NATS (see Service and Hand), and only the region writes them down.
+package vault
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/geomux/geomux/pkg/zoom"
+)
+
+// Errors.
+var (
+	// ErrNoToken: the vault holds no token for the account.
+	ErrNoToken = errors.New("vault: no token for this account")
+	// ErrBadKey: a vault key is not 32 bytes of base64.
+	ErrBadKey = errors.New("vault: a vault key is 32 random bytes, base64-encoded (e.g. openssl rand -base64 32)")
+)
+
+// Key is a region's vault key.
+type Key struct{ aead cipher.AEAD }
+
+// ParseKey reads a base64 (standard or URL alphabet) 32-byte key.
+func ParseKey(s string) (Key, error) {
+	var raw []byte
+	var err error
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		if raw, err = enc.DecodeString(s); err == nil {
+			break
+		}
+	}
+	if err != nil || len(raw) != 32 {
+		return Key{}, ErrBadKey
+	}
+	block, err := aes.NewCipher(raw)
+	if err != nil {
+		return Key{}, ErrBadKey
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return Key{}, ErrBadKey
+	}
+	return Key{aead: aead}, nil
+}
+
+// Seal encrypts plain for account: a random nonce, then the ciphertext.
+func (k Key) Seal(account string, plain []byte) []byte {
+	nonce := make([]byte, k.aead.NonceSize(), k.aead.NonceSize()+len(plain)+k.aead.Overhead())
+	_, _ = rand.Read(nonce)
+	return k.aead.Seal(nonce, nonce, plain, []byte(account))
+}
+
+// Open decrypts what Seal made for account.
+func (k Key) Open(account string, sealed []byte) ([]byte, error) {
+	n := k.aead.NonceSize()
+	if len(sealed) < n {
+		return nil, errors.New("vault: record too short")
+	}
+	plain, err := k.aead.Open(nil, sealed[:n], sealed[n:], []byte(account))
+	if err != nil {
+		return nil, errors.New("vault: record does not decrypt with this region's key (wrong vault_key, or not this account's)")
+	}
+	return plain, nil
+}
+
+// Record is what the vault keeps of an account.
+type Record struct {
+	zoom.UserToken
+	// UserID is the Zoom user who installed the app.
+	UserID    string    `json:"user_id,omitempty"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// Refresher renews user tokens; *zoom.Client is one.
+type Refresher interface {
+	RefreshUserToken(ctx context.Context, refreshToken string) (zoom.UserToken, error)
+}
+
+// refreshBefore is how long before its expiry an access token is renewed.
+const refreshBefore = 5 * time.Minute
+
+// Vault is one region's vault. It is safe for concurrent use, and several
+// processes may share a region's vault.
+type Vault struct {
+	kv        jetstream.KeyValue
+	key       Key
+	refresher Refresher
+	now       func() time.Time
+	refreshes singleflight.Group
+}
+
+// New returns the vault over a region's bucket.
+func New(kv jetstream.KeyValue, key Key, r Refresher) *Vault {
+	return &Vault{kv: kv, key: key, refresher: r, now: time.Now}
+}
+
+// Put stores an account's tokens, replacing what was there.
+func (v *Vault) Put(ctx context.Context, account string, r Record) error {
+	r.UpdatedAt = v.now().UTC()
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	if _, err := v.kv.Put(ctx, account, v.key.Seal(account, b)); err != nil {
+		return fmt.Errorf("vault: store tokens of %s: %w", account, err)
+	}
+	return nil
+}
+
+// Get returns an account's record and its revision.
+func (v *Vault) Get(ctx context.Context, account string) (Record, uint64, error) {
+	e, err := v.kv.Get(ctx, account)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return Record{}, 0, ErrNoToken
+	}
+	if err != nil {
+		return Record{}, 0, fmt.Errorf("vault: read tokens of %s: %w", account, err)
+	}
+	plain, err := v.key.Open(account, e.Value())
+	if err != nil {
+		return Record{}, 0, err
+	}
+	var r Record
+	if err := json.Unmarshal(plain, &r); err != nil {
+		return Record{}, 0, fmt.Errorf("vault: record of %s: %w", account, err)
+	}
+	return r, e.Revision(), nil
+}
+
+// Delete erases an account's tokens, history included. It reports whether
+// there were any.
+func (v *Vault) Delete(ctx context.Context, account string) (bool, error) {
+	_, _, err := v.Get(ctx, account)
+	existed := err == nil
+	if err := v.kv.Purge(ctx, account); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return existed, fmt.Errorf("vault: erase tokens of %s: %w", account, err)
+	}
+	return existed, nil
+}
+
+// AccessToken returns an account's user token, renewed first if it expires
+// within five minutes.
+//
+// Zoom rotates refresh tokens: a refresh returns a new refresh token and the
+// old one stops working, so the newest must always be the one stored. The
+// new record is written with a compare-and-set on the revision the refresh
+// started from. Losing it means another process refreshed meanwhile: the
+// token that expires later (the one Zoom issued last) is then kept.
+func (v *Vault) AccessToken(ctx context.Context, account string) (zoom.UserToken, error) {
+	r, _, err := v.Get(ctx, account)
+	if err != nil {
+		return zoom.UserToken{}, err
+	}
+	if v.fresh(r) {
+		return r.UserToken, nil
+	}
+	t, err, _ := v.refreshes.Do(account, func() (any, error) { return v.refresh(ctx, account) })
+	if err != nil {
+		return zoom.UserToken{}, err
+	}
+	return t.(zoom.UserToken), nil
+}
+
+func (v *Vault) fresh(r Record) bool { return v.now().Add(refreshBefore).Before(r.ExpiresAt) }
+
+func (v *Vault) refresh(ctx context.Context, account string) (zoom.UserToken, error) {
+	r, rev, err := v.Get(ctx, account)
+	if err != nil {
+		return zoom.UserToken{}, err
+	}
+	if v.fresh(r) { // another process renewed it meanwhile
+		return r.UserToken, nil
+	}
+	nt, err := v.refresher.RefreshUserToken(ctx, r.RefreshToken)
+	if err != nil {
+		// Our refresh token may have just been rotated by another process.
+		if cur, _, gerr := v.Get(ctx, account); gerr == nil && cur.RefreshToken != r.RefreshToken && v.fresh(cur) {
+			return cur.UserToken, nil
+		}
+		return zoom.UserToken{}, fmt.Errorf("vault: refresh tokens of %s: %w", account, err)
+	}
+	if nt.RefreshToken == "" {
+		nt.RefreshToken = r.RefreshToken
+	}
+	if nt.APIURL == "" {
+		nt.APIURL = r.APIURL
+	}
+	next := Record{UserToken: nt, UserID: r.UserID}
+	for {
+		next.UpdatedAt = v.now().UTC()
+		b, err := json.Marshal(next)
+		if err != nil {
+			return zoom.UserToken{}, err
+		}
+		if _, err := v.kv.Update(ctx, account, v.key.Seal(account, b), rev); err == nil {
+			return nt, nil
+		} else if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return zoom.UserToken{}, fmt.Errorf("vault: store refreshed tokens of %s: %w", account, err)
+		}
+		// Someone wrote first. Keep the later-expiring, i.e. newer, token.
+		cur, curRev, err := v.Get(ctx, account)
+		if err != nil {
+			return zoom.UserToken{}, err
+		}
+		if !cur.ExpiresAt.Before(nt.ExpiresAt) {
+			return cur.UserToken, nil
+		}
+		rev = curRev
+	}
+}

@@ -1,0 +1,127 @@
+package zoom
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
+
+	"github.com/geomux/geomux/pkg/retry"
+)
+
+// UserToken is a user's OAuth tokens (authorization_code grant), as Zoom
+// returns them at install and at each refresh.
+type UserToken struct {
+	AccessToken  string    `json:"access_token"`
+	RefreshToken string    `json:"refresh_token"`
+	ExpiresAt    time.Time `json:"expires_at"`
+	Scope        string    `json:"scope,omitempty"`
+	// APIURL is the Zoom API host that serves the user's account, e.g.
+	// https://api-eu.zoom.us (no /v2).
+	APIURL string `json:"api_url,omitempty"`
+}
+
+// AuthorizeURL is where an install sends the admin's browser:
+// {oauth}/oauth/authorize with the app's client id, the redirect URI, the
+// state and a PKCE S256 challenge.
+func (c *Client) AuthorizeURL(redirectURI, state, codeChallenge string) string {
+	q := url.Values{
+		"response_type":         {"code"},
+		"client_id":             {c.cfg.ClientID},
+		"redirect_uri":          {redirectURI},
+		"state":                 {state},
+		"code_challenge":        {codeChallenge},
+		"code_challenge_method": {"S256"},
+	}
+	return c.cfg.OAuthBaseURL + "/oauth/authorize?" + q.Encode()
+}
+
+// ExchangeCode trades an authorization code for the user's tokens. The code
+// verifier is empty when the install did not start with PKCE (an admin who
+// installed from Zoom's Marketplace).
+func (c *Client) ExchangeCode(ctx context.Context, code, redirectURI, codeVerifier string) (UserToken, error) {
+	form := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {redirectURI}}
+	if codeVerifier != "" {
+		form.Set("code_verifier", codeVerifier)
+	}
+	return c.userToken(ctx, form)
+}
+
+// RefreshUserToken trades a refresh token for new tokens. Zoom rotates
+// refresh tokens: the returned one replaces the old, which stops working.
+func (c *Client) RefreshUserToken(ctx context.Context, refreshToken string) (UserToken, error) {
+	return c.userToken(ctx, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refreshToken}})
+}
+
+func (c *Client) userToken(ctx context.Context, form url.Values) (UserToken, error) {
+	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, c.cfg.OAuthBaseURL+"/oauth/token", strings.NewReader(form.Encode()))
+	if err != nil {
+		return UserToken{}, fmt.Errorf("%w: zoom oauth url: %v", retry.ErrPermanent, err)
+	}
+	req.SetBasicAuth(c.cfg.ClientID, c.cfg.ClientSecret)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return UserToken{}, fmt.Errorf("zoom oauth: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return UserToken{}, fmt.Errorf("zoom oauth: read answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return UserToken{}, statusError("zoom-oauth", resp, body)
+	}
+	var tr tokenResponse
+	if err := json.Unmarshal(body, &tr); err != nil || tr.AccessToken == "" {
+		return UserToken{}, &retry.StatusError{Service: "zoom-oauth", StatusCode: resp.StatusCode, Detail: "answer has no access_token"}
+	}
+	return UserToken{
+		AccessToken: tr.AccessToken, RefreshToken: tr.RefreshToken, Scope: tr.Scope, APIURL: tr.APIURL,
+		ExpiresAt: c.now().Add(time.Duration(tr.ExpiresIn) * time.Second).UTC(),
+	}, nil
+}
+
+// Me is who a user token belongs to (GET /v2/users/me).
+type Me struct {
+	ID        string `json:"id"`
+	AccountID string `json:"account_id"`
+	JID       string `json:"jid,omitempty"`
+}
+
+// UsersMe asks Zoom whose token this is. apiURL is the token's api_url (no
+// /v2); empty means the configured API base.
+func (c *Client) UsersMe(ctx context.Context, apiURL, accessToken string) (Me, error) {
+	base := c.cfg.APIBaseURL
+	if apiURL != "" {
+		base = strings.TrimRight(apiURL, "/") + "/v2"
+	}
+	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodGet, base+"/users/me", nil)
+	if err != nil {
+		return Me{}, fmt.Errorf("%w: zoom api url: %v", retry.ErrPermanent, err)
+	}
+	req.Header.Set("Authorization", "Bearer "+accessToken)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return Me{}, fmt.Errorf("zoom: users/me: %w", err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 256<<10))
+	if err != nil {
+		return Me{}, fmt.Errorf("zoom: users/me: read answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return Me{}, statusError("zoom", resp, body)
+	}
+	var me Me
+	if err := json.Unmarshal(body, &me); err != nil || me.AccountID == "" {
+		return Me{}, &retry.StatusError{Service: "zoom", StatusCode: resp.StatusCode, Detail: "users/me answer has no account_id"}
+	}
+	return me, nil
+}
