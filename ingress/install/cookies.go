@@ -90,8 +90,13 @@ func (h *Handler) setSealed(w http.ResponseWriter, name string, v any, ttl time.
 	if len(val) > chunk*maxChunks {
 		return errors.New("install cookie too large")
 	}
-	for i := 0; i*chunk < len(val); i++ {
-		http.SetCookie(w, h.cookie(name+"."+strconv.Itoa(i), val[i*chunk:min(len(val), (i+1)*chunk)], ttl))
+	n := 0
+	for ; n*chunk < len(val); n++ {
+		http.SetCookie(w, h.cookie(name+"."+strconv.Itoa(n), val[n*chunk:min(len(val), (n+1)*chunk)], ttl))
+	}
+	// A longer earlier value's extra chunks would be read as part of this one.
+	for i := n; i < maxChunks; i++ {
+		http.SetCookie(w, h.cookie(name+"."+strconv.Itoa(i), "", -1))
 	}
 	return nil
 }

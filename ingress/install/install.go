@@ -57,10 +57,16 @@ type Options struct {
 func (o Options) redirectURI() string { return strings.TrimRight(o.PublicURL, "/") + PathCallback }
 func (o Options) secure() bool        { return strings.HasPrefix(o.PublicURL, "https://") }
 
-// Directory is what the flow needs of the account directory.
+// Directory is what the flow needs of the account directory;
+// *directory.Directory is one.
 type Directory interface {
 	Get(ctx context.Context, account string) (proto.AccountRecord, error)
 	Put(ctx context.Context, rec proto.AccountRecord) (proto.AccountRecord, error)
+	// Create records a region only for an account without one
+	// (directory.ErrExists otherwise).
+	Create(ctx context.Context, rec proto.AccountRecord) (uint64, error)
+	// DeleteAt removes a record still at the given revision.
+	DeleteAt(ctx context.Context, account string, rev uint64) error
 }
 
 // Zoom is what the flow needs of Zoom's OAuth and API; *zoom.Client is one.
@@ -274,40 +280,59 @@ func (h *Handler) exchange(w http.ResponseWriter, r *http.Request, code, verifie
 	return tok, me, true
 }
 
-// finish records the account in region: its tokens go to the region, then
-// the directory says where it lives. An account that already lives in
-// another region is not moved.
+// finish records the account in region: the directory entry first, created
+// only if the account has none (so that two installs racing into two
+// regions cannot both win), then its tokens go to the region. An account
+// that already lives in another region is not moved.
 func (h *Handler) finish(w http.ResponseWriter, r *http.Request, region config.Region, me zoom.Me, tok zoom.UserToken) {
 	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
 	defer cancel()
 	fields := []zap.Field{logfields.AccountID(me.AccountID), logfields.Region(region.Name)}
-	cur, err := h.dir.Get(ctx, me.AccountID)
-	switch {
-	case err == nil && cur.Region != region.Name:
-		h.log.Warn("Install into another region refused", append(fields, zap.String("current_region", cur.Region))...)
-		now, _ := h.region(cur.Region)
-		if now.Name == "" {
-			now = config.Region{Name: cur.Region}
+	rec := proto.AccountRecord{AccountID: me.AccountID, Region: region.Name, APIURL: tok.APIURL}
+	rev, err := h.dir.Create(ctx, rec)
+	reserved := err == nil
+	if errors.Is(err, directory.ErrExists) {
+		cur, gerr := h.dir.Get(ctx, me.AccountID)
+		switch {
+		case gerr == nil && cur.Region != region.Name:
+			h.log.Warn("Install into another region refused", append(fields, zap.String("current_region", cur.Region))...)
+			h.alreadyElsewhere(w, cur.Region)
+			return
+		case gerr == nil:
+			err = nil // a reinstall into the same region: fresh tokens
+		default:
+			err = gerr
 		}
-		h.problem(w, http.StatusConflict, "Your organisation is already installed in "+now.Title(),
-			"Its data stays in "+now.Title()+" ("+now.Name+"). Reinstalling cannot move it to another region; please contact the vendor if it must move.", false)
-		return
-	case err != nil && !errors.Is(err, directory.ErrNotFound):
+	}
+	if err != nil {
 		h.problem(w, http.StatusServiceUnavailable, "Please try again", "The directory is not available. Please start again in a minute.", true)
 		return
 	}
 	if err := h.handoff(ctx, region.Name, vault.Handover{AccountID: me.AccountID, Record: vault.Record{UserToken: tok, UserID: me.ID}}); err != nil {
 		h.log.Error("Install: tokens not handed to the region", append(fields, zap.Error(err))...)
+		if reserved {
+			// Undo the reservation, unless something changed it since.
+			_ = h.dir.DeleteAt(context.WithoutCancel(ctx), me.AccountID, rev)
+		}
 		h.problem(w, http.StatusServiceUnavailable, "Please try again", "The "+region.Title()+" region could not take your installation right now. Please start again in a minute.", true)
 		return
 	}
-	if _, err := h.dir.Put(ctx, proto.AccountRecord{AccountID: me.AccountID, Region: region.Name, APIURL: tok.APIURL}); err != nil {
-		h.log.Error("Install: directory not updated", append(fields, zap.Error(err))...)
-		h.problem(w, http.StatusServiceUnavailable, "Please try again", "The installation could not be recorded. Please start again in a minute.", true)
-		return
+	if !reserved { // keep the api_url of the newest install
+		if _, err := h.dir.Put(ctx, rec); err != nil {
+			h.log.Warn("Install: directory not refreshed", append(fields, zap.Error(err))...)
+		}
 	}
 	h.log.Info("Account installed", fields...)
 	h.render(w, http.StatusOK, "done", view{Title: "Installed", Heading: h.opts.BotName + " is installed", Region: region})
+}
+
+func (h *Handler) alreadyElsewhere(w http.ResponseWriter, current string) {
+	now, ok := h.region(current)
+	if !ok {
+		now = config.Region{Name: current}
+	}
+	h.problem(w, http.StatusConflict, "Your organisation is already installed in "+now.Title(),
+		"Its data stays in "+now.Title()+" ("+now.Name+"). Reinstalling cannot move it to another region; please contact the vendor if it must move.", false)
 }
 
 // pending is what a Marketplace install keeps in the admin's browser while

@@ -67,6 +67,38 @@ func (d *Directory) Put(ctx context.Context, rec proto.AccountRecord) (proto.Acc
 	return rec, nil
 }
 
+// ErrExists: the account already has a record.
+var ErrExists = errors.New("directory: account already has a region")
+
+// Create records the account's region only if it has none yet; it returns
+// ErrExists otherwise, and the record's revision on success.
+func (d *Directory) Create(ctx context.Context, rec proto.AccountRecord) (uint64, error) {
+	if !proto.ValidAccountID(rec.AccountID) {
+		return 0, ErrInvalidAccountID
+	}
+	rec.UpdatedAt = d.now().UTC()
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return 0, err
+	}
+	rev, err := d.kv.Create(ctx, rec.AccountID, b)
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return 0, ErrExists
+	}
+	if err != nil {
+		return 0, fmt.Errorf("directory: create %s: %w", rec.AccountID, err)
+	}
+	return rev, nil
+}
+
+// DeleteAt removes an account's record if it is still at revision rev.
+func (d *Directory) DeleteAt(ctx context.Context, accountID string, rev uint64) error {
+	if err := d.kv.Delete(ctx, accountID, jetstream.LastRevision(rev)); err != nil {
+		return fmt.Errorf("directory: delete %s: %w", accountID, err)
+	}
+	return nil
+}
+
 // Get reads an account's record from the bucket.
 func (d *Directory) Get(ctx context.Context, accountID string) (proto.AccountRecord, error) {
 	if !proto.ValidAccountID(accountID) {

@@ -145,7 +145,7 @@ func (v *Vault) Get(ctx context.Context, account string) (Record, uint64, error)
 // Delete erases an account's tokens, history included. It reports whether
 // there were any.
 func (v *Vault) Delete(ctx context.Context, account string) (bool, error) {
-	_, _, err := v.Get(ctx, account)
+	_, err := v.kv.Get(ctx, account) // not decrypted: a record under an old key counts too
 	existed := err == nil
 	if err := v.kv.Purge(ctx, account); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return existed, fmt.Errorf("vault: erase tokens of %s: %w", account, err)
@@ -169,7 +169,13 @@ func (v *Vault) AccessToken(ctx context.Context, account string) (zoom.UserToken
 	if v.fresh(r) {
 		return r.UserToken, nil
 	}
-	t, err, _ := v.refreshes.Do(account, func() (any, error) { return v.refresh(ctx, account) })
+	t, err, _ := v.refreshes.Do(account, func() (any, error) {
+		// Not the first caller's context: every caller sharing the refresh
+		// would fail with it.
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		return v.refresh(rctx, account)
+	})
 	if err != nil {
 		return zoom.UserToken{}, err
 	}
@@ -207,10 +213,21 @@ func (v *Vault) refresh(ctx context.Context, account string) (zoom.UserToken, er
 		if err != nil {
 			return zoom.UserToken{}, err
 		}
-		if _, err := v.kv.Update(ctx, account, v.key.Seal(account, b), rev); err == nil {
+		_, err = v.kv.Update(ctx, account, v.key.Seal(account, b), rev)
+		for try := 0; err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && try < 3; try++ {
+			// Zoom has rotated the refresh token: losing the new one would
+			// mean a reinstall. Try hard to keep it.
+			select {
+			case <-ctx.Done():
+			case <-time.After(200 * time.Millisecond):
+			}
+			_, err = v.kv.Update(ctx, account, v.key.Seal(account, b), rev)
+		}
+		if err == nil {
 			return nt, nil
-		} else if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			return zoom.UserToken{}, fmt.Errorf("vault: store refreshed tokens of %s: %w", account, err)
+		}
+		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+			return zoom.UserToken{}, fmt.Errorf("vault: refreshed tokens of %s not stored; the account may need reinstalling: %w", account, err)
 		}
 		// Someone wrote first. Keep the later-expiring, i.e. newer, token.
 		cur, curRev, err := v.Get(ctx, account)
