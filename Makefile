@@ -23,9 +23,14 @@ build: ## Build bin/geomux
 run: build ## Run everything in one process with deploy/local/geomux.yaml (embedded NATS, Zoom sandbox)
 	$(BIN) run --config $(CONFIG)
 
+# What tests keep for people to look at (t.ArtifactDir: the browser test's
+# screenshots) lands in $(ARTIFACTS)/_artifacts/, replaced by each `make test`.
+ARTIFACTS := test-artifacts
+
 .PHONY: test
-test: tidy-lint vet modules fuzz ## Run every test of every module with the race detector
-	@set -e; for m in $(MODULES); do echo "== test $$m"; (cd $$m && $(GO) test -race -count=1 ./...); done
+test: tidy-lint vet modules fuzz ## Run every test of every module with the race detector (screenshots in test-artifacts/)
+	@rm -rf $(ARTIFACTS) && mkdir -p $(ARTIFACTS)
+	@set -e; for m in $(MODULES); do echo "== test $$m"; (cd $$m && $(GO) test -race -count=1 -artifacts -outputdir="$(CURDIR)/$(ARTIFACTS)" ./...); done
 
 # Go fuzzes one target per invocation. A failing input is saved under the
 # package's testdata/fuzz/<target>/: keep it there, it becomes a test case.
@@ -66,5 +71,5 @@ fmt: ## gofmt every Go file
 	gofmt -w $(MODULES)
 
 .PHONY: clean
-clean: ## Remove the binary and the local data directory
-	rm -rf bin data
+clean: ## Remove the binary, the local data directory and the test artifacts
+	rm -rf bin data $(ARTIFACTS)

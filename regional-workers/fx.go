@@ -106,5 +106,5 @@ func (d directoryOn) Delete(ctx context.Context, account string) error {
 	if err != nil {
 		return err
 	}
-	return dir.Delete(ctx, account)
+	return dir.Purge(ctx, account)
 }

@@ -323,7 +323,9 @@ func (w *Worker) process(m jetstream.Msg) {
 	// die before it decides.
 	st.LastError, st.LastStatus = dlq.Describe(err)
 	st.LastAttempt = time.Now().UTC()
-	w.saveState(ev.AccountID, ev.ID, st, fields)
+	if ev.Type != zoom.EventAppDeauthorized { // the account was just erased: keep nothing of it
+		w.saveState(ev.AccountID, ev.ID, st, fields)
+	}
 	switch {
 	case !retry.Retryable(err):
 		w.deadLetter(m, md, proto.DeadReasonPermanent, err, fields)
@@ -345,7 +347,7 @@ func (w *Worker) process(m jetstream.Msg) {
 func (w *Worker) prepare(ctx context.Context, ev *Event) error {
 	switch {
 	case ev.Type == zoom.EventAppDeauthorized:
-		return w.erase(ctx, ev.AccountID)
+		return w.erase(ctx, ev.AccountID, ev.ReceivedAt)
 	case w.opts.UserToken && w.vault != nil:
 		t, err := w.vault.AccessToken(ctx, ev.AccountID)
 		if errors.Is(err, vault.ErrNoToken) {
@@ -364,9 +366,17 @@ func (w *Worker) prepare(ctx context.Context, ev *Event) error {
 // letters, its reply records, and only then its directory entry. It records
 // what it erased (no content) in the region's audit stream. Each step is
 // idempotent: Zoom may send the event twice, and a failed attempt is retried.
-func (w *Worker) erase(ctx context.Context, account string) error {
+func (w *Worker) erase(ctx context.Context, account string, uninstalled time.Time) error {
 	var e dlq.Erasure
 	var err error
+	if w.vault != nil && !uninstalled.IsZero() {
+		// Tokens stored after Zoom sent the uninstall come from a later
+		// install: this uninstall is old news, and must not erase it.
+		if r, _, err := w.vault.Get(ctx, account); err == nil && r.UpdatedAt.After(uninstalled) {
+			w.log.Warn("Uninstall older than the account's install; nothing erased", logfields.AccountID(account))
+			return nil
+		}
+	}
 	if w.vault != nil {
 		if e.Tokens, err = w.vault.Delete(ctx, account); err != nil {
 			return err

@@ -18,6 +18,7 @@ type Metrics struct {
 	Unparked     *prometheus.CounterVec
 	Failures     prometheus.Counter
 	Malformed    prometheus.Counter
+	Dropped      *prometheus.CounterVec
 	RouteSeconds prometheus.Histogram
 }
 
@@ -41,6 +42,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Malformed: f.NewCounter(prometheus.CounterOpts{
 			Name: "geomux_router_malformed_total", Help: "Messages on the transit subject without geomux headers (discarded).",
 		}),
+		Dropped: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "geomux_router_dropped_total", Help: "Events acknowledged without routing, by reason (uninstall_without_region).",
+		}, []string{"reason"}),
 		RouteSeconds: f.NewHistogram(prometheus.HistogramOpts{
 			Name: "geomux_router_publish_seconds", Help: "Time from the router's publish to the region stream's ack.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},

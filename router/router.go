@@ -20,6 +20,7 @@ import (
 	"github.com/geomux/geomux/pkg/directory"
 	"github.com/geomux/geomux/pkg/logfields"
 	"github.com/geomux/geomux/pkg/natsx"
+	"github.com/geomux/geomux/pkg/zoom"
 	"github.com/geomux/geomux/proto"
 )
 
@@ -219,6 +220,14 @@ func (r *Router) handle(in jetstream.Msg) {
 	}
 	out := &nats.Msg{Header: h, Data: in.Data()}
 	region, ok := r.regionOf(account)
+	if !ok && h.Get(proto.HeaderEventType) == zoom.EventAppDeauthorized {
+		// An uninstall of an account without a region: nothing of it is
+		// kept anywhere to erase. Parked, it would erase a later install.
+		r.metrics.Dropped.WithLabelValues("uninstall_without_region").Inc()
+		r.log.Info("Uninstall of an account without a region; nothing to erase", logfields.EventID(id), logfields.AccountID(account))
+		_ = in.Ack()
+		return
+	}
 	if ok {
 		out.Subject = proto.RegionEventsSubject(region)
 		h.Set(proto.HeaderRegion, region)

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/fx"
 
 	"github.com/geomux/geomux/ingress"
@@ -47,8 +50,12 @@ type fakeZoom struct {
 	refuse func(n int, w http.ResponseWriter) bool
 }
 
-func newFakeZoom(t *testing.T) *fakeZoom {
-	z := &fakeZoom{sb: sandbox.New(sandbox.Config{ClientID: "e2e-id", ClientSecret: "e2e-secret", BotJID: e2eBotJID}, nil)}
+func newFakeZoom(t *testing.T) *fakeZoom { return newFakeZoomFor(t, "") }
+
+// newFakeZoomFor is newFakeZoom for an app whose OAuth redirect URI is
+// redirectURI (the sandbox's Marketplace install sends browsers there).
+func newFakeZoomFor(t *testing.T, redirectURI string) *fakeZoom {
+	z := &fakeZoom{sb: sandbox.New(sandbox.Config{ClientID: "e2e-id", ClientSecret: "e2e-secret", BotJID: e2eBotJID, RedirectURI: redirectURI}, nil)}
 	z.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/v2/im/chat/messages" {
 			z.mu.Lock()
@@ -71,8 +78,9 @@ func (z *fakeZoom) sendTimes() []time.Time {
 	return append([]time.Time(nil), z.sends...)
 }
 
-// fakeBackend is a region's backend: it records requests and answers with
-// the user's text, unless fail says otherwise.
+// fakeBackend is a region's backend: it records requests and answers a
+// bot_notification with the user's text and any other event with no reply
+// (204), as the backend contract asks, unless fail or refuse says otherwise.
 type fakeBackend struct {
 	region string
 	srv    *httptest.Server
@@ -80,6 +88,8 @@ type fakeBackend struct {
 	mu   sync.Mutex
 	reqs []proto.BackendRequest
 	fail func(n int) int // status to answer the n-th request with, 0 for normal
+	// refuse, if set, is the status to answer req with, 0 for normal.
+	refuse func(req proto.BackendRequest) int
 }
 
 func newFakeBackend(t *testing.T, region string) *fakeBackend {
@@ -96,13 +106,23 @@ func newFakeBackend(t *testing.T, region string) *fakeBackend {
 		}
 		b.mu.Lock()
 		b.reqs = append(b.reqs, req)
-		n, fail := len(b.reqs), b.fail
+		n, fail, refuse := len(b.reqs), b.fail, b.refuse
 		b.mu.Unlock()
 		if fail != nil {
 			if status := fail(n); status != 0 {
 				w.WriteHeader(status)
 				return
 			}
+		}
+		if refuse != nil {
+			if status := refuse(req); status != 0 {
+				w.WriteHeader(status)
+				return
+			}
+		}
+		if req.Event != "bot_notification" {
+			w.WriteHeader(http.StatusNoContent)
+			return
 		}
 		var p struct {
 			Payload struct{ Cmd string } `json:"payload"`
@@ -128,19 +148,45 @@ type pipeline struct {
 	zoom     *fakeZoom
 	backends map[string]*fakeBackend
 	app      *fx.App
+	js       jetstream.JetStream
 	webhook  string
 	admin    string
 	n        int64
 	extra    []fx.Option
+	// publicURL is install.public_url, when the install flow is served.
+	publicURL string
 }
+
+// pipelineOptions change what newPipelineWith builds.
+type pipelineOptions struct {
+	// install serves the install flow. install.public_url must name the
+	// ingress before it starts, so the ingress listens on a port chosen
+	// beforehand (freePort); every region gets a display name and a vault
+	// key, and the sandbox knows the app's redirect URI.
+	install bool
+}
+
+// e2eDisplayNames are the regions' names on the install page.
+var e2eDisplayNames = map[string]string{"us": "United States", "uk": "United Kingdom", "eu": "European Union"}
 
 func newPipeline(t *testing.T, storeDir string, extra ...fx.Option) *pipeline {
 	t.Helper()
-	p := &pipeline{t: t, zoom: newFakeZoom(t), backends: map[string]*fakeBackend{}, extra: extra}
+	return newPipelineWith(t, storeDir, pipelineOptions{}, extra...)
+}
+
+func newPipelineWith(t *testing.T, storeDir string, o pipelineOptions, extra ...fx.Option) *pipeline {
+	t.Helper()
+	p := &pipeline{t: t, backends: map[string]*fakeBackend{}, extra: extra}
 	cfg := config.Default()
 	cfg.Log.Level = "error"
 	cfg.NATS.StoreDir, cfg.NATS.Listen = storeDir, ""
 	cfg.Ingress.Listen = "127.0.0.1:0"
+	if o.install {
+		cfg.Ingress.Listen = freePort(t)
+		p.publicURL = "http://" + cfg.Ingress.Listen
+		cfg.Install = config.Install{PublicURL: p.publicURL, StateKey: randomKey(t), BotName: "Geomux Test Bot", Vendor: "geomux e2e"}
+	}
+	p.zoom = newFakeZoomFor(t, p.callbackURL())
 	cfg.Admin.Listen, cfg.Admin.Token = "127.0.0.1:0", e2eAdminToken
 	cfg.Zoom = config.Zoom{
 		WebhookSecretTokens: []string{e2eSecret},
@@ -153,7 +199,11 @@ func newPipeline(t *testing.T, storeDir string, extra ...fx.Option) *pipeline {
 	for _, r := range e2eRegions {
 		b := newFakeBackend(t, r)
 		p.backends[r] = b
-		cfg.Regions = append(cfg.Regions, config.Region{Name: r, Handler: config.HandlerHTTP, BackendURL: b.srv.URL, Timeout: config.Duration(3 * time.Second)})
+		region := config.Region{Name: r, Handler: config.HandlerHTTP, BackendURL: b.srv.URL, Timeout: config.Duration(3 * time.Second)}
+		if o.install {
+			region.DisplayName, region.VaultKey = e2eDisplayNames[r], randomKey(t)
+		}
+		cfg.Regions = append(cfg.Regions, region)
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
@@ -167,7 +217,7 @@ func (p *pipeline) start() {
 	p.t.Helper()
 	var in *ingress.Server
 	var adm *platformfx.AdminServer
-	p.app = newApp(p.cfg, config.Target{Name: config.TargetAll}, append(p.extra, fx.Populate(&in, &adm))...)
+	p.app = newApp(p.cfg, config.Target{Name: config.TargetAll}, append(p.extra, fx.Populate(&in, &adm, &p.js))...)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := p.app.Start(ctx); err != nil {
@@ -176,6 +226,24 @@ func (p *pipeline) start() {
 	p.t.Cleanup(p.stop)
 	p.webhook = "http://" + in.Addr() + ingress.WebhookPath
 	p.admin = "http://" + adm.Addr()
+}
+
+// callbackURL is the app's OAuth redirect URI, when the install flow is
+// served.
+func (p *pipeline) callbackURL() string {
+	if p.publicURL == "" {
+		return ""
+	}
+	return p.publicURL + "/oauth/callback"
+}
+
+// randomKey is 32 random bytes, base64: a vault key, or a state key.
+func randomKey(t *testing.T) string {
+	b := make([]byte, 32)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return base64.StdEncoding.EncodeToString(b)
 }
 
 func (p *pipeline) stop() {

@@ -41,7 +41,7 @@ ingress, signed with the first of zoom.webhook_secret_tokens exactly as Zoom
 signs it. Use it to try the round trip without Zoom.`,
 		Example: `  geomux send --config deploy/local/geomux.yaml --account acct-eu-1 --text "hi"
   geomux send --config deploy/local/geomux.yaml --account acct-eu-1 --event app_deauthorized`,
-		Args:    cobra.NoArgs,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if f.account == "" {
 				return usagef("--account is required: the Zoom account id the event comes from")

@@ -126,6 +126,18 @@ func (d *Directory) Delete(ctx context.Context, accountID string) error {
 	return nil
 }
 
+// Purge erases an account's record and its history: what an uninstall
+// does. Purging an unknown account is not an error.
+func (d *Directory) Purge(ctx context.Context, accountID string) error {
+	if !proto.ValidAccountID(accountID) {
+		return ErrInvalidAccountID
+	}
+	if err := d.kv.Purge(ctx, accountID); err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return fmt.Errorf("directory: purge %s: %w", accountID, err)
+	}
+	return nil
+}
+
 // List returns every account's record, sorted by account id.
 func (d *Directory) List(ctx context.Context) ([]proto.AccountRecord, error) {
 	w, err := d.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
