@@ -52,7 +52,8 @@ func newHandler(p HandlerParams) (*Handler, error) {
 	if c.Install.Enabled() {
 		ctx, cancel := context.WithTimeout(context.Background(), c.NATS.ConnectTimeout.D())
 		defer cancel()
-		kv, err := natsx.EnsureKeyValue(ctx, p.JS, natsx.InstallNoncesConfig())
+		so := natsx.StreamOptionsFrom(c)
+		kv, err := so.KeyValue(ctx, p.JS, natsx.InstallNoncesConfig(so))
 		if err != nil {
 			return nil, err
 		}
@@ -98,7 +99,8 @@ func newServer(p ServerParams) *Server {
 	})
 	p.Lifecycle.Append(fx.Hook{
 		OnStart: func(ctx context.Context) error {
-			if _, err := natsx.EnsureStream(ctx, p.JS, natsx.IngressStreamConfig(natsx.StreamOptionsFrom(p.Config))); err != nil {
+			so := natsx.StreamOptionsFrom(p.Config)
+			if _, err := so.Stream(ctx, p.JS, natsx.IngressStreamConfig(so)); err != nil {
 				return err
 			}
 			return s.Start(ctx)

@@ -58,7 +58,7 @@ func registerWorkers(p WorkersParams) error {
 			Streams:        natsx.StreamOptionsFrom(p.Config),
 			Refresher:      p.Zoom,
 			UserToken:      r.UserToken,
-			Directory:      directoryOn{p.JS},
+			Directory:      directoryOn{p.JS, natsx.StreamOptionsFrom(p.Config)},
 		}
 		if r.VaultKey != "" {
 			k, err := vault.ParseKey(r.VaultKey)
@@ -99,10 +99,13 @@ func registerWorkers(p WorkersParams) error {
 
 // directoryOn removes accounts from the directory on the region's NATS
 // (the one NATS of the one-machine default).
-type directoryOn struct{ js jetstream.JetStream }
+type directoryOn struct {
+	js jetstream.JetStream
+	so natsx.StreamOptions
+}
 
 func (d directoryOn) Delete(ctx context.Context, account string) error {
-	dir, err := directory.Open(ctx, d.js)
+	dir, err := directory.Open(ctx, d.js, d.so)
 	if err != nil {
 		return err
 	}

@@ -95,26 +95,26 @@ func (w *Worker) Start(ctx context.Context) error {
 		natsx.RegionEventsConfig(region, so),
 		natsx.RegionDeadLetterConfig(region, so),
 		natsx.RegionAdvisoryConfig(region, so),
-		natsx.RegionAuditConfig(region),
+		natsx.RegionAuditConfig(region, so),
 	} {
-		if _, err := natsx.EnsureStream(ctx, w.js, sc); err != nil {
+		if _, err := so.Stream(ctx, w.js, sc); err != nil {
 			return err
 		}
 	}
-	kv, err := natsx.EnsureKeyValue(ctx, w.js, natsx.RepliesConfig(region, so))
+	kv, err := so.KeyValue(ctx, w.js, natsx.RepliesConfig(region, so))
 	if err != nil {
 		return err
 	}
 	w.state = newStateStore(w.js, kv, proto.RegionRepliesBucket(region), so.DedupWindow, so.DeadLetterMaxAge)
-	cons, err := w.js.CreateOrUpdateConsumer(ctx, proto.RegionEventsStream(region), w.consumerConfig())
+	cons, err := so.Consumer(ctx, w.js, proto.RegionEventsStream(region), w.consumerConfig())
 	if err != nil {
-		return fmt.Errorf("worker consumer of region %s: %w", region, err)
+		return err
 	}
 	if w.dlq, err = dlq.Open(ctx, w.js, region); err != nil {
 		return err
 	}
 	if w.opts.VaultKey != nil {
-		vkv, err := natsx.EnsureKeyValue(ctx, w.js, natsx.RegionVaultConfig(region))
+		vkv, err := so.KeyValue(ctx, w.js, natsx.RegionVaultConfig(region, so))
 		if err != nil {
 			return err
 		}
@@ -123,7 +123,7 @@ func (w *Worker) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	w.keeper = dlq.NewKeeper(w.js, region, w.lastError, func(reason string) {
+	w.keeper = dlq.NewKeeper(w.js, region, so, w.lastError, func(reason string) {
 		w.metrics.Handled.WithLabelValues(region, "dead").Inc()
 		w.metrics.Failed.WithLabelValues(region, reason).Inc()
 	}, w.log)

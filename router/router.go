@@ -78,20 +78,20 @@ const inflight = 4096
 // accounts that have a region by now, and starts consuming.
 func (r *Router) Start(ctx context.Context) error {
 	so := r.opts.Streams
-	if _, err := natsx.EnsureStream(ctx, r.js, natsx.IngressStreamConfig(so)); err != nil {
+	if _, err := so.Stream(ctx, r.js, natsx.IngressStreamConfig(so)); err != nil {
 		return err
 	}
-	parked, err := natsx.EnsureStream(ctx, r.js, natsx.ParkedStreamConfig(so))
+	parked, err := so.Stream(ctx, r.js, natsx.ParkedStreamConfig(so))
 	if err != nil {
 		return err
 	}
 	r.parked = parked
 	for _, region := range r.opts.Regions {
-		if _, err := natsx.EnsureStream(ctx, r.js, natsx.RegionEventsConfig(region, so)); err != nil {
+		if _, err := so.Stream(ctx, r.js, natsx.RegionEventsConfig(region, so)); err != nil {
 			return err
 		}
 	}
-	cons, err := r.js.CreateOrUpdateConsumer(ctx, proto.IngressStream, jetstream.ConsumerConfig{
+	cons, err := so.Consumer(ctx, r.js, proto.IngressStream, jetstream.ConsumerConfig{
 		Durable:     proto.RouterConsumer,
 		Description: "geomux router",
 		AckPolicy:   jetstream.AckExplicitPolicy,
@@ -102,7 +102,7 @@ func (r *Router) Start(ctx context.Context) error {
 		MaxAckPending: 2 * inflight,
 	})
 	if err != nil {
-		return fmt.Errorf("router consumer: %w", err)
+		return err
 	}
 	if err := r.cache.Start(ctx); err != nil {
 		return fmt.Errorf("load directory: %w", err)

@@ -134,7 +134,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nkv, err := natsx.EnsureKeyValue(ctx, ns.JS, natsx.InstallNoncesConfig())
+	nkv, err := natsx.EnsureKeyValue(ctx, ns.JS, natsx.InstallNoncesConfig(natsx.StreamOptions{}))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -56,7 +56,54 @@ type NATS struct {
 	MaxStore Size `yaml:"max_store"`
 	// ConnectTimeout bounds connecting to NATS at start.
 	ConnectTimeout Duration `yaml:"connect_timeout"`
+	// Auth is how this process authenticates to nats.url.
+	Auth NATSAuth `yaml:"auth"`
+	// Replicas of the hub's streams and buckets (transit, parked,
+	// directory): 3 on a production cluster, 1 on one server.
+	Replicas int `yaml:"replicas"`
+	// TransitStorage is where the hub keeps events in transit (the transit
+	// and parked streams, which hold every region's payloads): file, or
+	// memory so that no other region's data ever touches the hub's disk.
+	TransitStorage string `yaml:"transit_storage"`
+	// Cluster is the name of the hub's NATS cluster, checked by
+	// `geomux audit locality`; empty: not checked.
+	Cluster string `yaml:"cluster"`
+	// ManageStreams makes each process create and update the streams,
+	// consumers and buckets it uses. Set it false where they are created by
+	// `geomux setup` with a deployer's credentials, and processes' own
+	// credentials may not manage streams (a stream update can move data).
+	ManageStreams bool `yaml:"manage_streams"`
 }
+
+// NATSAuth is how a process authenticates to a NATS system. Set at most one
+// of a creds file, an nkey seed file, or a user and password.
+type NATSAuth struct {
+	User     string `yaml:"user"`
+	Password string `yaml:"password"`
+	// CredsFile is a NATS .creds file (user JWT and nkey seed).
+	CredsFile string `yaml:"creds_file"`
+	// NkeySeedFile is a file holding a user nkey seed (SU...).
+	NkeySeedFile string `yaml:"nkey_seed_file"`
+}
+
+// RegionNATS is a region's own NATS system. With an empty URL the region
+// uses the hub's NATS (nats.url, or the embedded server).
+type RegionNATS struct {
+	URL  string   `yaml:"url"`
+	Auth NATSAuth `yaml:"auth"`
+	// Replicas of the region's streams and buckets (3 in production).
+	Replicas int `yaml:"replicas"`
+	// PlacementTags pin the region's streams to servers with all these
+	// server_tags, e.g. [region:eu]; a stream that cannot be placed so is
+	// refused rather than put elsewhere.
+	PlacementTags []string `yaml:"placement_tags,omitempty"`
+	// Cluster is the name of the region's NATS cluster, checked by
+	// `geomux audit locality`; empty: not checked.
+	Cluster string `yaml:"cluster"`
+}
+
+// Separate reports whether the region has a NATS system of its own.
+func (n RegionNATS) Separate() bool { return n.URL != "" }
 
 // Ingress is the Bot Endpoint URL's HTTP server.
 type Ingress struct {
@@ -144,6 +191,8 @@ type Region struct {
 	// UserToken makes the worker add the installing user's access token to
 	// the envelope sent to the backend (handler http), as "user_token".
 	UserToken bool `yaml:"user_token"`
+	// NATS is the region's own NATS system, if it has one.
+	NATS RegionNATS `yaml:"nats"`
 }
 
 // Install configures the install flow (GET /install on the ingress).
@@ -196,6 +245,9 @@ func Default() Config {
 			Listen:         "127.0.0.1:4222",
 			DedupWindow:    Duration(2 * time.Hour),
 			ConnectTimeout: Duration(10 * time.Second),
+			Replicas:       1,
+			TransitStorage: "file",
+			ManageStreams:  true,
 		},
 		Ingress: Ingress{
 			Listen:         "127.0.0.1:8080",
@@ -230,6 +282,20 @@ func (r *Region) setDefaults() {
 	if r.Timeout == 0 {
 		r.Timeout = Duration(10 * time.Second)
 	}
+	if r.NATS.Replicas == 0 {
+		r.NATS.Replicas = 1
+	}
+}
+
+// Separated reports whether any region has a NATS system of its own: then
+// the hub must keep no region's data on disk.
+func (c *Config) Separated() bool {
+	for _, r := range c.Regions {
+		if r.NATS.Separate() {
+			return true
+		}
+	}
+	return false
 }
 
 // Region returns the region named name.

@@ -542,7 +542,7 @@ func TestTarget(t *testing.T) {
 		var regions []string
 		for _, r := range tc.t.WorkerRegions(c) {
 			regions = append(regions, r.Name)
-			if want, _ := c.Region(r.Name); r != want {
+			if want, _ := c.Region(r.Name); !reflect.DeepEqual(r, want) {
 				t.Errorf("%s: WorkerRegions gave %+v, want the configured %+v", name, r, want)
 			}
 		}

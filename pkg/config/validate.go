@@ -2,9 +2,11 @@ package config
 
 import (
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -53,12 +55,18 @@ func (c *Config) problems(roles []Role) []string {
 			p.loopback("nats.listen", c.NATS.Listen)
 		}
 	} else {
-		for _, u := range strings.Split(c.NATS.URL, ",") {
-			pu, err := url.Parse(strings.TrimSpace(u))
-			if err != nil || pu.Host == "" || !slices.Contains([]string{"nats", "tls", "ws", "wss"}, pu.Scheme) {
-				p.add("nats.url", fmt.Sprintf("%q is not a NATS URL (write nats://host:4222; separate several with commas)", u))
-			}
-		}
+		p.natsURL("nats.url", c.NATS.URL)
+	}
+	p.oneOf("nats.transit_storage", c.NATS.TransitStorage, "file", "memory")
+	if c.NATS.Replicas < 0 || c.NATS.Replicas > 5 {
+		p.add("nats.replicas", "must be between 1 and 5 (0 means 1)")
+	}
+	p.auth("nats.auth", c.NATS.Auth)
+	if c.Separated() && c.NATS.TransitStorage != "memory" {
+		p.add("nats.transit_storage", "must be memory when regions have NATS systems of their own: the transit stream holds every region's events, and no region's data may touch the hub's disk")
+	}
+	if c.NATS.URL == "" && c.Separated() {
+		p.add("nats.url", "required when regions have NATS systems of their own (the embedded server is for one machine)")
 	}
 	if c.NATS.MaxStore != 0 && c.NATS.MaxStore < 1<<20 {
 		p.add("nats.max_store", "must be at least 1MiB (or 0 for nats-server's default)")
@@ -152,6 +160,13 @@ func (c *Config) problems(roles []Role) []string {
 			p.add(key+".handler", fmt.Sprintf("%q is not a handler (use echo or http)", r.Handler))
 		}
 		p.atLeast(key+".timeout", r.Timeout, 10*time.Millisecond)
+		if r.NATS.URL != "" {
+			p.natsURL(key+".nats.url", r.NATS.URL)
+		}
+		p.auth(key+".nats.auth", r.NATS.Auth)
+		if r.NATS.Replicas < 0 || r.NATS.Replicas > 5 {
+			p.add(key+".nats.replicas", "must be between 1 and 5 (0 means 1)")
+		}
 		if r.VaultKey != "" && !validVaultKey(r.VaultKey) {
 			p.add(key+".vault_key", "must be 32 random bytes, base64-encoded (openssl rand -base64 32)")
 		}
@@ -256,4 +271,36 @@ func validVaultKey(s string) bool {
 		}
 	}
 	return false
+}
+
+func (p *problems) natsURL(key, v string) {
+	for _, u := range strings.Split(v, ",") {
+		pu, err := url.Parse(strings.TrimSpace(u))
+		if err != nil || pu.Host == "" || !slices.Contains([]string{"nats", "tls", "ws", "wss"}, pu.Scheme) {
+			p.add(key, fmt.Sprintf("%q is not a NATS URL (write nats://host:4222; separate several with commas)", u))
+		}
+	}
+}
+
+func (p *problems) auth(key string, a NATSAuth) {
+	n := 0
+	for _, set := range []bool{a.CredsFile != "", a.NkeySeedFile != "", a.User != ""} {
+		if set {
+			n++
+		}
+	}
+	if n > 1 {
+		p.add(key, "set one of creds_file, nkey_seed_file, or user and password")
+	}
+	if a.Password != "" && a.User == "" {
+		p.add(key+".user", "required with a password")
+	}
+	for _, f := range []struct{ k, v string }{{"creds_file", a.CredsFile}, {"nkey_seed_file", a.NkeySeedFile}} {
+		if f.v == "" {
+			continue
+		}
+		if _, err := os.Stat(f.v); err != nil {
+			p.add(key+"."+f.k, fmt.Sprintf("%s: %v", f.v, errors.Unwrap(err)))
+		}
+	}
 }

@@ -34,9 +34,14 @@ type Directory struct {
 	now func() time.Time
 }
 
-// Open sets up the directory bucket (creating it if needed) and returns it.
-func Open(ctx context.Context, js jetstream.JetStream) (*Directory, error) {
-	kv, err := natsx.EnsureKeyValue(ctx, js, natsx.DirectoryConfig())
+// Open sets up the directory bucket (creating it if needed, with the stream
+// options given, if any) and returns it.
+func Open(ctx context.Context, js jetstream.JetStream, opts ...natsx.StreamOptions) (*Directory, error) {
+	var o natsx.StreamOptions
+	if len(opts) > 0 {
+		o = opts[0]
+	}
+	kv, err := o.KeyValue(ctx, js, natsx.DirectoryConfig(o))
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/geomux/geomux/pkg/admin"
 	"github.com/geomux/geomux/pkg/config"
 	"github.com/geomux/geomux/pkg/directory"
+	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/pkg/platformfx"
 )
 
@@ -29,5 +30,5 @@ var Module = fx.Module("directory",
 func NewDirectory(js jetstream.JetStream, c config.Config) (*directory.Directory, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), c.NATS.ConnectTimeout.D())
 	defer cancel()
-	return directory.Open(ctx, js)
+	return directory.Open(ctx, js, natsx.StreamOptionsFrom(c))
 }

@@ -253,7 +253,7 @@ func TestEnsureStreamWithoutJetStreamGivesUpWithContext(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err = natsx.EnsureKeyValue(ctx, js, natsx.DirectoryConfig())
+	_, err = natsx.EnsureKeyValue(ctx, js, natsx.DirectoryConfig(natsx.StreamOptions{}))
 	if err == nil {
 		t.Fatal("EnsureKeyValue without JetStream succeeded")
 	}
@@ -268,14 +268,14 @@ func TestEnsureStreamWithoutJetStreamGivesUpWithContext(t *testing.T) {
 func TestEnsureKeyValueIdempotent(t *testing.T) {
 	srv := natstest.Start(t, "")
 	ctx := t.Context()
-	kv, err := natsx.EnsureKeyValue(ctx, srv.JS, natsx.DirectoryConfig())
+	kv, err := natsx.EnsureKeyValue(ctx, srv.JS, natsx.DirectoryConfig(natsx.StreamOptions{}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := kv.Put(ctx, "acct", []byte(`{"region":"eu"}`)); err != nil {
 		t.Fatal(err)
 	}
-	kv2, err := natsx.EnsureKeyValue(ctx, srv.JS, natsx.DirectoryConfig())
+	kv2, err := natsx.EnsureKeyValue(ctx, srv.JS, natsx.DirectoryConfig(natsx.StreamOptions{}))
 	if err != nil {
 		t.Fatalf("second EnsureKeyValue: %v", err)
 	}

@@ -21,49 +21,101 @@ type StreamOptions struct {
 	ParkTTL time.Duration
 	// DeadLetterMaxAge is how long a dead letter is kept.
 	DeadLetterMaxAge time.Duration
+	// Hub places the hub's streams and buckets (transit, parked, directory).
+	Hub Placement
+	// TransitInMemory keeps the transit and parked streams, which hold every
+	// region's events, in memory: nothing of a region touches the hub's disk.
+	TransitInMemory bool
+	// Regions place each region's streams and buckets.
+	Regions map[string]Placement
+	// Bind makes Ensure* only check that streams, buckets and consumers
+	// exist, never create or change them: they are set up by `geomux setup`
+	// with a deployer's credentials.
+	Bind bool
+}
+
+// Placement is where a stream's replicas go.
+type Placement struct {
+	// Replicas is how many copies JetStream keeps (1 when 0).
+	Replicas int
+	// Tags pin the replicas to servers with all these server_tags.
+	Tags []string
+}
+
+func (p Placement) stream(c *jetstream.StreamConfig) {
+	c.Replicas = max(p.Replicas, 1)
+	if len(p.Tags) > 0 {
+		c.Placement = &jetstream.Placement{Tags: p.Tags}
+	}
+}
+
+func (p Placement) kv(c *jetstream.KeyValueConfig) {
+	c.Replicas = max(p.Replicas, 1)
+	if len(p.Tags) > 0 {
+		c.Placement = &jetstream.Placement{Tags: p.Tags}
+	}
 }
 
 // StreamOptionsFrom takes the stream settings from a config.
 func StreamOptionsFrom(c config.Config) StreamOptions {
-	return StreamOptions{
+	o := StreamOptions{
 		DedupWindow:      c.NATS.DedupWindow.D(),
 		ParkTTL:          c.Router.ParkTTL.D(),
 		DeadLetterMaxAge: c.Worker.DeadLetterMaxAge.D(),
+		Hub:              Placement{Replicas: c.NATS.Replicas},
+		TransitInMemory:  c.NATS.TransitStorage == "memory",
+		Regions:          map[string]Placement{},
+		Bind:             !c.NATS.ManageStreams,
 	}
+	for _, r := range c.Regions {
+		o.Regions[r.Name] = Placement{Replicas: r.NATS.Replicas, Tags: r.NATS.PlacementTags}
+	}
+	return o
+}
+
+func (o StreamOptions) transitStorage() jetstream.StorageType {
+	if o.TransitInMemory {
+		return jetstream.MemoryStorage
+	}
+	return jetstream.FileStorage
 }
 
 // IngressStreamConfig is the transit stream: it holds accepted events until the router has placed them in
 // their region. Work-queue retention: an event leaves once the router acks it.
 // The dedup window makes JetStream drop Zoom's re-deliveries of an event.
 func IngressStreamConfig(o StreamOptions) jetstream.StreamConfig {
-	return jetstream.StreamConfig{
+	c := jetstream.StreamConfig{
 		Name:        proto.IngressStream,
 		Description: "geomux: accepted Zoom events waiting for the router",
 		Subjects:    []string{proto.IngressSubject},
 		Retention:   jetstream.WorkQueuePolicy,
-		Storage:     jetstream.FileStorage,
+		Storage:     o.transitStorage(),
 		Duplicates:  o.DedupWindow,
 		Discard:     jetstream.DiscardNew,
 	}
+	o.Hub.stream(&c)
+	return c
 }
 
 // ParkedStreamConfig is the stream holding events of accounts that have no region yet, for ParkTTL.
 func ParkedStreamConfig(o StreamOptions) jetstream.StreamConfig {
-	return jetstream.StreamConfig{
+	c := jetstream.StreamConfig{
 		Name:        proto.ParkedStream,
 		Description: "geomux: events of accounts without a region",
 		Subjects:    []string{proto.ParkedSubjects},
 		Retention:   jetstream.LimitsPolicy,
-		Storage:     jetstream.FileStorage,
+		Storage:     o.transitStorage(),
 		MaxAge:      o.ParkTTL,
 		Duplicates:  min(o.DedupWindow, o.ParkTTL),
 		Discard:     jetstream.DiscardNew,
 	}
+	o.Hub.stream(&c)
+	return c
 }
 
 // RegionEventsConfig is the stream holding a region's events until a worker has handled them.
 func RegionEventsConfig(region string, o StreamOptions) jetstream.StreamConfig {
-	return jetstream.StreamConfig{
+	c := jetstream.StreamConfig{
 		Name:        proto.RegionEventsStream(region),
 		Description: "geomux: events of region " + region,
 		Subjects:    []string{proto.RegionEventsSubject(region)},
@@ -72,12 +124,14 @@ func RegionEventsConfig(region string, o StreamOptions) jetstream.StreamConfig {
 		Duplicates:  o.DedupWindow,
 		Discard:     jetstream.DiscardNew,
 	}
+	o.Regions[region].stream(&c)
+	return c
 }
 
 // RegionDeadLetterConfig is the stream keeping a region's dead letters, browsable, for
 // DeadLetterMaxAge.
 func RegionDeadLetterConfig(region string, o StreamOptions) jetstream.StreamConfig {
-	return jetstream.StreamConfig{
+	c := jetstream.StreamConfig{
 		Name:        proto.RegionDeadLetterStream(region),
 		Description: "geomux: dead letters of region " + region,
 		Subjects:    []string{proto.RegionDeadLetterSubject(region)},
@@ -88,23 +142,27 @@ func RegionDeadLetterConfig(region string, o StreamOptions) jetstream.StreamConf
 		// the event, whose next delivery ran out) is dropped the second time.
 		Duplicates: min(o.DedupWindow, o.DeadLetterMaxAge),
 	}
+	o.Regions[region].stream(&c)
+	return c
 }
 
 // DirectoryConfig is the bucket of the account → region directory.
-func DirectoryConfig() jetstream.KeyValueConfig {
-	return jetstream.KeyValueConfig{
+func DirectoryConfig(o StreamOptions) jetstream.KeyValueConfig {
+	c := jetstream.KeyValueConfig{
 		Bucket:      proto.DirectoryBucket,
 		Description: "geomux: Zoom account id -> region",
 		History:     5,
 		Storage:     jetstream.FileStorage,
 	}
+	o.Hub.kv(&c)
+	return c
 }
 
 // RegionAdvisoryConfig is the stream keeping the max-deliveries advisories of the region's
 // workers consumer. JetStream sends an advisory only while someone listens:
 // this stream is that listener, so none is missed while no worker runs.
 func RegionAdvisoryConfig(region string, o StreamOptions) jetstream.StreamConfig {
-	return jetstream.StreamConfig{
+	c := jetstream.StreamConfig{
 		Name:        proto.RegionAdvisoryStream(region),
 		Description: "geomux: max-deliveries advisories of region " + region,
 		Subjects:    []string{proto.RegionMaxDeliveriesSubject(region)},
@@ -112,6 +170,8 @@ func RegionAdvisoryConfig(region string, o StreamOptions) jetstream.StreamConfig
 		Storage:     jetstream.FileStorage,
 		MaxAge:      o.DeadLetterMaxAge,
 	}
+	o.Regions[region].stream(&c)
+	return c
 }
 
 // auditMaxAge is how long operator actions on dead letters are remembered.
@@ -119,8 +179,8 @@ const auditMaxAge = 400 * 24 * time.Hour
 
 // RegionAuditConfig is the stream recording every replay and purge of the region's dead
 // letters: who, when, which entries.
-func RegionAuditConfig(region string) jetstream.StreamConfig {
-	return jetstream.StreamConfig{
+func RegionAuditConfig(region string, o StreamOptions) jetstream.StreamConfig {
+	c := jetstream.StreamConfig{
 		Name:        proto.RegionAuditStream(region),
 		Description: "geomux: operator actions on the dead letters of region " + region,
 		Subjects:    []string{proto.RegionAuditSubject(region)},
@@ -128,6 +188,8 @@ func RegionAuditConfig(region string) jetstream.StreamConfig {
 		Storage:     jetstream.FileStorage,
 		MaxAge:      auditMaxAge,
 	}
+	o.Regions[region].stream(&c)
+	return c
 }
 
 // RepliesConfig is the bucket where a region's workers record, per event, the replies
@@ -136,7 +198,7 @@ func RegionAuditConfig(region string) jetstream.StreamConfig {
 // once every reply is out, as long as a dead letter lives while replies are
 // pending.
 func RepliesConfig(region string, o StreamOptions) jetstream.KeyValueConfig {
-	return jetstream.KeyValueConfig{
+	c := jetstream.KeyValueConfig{
 		Bucket:         proto.RegionRepliesBucket(region),
 		Description:    "geomux: replies of region " + region + ", sent and pending",
 		History:        1,
@@ -144,36 +206,89 @@ func RepliesConfig(region string, o StreamOptions) jetstream.KeyValueConfig {
 		LimitMarkerTTL: time.Minute,
 		Storage:        jetstream.FileStorage,
 	}
+	o.Regions[region].kv(&c)
+	return c
 }
 
 // RegionVaultConfig is the bucket of a region's vault: each account's
 // tokens, encrypted with the region's key. One revision is kept, so that
 // erasing an account leaves nothing behind.
-func RegionVaultConfig(region string) jetstream.KeyValueConfig {
-	return jetstream.KeyValueConfig{
+func RegionVaultConfig(region string, o StreamOptions) jetstream.KeyValueConfig {
+	c := jetstream.KeyValueConfig{
 		Bucket:      proto.RegionVaultBucket(region),
 		Description: "geomux: encrypted OAuth tokens of the accounts of region " + region,
 		History:     1,
 		Storage:     jetstream.FileStorage,
 	}
+	o.Regions[region].kv(&c)
+	return c
 }
 
 // InstallNoncesConfig is the bucket remembering used install states until
 // long after they expire, so that none is accepted twice.
-func InstallNoncesConfig() jetstream.KeyValueConfig {
-	return jetstream.KeyValueConfig{
+func InstallNoncesConfig(o StreamOptions) jetstream.KeyValueConfig {
+	c := jetstream.KeyValueConfig{
 		Bucket:      proto.InstallNoncesBucket,
 		Description: "geomux: install states already used",
 		History:     1,
 		TTL:         time.Hour,
 		Storage:     jetstream.FileStorage,
 	}
+	o.Hub.kv(&c)
+	return c
 }
 
 // setupAttemptTimeout bounds one JetStream API call while setting up. On a
 // fresh cluster the API does not answer until a meta leader exists, so a call
 // is retried with a short timeout rather than waited on once.
 const setupAttemptTimeout = 2 * time.Second
+
+// Stream sets the stream up (EnsureStream) or, with Bind, checks that it
+// exists.
+func (o StreamOptions) Stream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	if !o.Bind {
+		return EnsureStream(ctx, js, cfg)
+	}
+	s, err := retrySetup(ctx, func(ctx context.Context) (jetstream.Stream, error) { return js.Stream(ctx, cfg.Name) })
+	if err != nil {
+		return nil, notSetUp("stream", cfg.Name, err)
+	}
+	return s, nil
+}
+
+// KeyValue sets the bucket up (EnsureKeyValue) or, with Bind, checks that it
+// exists.
+func (o StreamOptions) KeyValue(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	if !o.Bind {
+		return EnsureKeyValue(ctx, js, cfg)
+	}
+	kv, err := retrySetup(ctx, func(ctx context.Context) (jetstream.KeyValue, error) { return js.KeyValue(ctx, cfg.Bucket) })
+	if err != nil {
+		return nil, notSetUp("bucket", cfg.Bucket, err)
+	}
+	return kv, nil
+}
+
+// Consumer sets a durable consumer up or, with Bind, checks that it exists.
+func (o StreamOptions) Consumer(ctx context.Context, js jetstream.JetStream, stream string, cfg jetstream.ConsumerConfig) (jetstream.Consumer, error) {
+	c, err := retrySetup(ctx, func(ctx context.Context) (jetstream.Consumer, error) {
+		if o.Bind {
+			return js.Consumer(ctx, stream, cfg.Durable)
+		}
+		return js.CreateOrUpdateConsumer(ctx, stream, cfg)
+	})
+	if err != nil {
+		if o.Bind {
+			return nil, notSetUp("consumer", stream+"/"+cfg.Durable, err)
+		}
+		return nil, fmt.Errorf("set up consumer %s of %s: %w", cfg.Durable, stream, err)
+	}
+	return c, nil
+}
+
+func notSetUp(kind, name string, err error) error {
+	return fmt.Errorf("%s %s is not there (nats.manage_streams is false: run geomux setup with a deployer's credentials): %w", kind, name, err)
+}
 
 // EnsureStream creates the stream or updates it to cfg.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {

@@ -53,7 +53,7 @@ func newStore(t *testing.T) store {
 	ns := natstest.Start(t, "")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	kv, err := natsx.EnsureKeyValue(ctx, ns.JS, natsx.RegionVaultConfig("eu"))
+	kv, err := natsx.EnsureKeyValue(ctx, ns.JS, natsx.RegionVaultConfig("eu", natsx.StreamOptions{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -785,7 +785,7 @@ func TestHandWithoutService(t *testing.T) {
 func TestHandStoreFails(t *testing.T) {
 	s := newStore(t)
 	c := ctx(t)
-	kv, err := natsx.EnsureKeyValue(c, s.ns.JS, natsx.RegionVaultConfig("uk"))
+	kv, err := natsx.EnsureKeyValue(c, s.ns.JS, natsx.RegionVaultConfig("uk", natsx.StreamOptions{}))
 	if err != nil {
 		t.Fatal(err)
 	}

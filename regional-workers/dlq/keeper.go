@@ -36,6 +36,7 @@ type LastError func(ctx context.Context, accountID, eventID string) (msg string,
 type Keeper struct {
 	js        jetstream.JetStream
 	region    string
+	streams   natsx.StreamOptions
 	lastError LastError
 	log       *zap.Logger
 	events    jetstream.Stream
@@ -45,8 +46,8 @@ type Keeper struct {
 
 // NewKeeper returns the keeper of region. onDead, if set, is called for each
 // dead letter stored.
-func NewKeeper(js jetstream.JetStream, region string, lastError LastError, onDead func(reason string), log *zap.Logger) *Keeper {
-	return &Keeper{js: js, region: region, lastError: lastError, onDead: onDead, log: log}
+func NewKeeper(js jetstream.JetStream, region string, so natsx.StreamOptions, lastError LastError, onDead func(reason string), log *zap.Logger) *Keeper {
+	return &Keeper{js: js, region: region, streams: so, lastError: lastError, onDead: onDead, log: log}
 }
 
 // Start consumes the region's advisories. The streams must exist.
@@ -56,14 +57,14 @@ func (k *Keeper) Start(ctx context.Context) error {
 		return fmt.Errorf("dlq keeper: %w", err)
 	}
 	k.events = events
-	cons, err := k.js.CreateOrUpdateConsumer(ctx, proto.RegionAdvisoryStream(k.region), jetstream.ConsumerConfig{
+	cons, err := k.streams.Consumer(ctx, k.js, proto.RegionAdvisoryStream(k.region), jetstream.ConsumerConfig{
 		Durable:     proto.DeadLetterKeeperConsumer,
 		Description: "geomux: dead letters from max-deliveries advisories of region " + k.region,
 		AckPolicy:   jetstream.AckExplicitPolicy,
 		AckWait:     30 * time.Second,
 	})
 	if err != nil {
-		return fmt.Errorf("dlq keeper: %w", err)
+		return err
 	}
 	k.cc, err = cons.Consume(k.handle, jetstream.PullMaxMessages(16),
 		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {

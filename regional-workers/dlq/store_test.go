@@ -48,7 +48,7 @@ func setUpRegion(t *testing.T, js jetstream.JetStream, name string, noAudit bool
 	o := streamOptions()
 	cfgs := []jetstream.StreamConfig{natsx.RegionEventsConfig(name, o), natsx.RegionDeadLetterConfig(name, o)}
 	if !noAudit {
-		cfgs = append(cfgs, natsx.RegionAuditConfig(name))
+		cfgs = append(cfgs, natsx.RegionAuditConfig(name, natsx.StreamOptions{}))
 	}
 	for _, c := range cfgs {
 		if _, err := natsx.EnsureStream(testCtx(t), js, c); err != nil {
