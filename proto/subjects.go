@@ -97,6 +97,26 @@ func RegionVaultBucket(region string) string {
 	return "geomux-" + region + "-vault"
 }
 
+// RegionControlSubject is where a region with a NATS system of its own asks
+// the hub for what only the hub can do: remove an uninstalled account from
+// the directory. The router carries it over.
+func RegionControlSubject(region string) string {
+	return "geomux.region." + region + ".control"
+}
+
+// RegionControlStream keeps a region's control requests until the router
+// has carried them out.
+func RegionControlStream(region string) string {
+	return "GEOMUX_" + streamToken(region) + "_CONTROL"
+}
+
+// ControlRequest is a region's request to the hub.
+type ControlRequest struct {
+	// RemoveAccount is an account erased in the region: remove it from the
+	// directory.
+	RemoveAccount string `json:"remove_account,omitempty"`
+}
+
 // InstallNoncesBucket remembers, for a while, the install states already
 // used, so that none can be replayed.
 const InstallNoncesBucket = "geomux-install-nonces"

@@ -2,8 +2,11 @@ package workers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"sync"
+
+	"github.com/geomux/geomux/proto"
 
 	"github.com/geomux/geomux/pkg/directory"
 	"github.com/geomux/geomux/pkg/vault"
@@ -34,7 +37,7 @@ type WorkersParams struct {
 	Lifecycle fx.Lifecycle
 	Config    config.Config
 	Target    config.Target
-	JS        jetstream.JetStream
+	Regions   natsfx.Regions
 	Zoom      *zoom.Client
 	HTTP      *retryablehttp.Client
 	Metrics   *Metrics
@@ -58,7 +61,7 @@ func registerWorkers(p WorkersParams) error {
 			Streams:        natsx.StreamOptionsFrom(p.Config),
 			Refresher:      p.Zoom,
 			UserToken:      r.UserToken,
-			Directory:      directoryOn{p.JS, natsx.StreamOptionsFrom(p.Config)},
+			Directory:      directoryOn{p.Regions[r.Name].JS, natsx.StreamOptionsFrom(p.Config)},
 		}
 		if r.VaultKey != "" {
 			k, err := vault.ParseKey(r.VaultKey)
@@ -67,7 +70,12 @@ func registerWorkers(p WorkersParams) error {
 			}
 			opts.VaultKey = &k
 		}
-		w := New(p.JS, h, p.Zoom, opts, p.Metrics, p.Log)
+		if p.Regions[r.Name].Separate {
+			// The directory is the hub's: the router removes the account
+			// when the region asks.
+			opts.Directory = askHub{p.Regions[r.Name].JS, r.Name}
+		}
+		w := New(p.Regions[r.Name].JS, h, p.Zoom, opts, p.Metrics, p.Log)
 		p.Health.Register("worker-"+r.Name, w.Ready)
 		all = append(all, w)
 	}
@@ -95,6 +103,22 @@ func registerWorkers(p WorkersParams) error {
 		},
 	})
 	return nil
+}
+
+// askHub asks the hub, through the region's control stream, to remove an
+// account from the directory.
+type askHub struct {
+	js     jetstream.JetStream
+	region string
+}
+
+func (a askHub) Delete(ctx context.Context, account string) error {
+	b, err := json.Marshal(proto.ControlRequest{RemoveAccount: account})
+	if err != nil {
+		return err
+	}
+	_, err = a.js.Publish(ctx, proto.RegionControlSubject(a.region), b)
+	return err
 }
 
 // directoryOn removes accounts from the directory on the region's NATS

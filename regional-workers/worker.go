@@ -96,6 +96,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		natsx.RegionDeadLetterConfig(region, so),
 		natsx.RegionAdvisoryConfig(region, so),
 		natsx.RegionAuditConfig(region, so),
+		natsx.RegionControlConfig(region, so),
 	} {
 		if _, err := so.Stream(ctx, w.js, sc); err != nil {
 			return err

@@ -31,16 +31,24 @@ type Options struct {
 	Regions []string
 	// Streams are the stream settings.
 	Streams natsx.StreamOptions
+	// RegionJS reaches each region's NATS, when it is not the hub's: the
+	// router publishes a region's events there, with that region's
+	// credentials only.
+	RegionJS map[string]jetstream.JetStream
+	// RemoveAccount removes an account from the directory, when a region
+	// with a NATS of its own asks (the account was uninstalled there).
+	RemoveAccount func(ctx context.Context, account string) error
 }
 
 // Router routes events. Build it with New, then Start and Stop it.
 type Router struct {
-	js      jetstream.JetStream
-	cache   *directory.Cache
-	opts    Options
-	regions map[string]bool
-	log     *zap.Logger
-	metrics *Metrics
+	js       jetstream.JetStream
+	cache    *directory.Cache
+	opts     Options
+	regions  map[string]bool
+	regionJS map[string]jetstream.JetStream
+	log      *zap.Logger
+	metrics  *Metrics
 
 	parked  jetstream.Stream
 	cc      jetstream.ConsumeContext
@@ -48,6 +56,7 @@ type Router struct {
 	ackDone chan struct{}
 	unpark  *unparker
 	running atomic.Bool
+	links   []link
 
 	// Stop's give-up: closing stopping makes handle and ackLoop hand events
 	// back instead of waiting. mu orders closed before handlers.Wait.
@@ -59,8 +68,12 @@ type Router struct {
 
 // New returns a router reading the directory through cache.
 func New(js jetstream.JetStream, cache *directory.Cache, opts Options, m *Metrics, log *zap.Logger) *Router {
-	r := &Router{js: js, cache: cache, opts: opts, regions: map[string]bool{}, log: log, metrics: m}
+	r := &Router{js: js, cache: cache, opts: opts, regions: map[string]bool{}, regionJS: map[string]jetstream.JetStream{}, log: log, metrics: m}
 	for _, name := range opts.Regions {
+		r.regionJS[name] = js
+		if rjs, ok := opts.RegionJS[name]; ok {
+			r.regionJS[name] = rjs
+		}
 		r.regions[name] = true
 		// Export every region's series from the start, at zero.
 		m.Routed.WithLabelValues(name)
@@ -87,7 +100,7 @@ func (r *Router) Start(ctx context.Context) error {
 	}
 	r.parked = parked
 	for _, region := range r.opts.Regions {
-		if _, err := so.Stream(ctx, r.js, natsx.RegionEventsConfig(region, so)); err != nil {
+		if _, err := so.Stream(ctx, r.regionJS[region], natsx.RegionEventsConfig(region, so)); err != nil {
 			return err
 		}
 	}
@@ -109,6 +122,11 @@ func (r *Router) Start(ctx context.Context) error {
 	}
 	r.metrics.watchParked(parked)
 
+	if err := r.startLinks(ctx); err != nil {
+		r.stopLinks()
+		r.cache.Stop()
+		return err
+	}
 	r.acks = make(chan pendingAck, inflight)
 	r.ackDone = make(chan struct{})
 	r.stopping = make(chan struct{})
@@ -128,6 +146,7 @@ func (r *Router) Start(ctx context.Context) error {
 		close(r.acks)
 		<-r.ackDone
 		r.unpark.stop()
+		r.stopLinks()
 		r.cache.Stop()
 		return fmt.Errorf("router consume: %w", err)
 	}
@@ -182,6 +201,7 @@ func (r *Router) Stop(ctx context.Context) error {
 		r.cc = nil
 	}
 	r.unpark.stop()
+	r.stopLinks()
 	r.cache.Stop()
 	return err
 }
@@ -237,7 +257,11 @@ func (r *Router) handle(in jetstream.Msg) {
 		}
 		out.Subject = proto.ParkedSubject(account)
 	}
-	fut, err := r.js.PublishMsgAsync(out)
+	pub := r.js // parked: the hub
+	if ok {
+		pub = r.regionJS[region]
+	}
+	fut, err := pub.PublishMsgAsync(out)
 	if err != nil {
 		r.metrics.Failures.Inc()
 		r.log.Warn("Route publish failed; will retry", logfields.EventID(id), logfields.AccountID(account), zap.Error(err))

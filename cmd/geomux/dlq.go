@@ -49,7 +49,8 @@ func (f *dlqFlags) open(ctx context.Context) (*dlq.Store, func(), error) {
 	if err := (config.Target{Name: config.TargetWorker, Region: f.region}).Check(cfg); err != nil {
 		return nil, nil, usageError{err}
 	}
-	nc, err := connectCLI(cfg.NATS)
+	region, _ := cfg.Region(f.region)
+	nc, err := connectCLI(cfg.NATS.ForRegion(region))
 	if err != nil {
 		return nil, nil, err
 	}

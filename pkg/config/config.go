@@ -102,6 +102,17 @@ type RegionNATS struct {
 	Cluster string `yaml:"cluster"`
 }
 
+// ForRegion is the NATS to connect to for region r: its own system, or the
+// hub's.
+func (n NATS) ForRegion(r Region) NATS {
+	if !r.NATS.Separate() {
+		return n
+	}
+	out := n
+	out.URL, out.Auth, out.Listen = r.NATS.URL, r.NATS.Auth, ""
+	return out
+}
+
 // Separate reports whether the region has a NATS system of its own.
 func (n RegionNATS) Separate() bool { return n.URL != "" }
 

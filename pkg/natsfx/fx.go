@@ -21,7 +21,7 @@ import (
 
 // Module provides *nats.Conn and jetstream.JetStream.
 var Module = fx.Module("nats",
-	fx.Provide(NewConn, NewJetStream),
+	fx.Provide(NewConn, NewJetStream, NewRegions),
 )
 
 // ConnParams are NewConn's dependencies.

@@ -42,6 +42,18 @@ func Connect(c config.NATS, ns *server.Server, name string, log *zap.Logger) (*n
 			log.Warn("NATS asynchronous error", zap.String("subject", subject), zap.Error(err))
 		}),
 	}
+	switch a := c.Auth; {
+	case a.CredsFile != "":
+		opts = append(opts, nats.UserCredentials(a.CredsFile))
+	case a.NkeySeedFile != "":
+		o, err := nats.NkeyOptionFromSeed(a.NkeySeedFile)
+		if err != nil {
+			return nil, fmt.Errorf("nats auth: %w", err)
+		}
+		opts = append(opts, o)
+	case a.User != "":
+		opts = append(opts, nats.UserInfo(a.User, a.Password))
+	}
 	url := c.URL
 	if ns != nil {
 		opts = append(opts, nats.InProcessServer(ns))

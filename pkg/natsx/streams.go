@@ -174,6 +174,20 @@ func RegionAdvisoryConfig(region string, o StreamOptions) jetstream.StreamConfig
 	return c
 }
 
+// RegionControlConfig is the stream of a region's requests to the hub (see
+// proto.RegionControlSubject). It holds account ids only.
+func RegionControlConfig(region string, o StreamOptions) jetstream.StreamConfig {
+	c := jetstream.StreamConfig{
+		Name:        proto.RegionControlStream(region),
+		Description: "geomux: requests of region " + region + " to the hub",
+		Subjects:    []string{proto.RegionControlSubject(region)},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+	}
+	o.Regions[region].stream(&c)
+	return c
+}
+
 // auditMaxAge is how long operator actions on dead letters are remembered.
 const auditMaxAge = 400 * 24 * time.Hour
 

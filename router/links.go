@@ -1,0 +1,122 @@
+package router
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/geomux/geomux/pkg/logfields"
+	"github.com/geomux/geomux/pkg/natsx"
+	"github.com/geomux/geomux/proto"
+)
+
+// Links to regions with NATS systems of their own.
+//
+// No server-side path joins the hub's NATS and a region's: the router, which
+// holds a connection to each, is the only thing that carries anything across,
+// and only this:
+//   - events, into the region's events stream (router.go);
+//   - install handovers, hub to region: the ingress's request on the hub's
+//     proto.RegionVaultSubject is forwarded to the same subject in the
+//     region, whose workers store the tokens; the answer comes back. The
+//     tokens are in the router's memory for the request's time only;
+//   - control requests, region to hub: an uninstalled account to remove
+//     from the directory (proto.RegionControlStream, consumed here).
+
+// forwardTimeout bounds a forwarded install handover.
+const forwardTimeout = 10 * time.Second
+
+// link is the router's side of one separate region.
+type link struct {
+	sub *nats.Subscription
+	cc  jetstream.ConsumeContext
+}
+
+func (r *Router) startLinks(ctx context.Context) error {
+	hub := r.js.Conn()
+	for _, region := range r.opts.Regions {
+		rjs := r.regionJS[region]
+		if rjs == r.js {
+			continue
+		}
+		var l link
+		var err error
+		l.sub, err = hub.QueueSubscribe(proto.RegionVaultSubject(region), "geomux-vault-forward", r.forwardHandover(rjs.Conn()))
+		if err != nil {
+			return err
+		}
+		so := r.opts.Streams
+		if _, err := so.Stream(ctx, rjs, natsx.RegionControlConfig(region, so)); err != nil {
+			return err
+		}
+		cons, err := so.Consumer(ctx, rjs, proto.RegionControlStream(region), jetstream.ConsumerConfig{
+			Durable: proto.RouterConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second,
+		})
+		if err != nil {
+			return err
+		}
+		name := region
+		if l.cc, err = cons.Consume(func(m jetstream.Msg) { r.control(name, m) }); err != nil {
+			return err
+		}
+		r.links = append(r.links, l)
+	}
+	return nil
+}
+
+func (r *Router) stopLinks() {
+	for _, l := range r.links {
+		_ = l.sub.Drain()
+		l.cc.Drain()
+		<-l.cc.Closed()
+	}
+	r.links = nil
+}
+
+// forwardHandover carries an install handover to the region and its answer
+// back.
+func (r *Router) forwardHandover(region *nats.Conn) nats.MsgHandler {
+	return func(m *nats.Msg) {
+		ctx, cancel := context.WithTimeout(context.Background(), forwardTimeout)
+		defer cancel()
+		resp, err := region.RequestWithContext(ctx, m.Subject, m.Data)
+		if err != nil {
+			msg := "the region's NATS did not answer"
+			if errors.Is(err, nats.ErrNoResponders) {
+				msg = "no worker of the region is taking tokens (is it running, with a vault_key?)"
+			}
+			b, _ := json.Marshal(map[string]any{"ok": false, "error": msg})
+			_ = m.Respond(b)
+			return
+		}
+		_ = m.Respond(resp.Data)
+	}
+}
+
+// control carries out a region's request.
+func (r *Router) control(region string, m jetstream.Msg) {
+	var req proto.ControlRequest
+	if err := json.Unmarshal(m.Data(), &req); err != nil || req.RemoveAccount == "" {
+		r.log.Error("Unreadable control request; discarded", logfields.Region(region))
+		_ = m.Term()
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if r.opts.RemoveAccount == nil {
+		_ = m.NakWithDelay(time.Minute)
+		return
+	}
+	if err := r.opts.RemoveAccount(ctx, req.RemoveAccount); err != nil {
+		r.log.Warn("Directory removal failed; will retry", logfields.AccountID(req.RemoveAccount), zap.Error(err))
+		_ = m.NakWithDelay(5 * time.Second)
+		return
+	}
+	r.log.Info("Uninstalled account removed from the directory", logfields.AccountID(req.RemoveAccount), logfields.Region(region))
+	_ = m.Ack()
+}
