@@ -107,7 +107,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		return err
 	}
 	w.state = newStateStore(w.js, kv, proto.RegionRepliesBucket(region), so.DedupWindow, so.DeadLetterMaxAge)
-	cons, err := so.Consumer(ctx, w.js, proto.RegionEventsStream(region), w.consumerConfig())
+	cons, err := so.Consumer(ctx, w.js, proto.RegionEventsStream(region), ConsumerConfig(w.opts))
 	if err != nil {
 		return err
 	}
@@ -151,29 +151,29 @@ func (w *Worker) Start(ctx context.Context) error {
 	return nil
 }
 
-// consumerConfig is the workers' durable consumer. JetStream delivers an
+// ConsumerConfig is the workers' durable consumer. JetStream delivers an
 // event at most retry.max_attempts times. A failed attempt asks for its retry
 // itself (NakWithDelay, with retry.backoff or the server's Retry-After); an
 // attempt that never answers (the worker died) is redelivered once its ack
 // wait is over, the wait growing with each delivery (BackOff). An event that
 // runs out of deliveries without a verdict raises the max-deliveries
 // advisory, which the dead-letter keeper turns into a dead letter.
-func (w *Worker) consumerConfig() jetstream.ConsumerConfig {
+func ConsumerConfig(o Options) jetstream.ConsumerConfig {
 	// A buffered event waits at most about one handler timeout for a free
 	// slot, then takes at most one: it is never redelivered while a worker
 	// still holds it.
-	ackWait := 2*w.opts.HandlerTimeout + 5*time.Second
+	ackWait := 2*o.HandlerTimeout + 5*time.Second
 	c := jetstream.ConsumerConfig{
 		Durable:       proto.WorkersConsumer,
-		Description:   "geomux workers of region " + w.opts.Region,
+		Description:   "geomux workers of region " + o.Region,
 		AckPolicy:     jetstream.AckExplicitPolicy,
 		AckWait:       ackWait,
-		MaxDeliver:    w.opts.Retry.MaxAttempts,
-		MaxAckPending: 4 * w.opts.Concurrency,
+		MaxDeliver:    o.Retry.MaxAttempts,
+		MaxAckPending: 4 * o.Concurrency,
 	}
 	// JetStream wants fewer BackOff steps than deliveries.
-	for i := 0; i < w.opts.Retry.MaxAttempts-1; i++ {
-		c.BackOff = append(c.BackOff, max(ackWait, w.opts.Retry.BackoffFor(i+1)))
+	for i := 0; i < o.Retry.MaxAttempts-1; i++ {
+		c.BackOff = append(c.BackOff, max(ackWait, o.Retry.BackoffFor(i+1)))
 	}
 	return c
 }

@@ -28,6 +28,15 @@ import (
 //   - control requests, region to hub: an uninstalled account to remove
 //     from the directory (proto.RegionControlStream, consumed here).
 
+// ControlConsumerConfig is the router's durable consumer on a region's
+// control stream.
+func ControlConsumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable: proto.RouterConsumer, Description: "geomux router: requests of the region",
+		AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second,
+	}
+}
+
 // forwardTimeout bounds a forwarded install handover.
 const forwardTimeout = 10 * time.Second
 
@@ -54,9 +63,7 @@ func (r *Router) startLinks(ctx context.Context) error {
 		if _, err := so.Stream(ctx, rjs, natsx.RegionControlConfig(region, so)); err != nil {
 			return err
 		}
-		cons, err := so.Consumer(ctx, rjs, proto.RegionControlStream(region), jetstream.ConsumerConfig{
-			Durable: proto.RouterConsumer, AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second,
-		})
+		cons, err := so.Consumer(ctx, rjs, proto.RegionControlStream(region), ControlConsumerConfig())
 		if err != nil {
 			return err
 		}

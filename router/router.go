@@ -84,6 +84,20 @@ func New(js jetstream.JetStream, cache *directory.Cache, opts Options, m *Metric
 	return r
 }
 
+// ConsumerConfig is the router's durable consumer on the transit stream.
+func ConsumerConfig() jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:     proto.RouterConsumer,
+		Description: "geomux router",
+		AckPolicy:   jetstream.AckExplicitPolicy,
+		AckWait:     30 * time.Second,
+		// The router never gives up on an event: a failed publish is retried
+		// until the region takes it.
+		MaxDeliver:    -1,
+		MaxAckPending: 2 * inflight,
+	}
+}
+
 // inflight bounds the routed events whose regional acknowledgement is awaited.
 const inflight = 4096
 
@@ -104,16 +118,7 @@ func (r *Router) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	cons, err := so.Consumer(ctx, r.js, proto.IngressStream, jetstream.ConsumerConfig{
-		Durable:     proto.RouterConsumer,
-		Description: "geomux router",
-		AckPolicy:   jetstream.AckExplicitPolicy,
-		AckWait:     30 * time.Second,
-		// The router never gives up on an event: a failed publish is retried
-		// until the region takes it.
-		MaxDeliver:    -1,
-		MaxAckPending: 2 * inflight,
-	})
+	cons, err := so.Consumer(ctx, r.js, proto.IngressStream, ConsumerConfig())
 	if err != nil {
 		return err
 	}

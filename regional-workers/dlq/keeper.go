@@ -57,12 +57,7 @@ func (k *Keeper) Start(ctx context.Context) error {
 		return fmt.Errorf("dlq keeper: %w", err)
 	}
 	k.events = events
-	cons, err := k.streams.Consumer(ctx, k.js, proto.RegionAdvisoryStream(k.region), jetstream.ConsumerConfig{
-		Durable:     proto.DeadLetterKeeperConsumer,
-		Description: "geomux: dead letters from max-deliveries advisories of region " + k.region,
-		AckPolicy:   jetstream.AckExplicitPolicy,
-		AckWait:     30 * time.Second,
-	})
+	cons, err := k.streams.Consumer(ctx, k.js, proto.RegionAdvisoryStream(k.region), KeeperConsumerConfig(k.region))
 	if err != nil {
 		return err
 	}
@@ -73,6 +68,17 @@ func (k *Keeper) Start(ctx context.Context) error {
 			}
 		}))
 	return err
+}
+
+// KeeperConsumerConfig is the keeper's durable consumer on a region's
+// advisory stream.
+func KeeperConsumerConfig(region string) jetstream.ConsumerConfig {
+	return jetstream.ConsumerConfig{
+		Durable:     proto.DeadLetterKeeperConsumer,
+		Description: "geomux: dead letters from max-deliveries advisories of region " + region,
+		AckPolicy:   jetstream.AckExplicitPolicy,
+		AckWait:     30 * time.Second,
+	}
 }
 
 // Stop stops consuming, letting the advisory in hand finish (bounded by ctx).

@@ -1,0 +1,114 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/geomux/geomux/pkg/audit"
+	"github.com/geomux/geomux/pkg/natsfx"
+)
+
+func newAuditCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "audit",
+		Short: "Produce evidence about where data is kept",
+	}
+	var path string
+	var asJSON bool
+	locality := &cobra.Command{
+		Use:   "locality",
+		Short: "Check, by asking NATS, that each region's data lives in that region only",
+		Long: `Ask every NATS system of the deployment (the hub's, and each region's own) where
+each geomux stream and bucket lives: its cluster, placement tags, replicas,
+storage, leader and peers. It fails, naming the offender, if any region's data
+is placed or replicated outside its region, if the hub keeps a region's
+stream, or if the transit stream (which holds every region's events) is on
+disk while regions have NATS systems of their own. Exit status 1 on a finding.`,
+		Example: "  geomux audit locality --config deploy/supercluster/auditor.yaml",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(path)
+			if err != nil {
+				return err
+			}
+			ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
+			defer cancel()
+			hub, err := connectCLI(cfg.NATS)
+			if err != nil {
+				return err
+			}
+			defer hub.Close()
+			hubJS, err := natsfx.NewJetStream(hub)
+			if err != nil {
+				return err
+			}
+			systems := []audit.System{{Name: "hub", JS: hubJS}}
+			for _, r := range cfg.Regions {
+				if !r.NATS.Separate() {
+					continue
+				}
+				nc, err := connectCLI(cfg.NATS.ForRegion(r))
+				if err != nil {
+					return fmt.Errorf("region %s: %w", r.Name, err)
+				}
+				defer nc.Close()
+				js, err := natsfx.NewJetStream(nc)
+				if err != nil {
+					return err
+				}
+				systems = append(systems, audit.System{Name: r.Name, JS: js})
+			}
+			rep, err := audit.Locality(ctx, cfg, systems)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				if err := printJSON(out, rep); err != nil {
+					return err
+				}
+			} else {
+				tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "SYSTEM\tSTREAM\tOWNER\tSTORAGE\tREPLICAS\tCLUSTER\tLEADER\tPEERS\tTAGS\tVERDICT")
+				for _, r := range rep.Rows {
+					verdict := "ok"
+					if r.Owner == "" {
+						verdict = "not geomux's"
+					}
+					if len(r.Problems) > 0 {
+						verdict = "MISPLACED"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%s\n", r.System, r.Stream, dash(r.Owner), r.Storage, r.Replicas,
+						dash(r.Cluster), dash(r.Leader), dash(strings.Join(r.Peers, ",")), dash(strings.Join(r.Tags, ",")), verdict)
+				}
+				_ = tw.Flush()
+			}
+			if !rep.OK() {
+				for _, p := range rep.Problems {
+					fmt.Fprintln(cmd.ErrOrStderr(), "  "+p)
+				}
+				return fmt.Errorf("locality audit failed: %d %s (listed above)", len(rep.Problems), plural(len(rep.Problems), "finding", "findings"))
+			}
+			if !asJSON {
+				fmt.Fprintf(out, "locality OK: %d streams on %d NATS %s, each region's data in its region\n", len(rep.Rows), len(systems), plural(len(systems), "system", "systems"))
+			}
+			return nil
+		},
+	}
+	configFlag(locality, &path)
+	locality.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	cmd.AddCommand(locality)
+	return cmd
+}
+
+func dash(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
