@@ -19,6 +19,7 @@ type Metrics struct {
 	Failures     prometheus.Counter
 	Malformed    prometheus.Counter
 	Dropped      *prometheus.CounterVec
+	Deferred     *prometheus.CounterVec
 	RouteSeconds prometheus.Histogram
 }
 
@@ -45,6 +46,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Dropped: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "geomux_router_dropped_total", Help: "Events acknowledged without routing, by reason (uninstall_without_region).",
 		}, []string{"reason"}),
+		Deferred: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "geomux_router_deferred_total", Help: "Events left in transit for a while because their region was unreachable or busy, by region (\"\" for parking).",
+		}, []string{"region"}),
 		RouteSeconds: f.NewHistogram(prometheus.HistogramOpts{
 			Name: "geomux_router_publish_seconds", Help: "Time from the router's publish to the region stream's ack.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},

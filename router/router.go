@@ -50,10 +50,13 @@ type Router struct {
 	log      *zap.Logger
 	metrics  *Metrics
 
-	parked  jetstream.Stream
-	cc      jetstream.ConsumeContext
-	acks    chan pendingAck
-	ackDone chan struct{}
+	parked jetstream.Stream
+	cc     jetstream.ConsumeContext
+	// lanes carry published events to their acknowledgement, one lane per
+	// destination (each region, and "" for the hub's parked stream), so that
+	// a region that is slow or unreachable holds up only its own events.
+	lanes   map[string]*lane
+	ackDone sync.WaitGroup
 	unpark  *unparker
 	running atomic.Bool
 	links   []link
@@ -132,10 +135,15 @@ func (r *Router) Start(ctx context.Context) error {
 		r.cache.Stop()
 		return err
 	}
-	r.acks = make(chan pendingAck, inflight)
-	r.ackDone = make(chan struct{})
 	r.stopping = make(chan struct{})
-	go r.ackLoop()
+	r.lanes = map[string]*lane{"": {ch: make(chan pendingAck, inflight), conn: r.js.Conn()}}
+	for _, region := range r.opts.Regions {
+		r.lanes[region] = &lane{ch: make(chan pendingAck, inflight), conn: r.regionJS[region].Conn()}
+	}
+	for _, l := range r.lanes {
+		r.ackDone.Add(1)
+		go r.ackLoop(l)
+	}
 	r.unpark.start()
 	r.unpark.request(sweepAll)
 
@@ -148,8 +156,8 @@ func (r *Router) Start(ctx context.Context) error {
 		}))
 	if err != nil {
 		// fx does not stop what failed to start: undo it here.
-		close(r.acks)
-		<-r.ackDone
+		r.closeLanes()
+		r.ackDone.Wait()
 		r.unpark.stop()
 		r.stopLinks()
 		r.cache.Stop()
@@ -193,15 +201,17 @@ func (r *Router) Stop(ctx context.Context) error {
 		r.closed = true
 		r.mu.Unlock()
 		r.handlers.Wait()
-		close(r.acks)
+		r.closeLanes()
+		acked := make(chan struct{})
+		go func() { r.ackDone.Wait(); close(acked) }()
 		select {
-		case <-r.ackDone:
+		case <-acked:
 		case <-ctx.Done():
 			if err == nil {
 				close(r.stopping)
 				err = ctx.Err()
 			}
-			<-r.ackDone
+			<-acked
 		}
 		r.cc = nil
 	}
@@ -209,6 +219,18 @@ func (r *Router) Stop(ctx context.Context) error {
 	r.stopLinks()
 	r.cache.Stop()
 	return err
+}
+
+// lane is one destination's queue of events awaiting acknowledgement.
+type lane struct {
+	ch   chan pendingAck
+	conn *nats.Conn
+}
+
+func (r *Router) closeLanes() {
+	for _, l := range r.lanes {
+		close(l.ch)
+	}
 }
 
 // pendingAck is an input event whose copy awaits its stream's acknowledgement.
@@ -222,7 +244,10 @@ type pendingAck struct {
 }
 
 // handle routes one event. It is called by one goroutine, in stream order;
-// publishes are asynchronous and acknowledged in ackLoop, in the same order.
+// publishes are asynchronous and acknowledged in their lane's ackLoop, in the
+// same order. An event whose region is unreachable, or whose lane is full, is
+// handed back to wait in the transit stream: the other regions' events keep
+// flowing.
 func (r *Router) handle(in jetstream.Msg) {
 	r.mu.Lock()
 	if r.closed {
@@ -262,9 +287,14 @@ func (r *Router) handle(in jetstream.Msg) {
 		}
 		out.Subject = proto.ParkedSubject(account)
 	}
-	pub := r.js // parked: the hub
+	pub, l := r.js, r.lanes[""] // parked: the hub
 	if ok {
-		pub = r.regionJS[region]
+		pub, l = r.regionJS[region], r.lanes[region]
+	}
+	if !l.conn.IsConnected() || len(l.ch) == cap(l.ch) {
+		r.metrics.Deferred.WithLabelValues(region).Inc()
+		_ = in.NakWithDelay(deferDelay)
+		return
 	}
 	fut, err := pub.PublishMsgAsync(out)
 	if err != nil {
@@ -273,17 +303,18 @@ func (r *Router) handle(in jetstream.Msg) {
 		_ = in.NakWithDelay(time.Second)
 		return
 	}
-	select {
-	case r.acks <- pendingAck{in: in, fut: fut, account: account, id: id, region: region, start: time.Now()}:
-	case <-r.stopping:
-		_ = in.Nak()
-	}
+	// Only this goroutine sends on the lane, and it had room: this does not block.
+	l.ch <- pendingAck{in: in, fut: fut, account: account, id: id, region: region, start: time.Now()}
 }
 
-// ackLoop acknowledges each input once its copy is stored.
-func (r *Router) ackLoop() {
-	defer close(r.ackDone)
-	for p := range r.acks {
+// deferDelay is how long an event whose region is unreachable waits in the
+// transit stream before it is tried again.
+const deferDelay = 2 * time.Second
+
+// ackLoop acknowledges each input of a lane once its copy is stored.
+func (r *Router) ackLoop(l *lane) {
+	defer r.ackDone.Done()
+	for p := range l.ch {
 		select {
 		case <-r.stopping:
 			_ = p.in.Nak()
