@@ -39,7 +39,7 @@ type HandlerParams struct {
 	Metrics   *Metrics
 	Health    *health.Registry
 	Log       *zap.Logger
-	Directory *directory.Directory
+	Directory directory.Store
 	Zoom      *zoom.Client
 }
 

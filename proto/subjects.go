@@ -22,6 +22,10 @@ const (
 
 	// DirectoryBucket is the KV bucket mapping a Zoom account id to its region.
 	DirectoryBucket = "geomux-directory"
+	// DirectorySubject is where the router answers the ingress's directory
+	// requests (request/reply): the ingress never writes the directory
+	// itself.
+	DirectorySubject = "geomux.directory"
 )
 
 // WorkersConsumer is the regional workers' durable consumer on a region's

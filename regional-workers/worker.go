@@ -155,27 +155,24 @@ func (w *Worker) Start(ctx context.Context) error {
 // event at most retry.max_attempts times. A failed attempt asks for its retry
 // itself (NakWithDelay, with retry.backoff or the server's Retry-After); an
 // attempt that never answers (the worker died) is redelivered once its ack
-// wait is over, the wait growing with each delivery (BackOff). An event that
-// runs out of deliveries without a verdict raises the max-deliveries
-// advisory, which the dead-letter keeper turns into a dead letter.
+// wait is over. An event that runs out of deliveries without a verdict raises
+// the max-deliveries advisory, which the dead-letter keeper turns into a dead
+// letter.
+//
+// No BackOff: with one, nats-server adds the step's back-off (less the ack
+// wait) to every NakWithDelay, and a retry asked for in 1 s came 76 s later.
 func ConsumerConfig(o Options) jetstream.ConsumerConfig {
-	// A buffered event waits at most about one handler timeout for a free
-	// slot, then takes at most one: it is never redelivered while a worker
-	// still holds it.
-	ackWait := 2*o.HandlerTimeout + 5*time.Second
-	c := jetstream.ConsumerConfig{
-		Durable:       proto.WorkersConsumer,
-		Description:   "geomux workers of region " + o.Region,
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       ackWait,
+	return jetstream.ConsumerConfig{
+		Durable:     proto.WorkersConsumer,
+		Description: "geomux workers of region " + o.Region,
+		AckPolicy:   jetstream.AckExplicitPolicy,
+		// A buffered event waits at most about one handler timeout for a
+		// free slot, then takes at most one: it is never redelivered while
+		// a worker still holds it.
+		AckWait:       2*o.HandlerTimeout + 5*time.Second,
 		MaxDeliver:    o.Retry.MaxAttempts,
 		MaxAckPending: 4 * o.Concurrency,
 	}
-	// JetStream wants fewer BackOff steps than deliveries.
-	for i := 0; i < o.Retry.MaxAttempts-1; i++ {
-		c.BackOff = append(c.BackOff, max(ackWait, o.Retry.BackoffFor(i+1)))
-	}
-	return c
 }
 
 // lastError is what the keeper learns of an event's last failed attempt.

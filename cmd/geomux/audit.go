@@ -7,6 +7,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/geomux/geomux/pkg/config"
+
 	"github.com/spf13/cobra"
 
 	"github.com/geomux/geomux/pkg/audit"
@@ -32,7 +34,7 @@ disk while regions have NATS systems of their own. Exit status 1 on a finding.`,
 		Example: "  geomux audit locality --config deploy/supercluster/auditor.yaml",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(path)
+			cfg, err := loadConfig(path, config.RoleTool)
 			if err != nil {
 				return err
 			}

@@ -42,7 +42,7 @@ func (f *dlqFlags) open(ctx context.Context) (*dlq.Store, func(), error) {
 	if f.region == "" {
 		return nil, nil, usagef("--region is required: dead letters are kept, and handled, per region")
 	}
-	cfg, err := loadConfig(f.config, config.RoleWorker)
+	cfg, err := loadConfig(f.config, config.RoleTool)
 	if err != nil {
 		return nil, nil, err
 	}

@@ -81,8 +81,11 @@ func newApp(cfg config.Config, target config.Target, extra ...fx.Option) *fx.App
 	if target.Has(config.RoleWorker) {
 		opts = append(opts, workers.Module)
 	}
-	if target.Has(config.RoleRouter) || target.Has(config.RoleIngress) {
+	switch {
+	case target.Has(config.RoleRouter):
 		opts = append(opts, directoryfx.Module)
+	case target.Has(config.RoleIngress):
+		opts = append(opts, directoryfx.Remote)
 	}
 	if target.Has(config.RoleRouter) {
 		opts = append(opts, router.Module)

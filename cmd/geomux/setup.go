@@ -31,7 +31,7 @@ update can move a stream, and its data, elsewhere.`,
 		Example: "  geomux setup --config deploy/supercluster/deployer.yaml",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(path)
+			cfg, err := loadConfig(path, config.RoleTool)
 			if err != nil {
 				return err
 			}

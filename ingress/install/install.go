@@ -57,17 +57,9 @@ type Options struct {
 func (o Options) redirectURI() string { return strings.TrimRight(o.PublicURL, "/") + PathCallback }
 func (o Options) secure() bool        { return strings.HasPrefix(o.PublicURL, "https://") }
 
-// Directory is what the flow needs of the account directory;
-// *directory.Directory is one.
-type Directory interface {
-	Get(ctx context.Context, account string) (proto.AccountRecord, error)
-	Put(ctx context.Context, rec proto.AccountRecord) (proto.AccountRecord, error)
-	// Create records a region only for an account without one
-	// (directory.ErrExists otherwise).
-	Create(ctx context.Context, rec proto.AccountRecord) (uint64, error)
-	// DeleteAt removes a record still at the given revision.
-	DeleteAt(ctx context.Context, account string, rev uint64) error
-}
+// Directory is what the flow needs of the account directory: *directory.Directory
+// where the process holds it, directory.Remote where the router does.
+type Directory = directory.Store
 
 // Zoom is what the flow needs of Zoom's OAuth and API; *zoom.Client is one.
 type Zoom interface {
@@ -318,7 +310,7 @@ func (h *Handler) finish(w http.ResponseWriter, r *http.Request, region config.R
 		return
 	}
 	if !reserved { // keep the api_url of the newest install
-		if _, err := h.dir.Put(ctx, rec); err != nil {
+		if err := h.dir.Refresh(ctx, rec); err != nil {
 			h.log.Warn("Install: directory not refreshed", append(fields, zap.Error(err))...)
 		}
 	}

@@ -84,6 +84,15 @@ type NATSAuth struct {
 	CredsFile string `yaml:"creds_file"`
 	// NkeySeedFile is a file holding a user nkey seed (SU...).
 	NkeySeedFile string `yaml:"nkey_seed_file"`
+	// InboxPrefix replaces _INBOX in this process's reply subjects, so that
+	// the servers can allow each role only its own replies (a role allowed
+	// _INBOX.> could read what JetStream delivers to another role).
+	InboxPrefix string `yaml:"inbox_prefix"`
+	// TLS to the servers: CA to trust, and a client certificate if they
+	// ask for one. Use tls:// URLs.
+	CAFile   string `yaml:"ca_file"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
 }
 
 // RegionNATS is a region's own NATS system. With an empty URL the region

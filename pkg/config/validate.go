@@ -23,6 +23,9 @@ const (
 	RoleIngress Role = "ingress"
 	RoleRouter  Role = "router"
 	RoleWorker  Role = "worker"
+	// RoleTool is a command that only talks to NATS (setup, audit, dlq):
+	// it needs none of the settings of the roles above.
+	RoleTool Role = "tool"
 )
 
 // AllRoles is every role, as run by --target all.
@@ -62,10 +65,11 @@ func (c *Config) problems(roles []Role) []string {
 		p.add("nats.replicas", "must be between 1 and 5 (0 means 1)")
 	}
 	p.auth("nats.auth", c.NATS.Auth)
-	if c.Separated() && c.NATS.TransitStorage != "memory" {
+	hub := has(RoleIngress) || has(RoleRouter) // a worker of a separate region needs no hub
+	if hub && c.Separated() && c.NATS.TransitStorage != "memory" {
 		p.add("nats.transit_storage", "must be memory when regions have NATS systems of their own: the transit stream holds every region's events, and no region's data may touch the hub's disk")
 	}
-	if c.NATS.URL == "" && c.Separated() {
+	if hub && c.NATS.URL == "" && c.Separated() {
 		p.add("nats.url", "required when regions have NATS systems of their own (the embedded server is for one machine)")
 	}
 	if c.NATS.MaxStore != 0 && c.NATS.MaxStore < 1<<20 {
@@ -96,7 +100,8 @@ func (c *Config) problems(roles []Role) []string {
 		}
 	}
 
-	if c.Admin.Listen != "" {
+	runs := has(RoleIngress) || has(RoleRouter) || has(RoleWorker)
+	if runs && c.Admin.Listen != "" {
 		p.hostPort("admin.listen", c.Admin.Listen)
 		if len(c.Admin.Token) < 16 {
 			p.add("admin.token", "required, at least 16 characters, when admin.listen is set (set it with GEOMUX_ADMIN_TOKEN)")
@@ -152,14 +157,16 @@ func (c *Config) problems(roles []Role) []string {
 			p.add(key+".name", "is listed twice")
 		}
 		seen[r.Name] = true
-		switch r.Handler {
-		case HandlerEcho:
-		case HandlerHTTP:
-			p.httpURL(key+".backend_url", r.BackendURL)
-		default:
-			p.add(key+".handler", fmt.Sprintf("%q is not a handler (use echo or http)", r.Handler))
+		if has(RoleWorker) {
+			switch r.Handler {
+			case HandlerEcho:
+			case HandlerHTTP:
+				p.httpURL(key+".backend_url", r.BackendURL)
+			default:
+				p.add(key+".handler", fmt.Sprintf("%q is not a handler (use echo or http)", r.Handler))
+			}
+			p.atLeast(key+".timeout", r.Timeout, 10*time.Millisecond)
 		}
-		p.atLeast(key+".timeout", r.Timeout, 10*time.Millisecond)
 		if r.NATS.URL != "" {
 			p.natsURL(key+".nats.url", r.NATS.URL)
 		}
@@ -295,7 +302,13 @@ func (p *problems) auth(key string, a NATSAuth) {
 	if a.Password != "" && a.User == "" {
 		p.add(key+".user", "required with a password")
 	}
-	for _, f := range []struct{ k, v string }{{"creds_file", a.CredsFile}, {"nkey_seed_file", a.NkeySeedFile}} {
+	if (a.CertFile == "") != (a.KeyFile == "") {
+		p.add(key, "cert_file and key_file go together")
+	}
+	if a.InboxPrefix != "" && (strings.ContainsAny(a.InboxPrefix, " .*>") || a.InboxPrefix == "") {
+		p.add(key+".inbox_prefix", fmt.Sprintf("%q must be one subject token (no '.', '*', '>' or spaces), e.g. _INBOX_router", a.InboxPrefix))
+	}
+	for _, f := range []struct{ k, v string }{{"creds_file", a.CredsFile}, {"nkey_seed_file", a.NkeySeedFile}, {"ca_file", a.CAFile}, {"cert_file", a.CertFile}, {"key_file", a.KeyFile}} {
 		if f.v == "" {
 			continue
 		}

@@ -1,10 +1,13 @@
-// Package directoryfx provides the account → region directory and its admin
-// API to the processes of the hub (ingress, router).
+// Package directoryfx provides the account → region directory: to the
+// router, which holds it (and serves the accounts admin API and the
+// ingress's directory requests), and to an ingress on its own, which only
+// asks the router.
 package directoryfx
 
 import (
 	"context"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/fx"
 	"go.uber.org/zap"
@@ -16,14 +19,24 @@ import (
 	"github.com/geomux/geomux/pkg/platformfx"
 )
 
-// Module provides *directory.Directory and adds the accounts API to admin.
+// Module provides *directory.Directory (and it as directory.Store), serves
+// the accounts admin API and answers the ingress's directory requests. It
+// goes with the router.
 var Module = fx.Module("directory",
 	fx.Provide(
 		NewDirectory,
+		func(d *directory.Directory) directory.Store { return d },
 		platformfx.AsAdminRoute(func(d *directory.Directory, c config.Config, log *zap.Logger) []admin.Route {
 			return directory.NewAPI(d, c.RegionNames(), log.Named("admin")).Routes()
 		}),
 	),
+	fx.Invoke(serve),
+)
+
+// Remote provides directory.Store as requests to the router: for an ingress
+// that runs without one.
+var Remote = fx.Module("directory-remote",
+	fx.Provide(func(nc *nats.Conn) directory.Store { return directory.Remote{Conn: nc} }),
 )
 
 // NewDirectory opens (creating if needed) the directory bucket.
@@ -31,4 +44,15 @@ func NewDirectory(js jetstream.JetStream, c config.Config) (*directory.Directory
 	ctx, cancel := context.WithTimeout(context.Background(), c.NATS.ConnectTimeout.D())
 	defer cancel()
 	return directory.Open(ctx, js, natsx.StreamOptionsFrom(c))
+}
+
+func serve(lc fx.Lifecycle, nc *nats.Conn, d *directory.Directory, log *zap.Logger) {
+	var sub *nats.Subscription
+	lc.Append(fx.Hook{
+		OnStart: func(context.Context) (err error) {
+			sub, err = directory.Serve(nc, d, log.Named("directory"))
+			return err
+		},
+		OnStop: func(context.Context) error { return sub.Drain() },
+	})
 }

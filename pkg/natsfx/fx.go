@@ -38,15 +38,16 @@ type ConnParams struct {
 // On stop it drains the connection (pending publishes and acks are flushed),
 // then shuts the embedded server down, which flushes its store.
 func NewConn(p ConnParams) (*nats.Conn, error) {
+	c := HubNATS(p.Config, p.Target)
 	var ns *server.Server
-	if p.Config.NATS.URL == "" {
+	if c.URL == "" {
 		var err error
 		if ns, err = natsx.StartEmbedded(p.Config.NATS, p.Log); err != nil {
 			return nil, err
 		}
 		p.Log.Info("Embedded NATS started", zap.String("store_dir", p.Config.NATS.StoreDir), zap.String("listen", p.Config.NATS.Listen))
 	}
-	nc, err := natsx.Connect(p.Config.NATS, ns, "geomux-"+p.Target.Name, p.Log)
+	nc, err := natsx.Connect(c, ns, "geomux-"+p.Target.Name, p.Log)
 	if err != nil {
 		if ns != nil {
 			ns.Shutdown()
@@ -94,6 +95,22 @@ func drain(ctx context.Context, nc *nats.Conn) error {
 		}
 	}
 	return nil
+}
+
+// HubNATS is the NATS a process's main connection goes to: nats.url (or the
+// embedded server), except for workers whose regions all have NATS systems
+// of their own: they need no hub at all, and connect to their region only.
+func HubNATS(c config.Config, t config.Target) config.NATS {
+	if t.Name != config.TargetWorker {
+		return c.NATS
+	}
+	regions := t.WorkerRegions(c)
+	for _, r := range regions {
+		if !r.NATS.Separate() {
+			return c.NATS
+		}
+	}
+	return c.NATS.ForRegion(regions[0])
 }
 
 // NewJetStream returns the JetStream context. An asynchronous publish that

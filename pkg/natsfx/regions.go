@@ -52,9 +52,14 @@ func NewRegions(p RegionsParams) (Regions, error) {
 	case p.Target.Has(config.RoleWorker):
 		need = p.Target.WorkerRegions(p.Config)
 	}
+	hub := HubNATS(p.Config, p.Target)
 	for _, r := range need {
 		if !r.NATS.Separate() {
 			out[r.Name] = Region{Conn: p.Conn, JS: p.JS}
+			continue
+		}
+		if own := p.Config.NATS.ForRegion(r); own.URL == hub.URL && own.Auth == hub.Auth {
+			out[r.Name] = Region{Conn: p.Conn, JS: p.JS, Separate: true} // the main connection is the region's
 			continue
 		}
 		nc, err := natsx.Connect(p.Config.NATS.ForRegion(r), nil, "geomux-"+p.Target.Name+"-"+r.Name, p.Log.With(zap.String("nats", r.Name)))

@@ -54,6 +54,15 @@ func Connect(c config.NATS, ns *server.Server, name string, log *zap.Logger) (*n
 	case a.User != "":
 		opts = append(opts, nats.UserInfo(a.User, a.Password))
 	}
+	if p := c.Auth.InboxPrefix; p != "" {
+		opts = append(opts, nats.CustomInboxPrefix(p))
+	}
+	if c.Auth.CAFile != "" {
+		opts = append(opts, nats.RootCAs(c.Auth.CAFile))
+	}
+	if c.Auth.CertFile != "" {
+		opts = append(opts, nats.ClientCert(c.Auth.CertFile, c.Auth.KeyFile))
+	}
 	url := c.URL
 	if ns != nil {
 		opts = append(opts, nats.InProcessServer(ns))
