@@ -9,7 +9,6 @@ import (
 
 	"github.com/geomux/geomux/ingress/install"
 	"github.com/geomux/geomux/pkg/directory"
-	"github.com/geomux/geomux/pkg/vault"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/fx"
@@ -39,7 +38,7 @@ type HandlerParams struct {
 	Metrics   *Metrics
 	Health    *health.Registry
 	Log       *zap.Logger
-	Directory directory.Store
+	Directory directory.Recorder
 	Zoom      *zoom.Client
 }
 
@@ -61,9 +60,7 @@ func newHandler(p HandlerParams) (*Handler, error) {
 			PublicURL: c.Install.PublicURL, StateKey: []byte(c.Install.StateKey),
 			BotName: c.Install.BotName, Vendor: c.Install.Vendor,
 			Regions: c.Regions, OAuthOrigin: install.OriginOf(c.Zoom.OAuthBaseURL),
-		}, p.Directory, p.Zoom, func(ctx context.Context, region string, h vault.Handover) error {
-			return vault.Hand(ctx, p.Conn, region, h)
-		}, install.KVNonces{KV: kv}, p.Log.Named("install"))
+		}, p.Directory, p.Zoom, install.KVNonces{KV: kv}, p.Log.Named("install"))
 		if err != nil {
 			return nil, err
 		}

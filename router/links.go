@@ -3,10 +3,8 @@ package router
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
@@ -21,10 +19,10 @@ import (
 // holds a connection to each, is the only thing that carries anything across,
 // and only this:
 //   - events, into the region's events stream (router.go);
-//   - install handovers, hub to region: the ingress's request on the hub's
-//     proto.RegionVaultSubject is forwarded to the same subject in the
-//     region, whose workers store the tokens; the answer comes back. The
-//     tokens are in the router's memory for the request's time only;
+//   - install handovers, hub to region: the router's directory service
+//     (directoryfx) records an install and hands the account's tokens to
+//     the region's workers over the region's connection, in a request: the
+//     tokens are in the router's memory for its time only;
 //   - control requests, region to hub: an uninstalled account to remove
 //     from the directory (proto.RegionControlStream, consumed here).
 
@@ -37,27 +35,16 @@ func ControlConsumerConfig() jetstream.ConsumerConfig {
 	}
 }
 
-// forwardTimeout bounds a forwarded install handover.
-const forwardTimeout = 10 * time.Second
-
 // link is the router's side of one separate region.
 type link struct {
-	sub *nats.Subscription
-	cc  jetstream.ConsumeContext
+	cc jetstream.ConsumeContext
 }
 
 func (r *Router) startLinks(ctx context.Context) error {
-	hub := r.js.Conn()
 	for _, region := range r.opts.Regions {
 		rjs := r.regionJS[region]
 		if rjs == r.js {
 			continue
-		}
-		var l link
-		var err error
-		l.sub, err = hub.QueueSubscribe(proto.RegionVaultSubject(region), "geomux-vault-forward", r.forwardHandover(rjs.Conn()))
-		if err != nil {
-			return err
 		}
 		so := r.opts.Streams
 		if _, err := so.Stream(ctx, rjs, natsx.RegionControlConfig(region, so)); err != nil {
@@ -68,6 +55,7 @@ func (r *Router) startLinks(ctx context.Context) error {
 			return err
 		}
 		name := region
+		var l link
 		if l.cc, err = cons.Consume(func(m jetstream.Msg) { r.control(name, m) }); err != nil {
 			return err
 		}
@@ -78,31 +66,10 @@ func (r *Router) startLinks(ctx context.Context) error {
 
 func (r *Router) stopLinks() {
 	for _, l := range r.links {
-		_ = l.sub.Drain()
 		l.cc.Drain()
 		<-l.cc.Closed()
 	}
 	r.links = nil
-}
-
-// forwardHandover carries an install handover to the region and its answer
-// back.
-func (r *Router) forwardHandover(region *nats.Conn) nats.MsgHandler {
-	return func(m *nats.Msg) {
-		ctx, cancel := context.WithTimeout(context.Background(), forwardTimeout)
-		defer cancel()
-		resp, err := region.RequestWithContext(ctx, m.Subject, m.Data)
-		if err != nil {
-			msg := "the region's NATS did not answer"
-			if errors.Is(err, nats.ErrNoResponders) {
-				msg = "no worker of the region is taking tokens (is it running, with a vault_key?)"
-			}
-			b, _ := json.Marshal(map[string]any{"ok": false, "error": msg})
-			_ = m.Respond(b)
-			return
-		}
-		_ = m.Respond(resp.Data)
-	}
 }
 
 // control carries out a region's request.

@@ -92,6 +92,13 @@ type fakeBackend struct {
 	refuse func(req proto.BackendRequest) int
 }
 
+// setFail sets fail; safe while requests are being served.
+func (b *fakeBackend) setFail(fail func(n int) int) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.fail = fail
+}
+
 func newFakeBackend(t *testing.T, region string) *fakeBackend {
 	b := &fakeBackend{region: region}
 	b.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -377,12 +384,12 @@ func TestE2EDuplicateProcessedOnce(t *testing.T) {
 func TestE2ETransientBackendFailureIsRetried(t *testing.T) {
 	t.Parallel()
 	p := newPipeline(t, t.TempDir())
-	p.backends["eu"].fail = func(n int) int {
+	p.backends["eu"].setFail(func(n int) int {
 		if n <= 2 {
 			return http.StatusServiceUnavailable
 		}
 		return 0
-	}
+	})
 	p.setRegion("acct-flaky", "eu")
 	p.send("acct-flaky", "retry me")
 	got := p.waitDelivered(1)

@@ -57,7 +57,7 @@ func TestE2ELogsCarryNoContent(t *testing.T) {
 	p.post(content(2))
 	p.waitDelivered(2)
 	// A backend that fails for good: a dead letter.
-	p.backends["eu"].fail = func(int) int { return http.StatusBadRequest }
+	p.backends["eu"].setFail(func(int) int { return http.StatusBadRequest })
 	p.post(content(3))
 	natstest.Eventually(t, 10*time.Second, func() bool {
 		return strings.Contains(p.metrics(), `geomux_worker_failed_total{reason="permanent",region="eu"} 1`)

@@ -45,10 +45,18 @@ func startProcess(t *testing.T, cfg, readyURL string) *process {
 			<-p.exited
 		}
 	})
-	natstest.Eventually(t, 30*time.Second, func() bool {
+	waitReady(t, 30*time.Second, "geomux", readyURL, p.exited, p.stderr.String)
+	return p
+}
+
+// waitReady waits until readyURL answers 200, and fails the test with the
+// process's output if it exits first.
+func waitReady(t *testing.T, timeout time.Duration, name, readyURL string, exited <-chan error, output func() string) {
+	t.Helper()
+	natstest.Eventually(t, timeout, func() bool {
 		select {
-		case err := <-p.exited:
-			t.Fatalf("geomux exited at start (%v): %s", err, p.stderr.String())
+		case err := <-exited:
+			t.Fatalf("%s exited at start (%v):\n%s", name, err, output())
 		default:
 		}
 		resp, err := http.Get(readyURL)
@@ -57,8 +65,7 @@ func startProcess(t *testing.T, cfg, readyURL string) *process {
 		}
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
-	}, "geomux to be ready")
-	return p
+	}, "%s to be ready", name)
 }
 
 // kill sends SIGKILL: no shutdown, no flush, no goodbye.
@@ -203,11 +210,11 @@ func TestSIGTERMDrains(t *testing.T) {
 	entered := make(chan struct{}, 1)
 	release := make(chan struct{})
 	backend := newFakeBackend(t, "eu")
-	backend.fail = func(int) int {
+	backend.setFail(func(int) int {
 		entered <- struct{}{}
 		<-release
 		return 0
-	}
+	})
 	ingress, admin := freePort(t), freePort(t)
 	cfg := processConfig(t, t.TempDir(), ingress, admin, zoom.srv.URL, fmt.Sprintf(`
 worker: {handler_timeout: 12s}

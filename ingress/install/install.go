@@ -57,9 +57,9 @@ type Options struct {
 func (o Options) redirectURI() string { return strings.TrimRight(o.PublicURL, "/") + PathCallback }
 func (o Options) secure() bool        { return strings.HasPrefix(o.PublicURL, "https://") }
 
-// Directory is what the flow needs of the account directory: *directory.Directory
-// where the process holds it, directory.Remote where the router does.
-type Directory = directory.Store
+// Recorder records an install: directory.Installer where the process holds
+// the directory, directory.Remote where the router does.
+type Recorder = directory.Recorder
 
 // Zoom is what the flow needs of Zoom's OAuth and API; *zoom.Client is one.
 type Zoom interface {
@@ -67,9 +67,6 @@ type Zoom interface {
 	ExchangeCode(ctx context.Context, code, redirectURI, codeVerifier string) (zoom.UserToken, error)
 	UsersMe(ctx context.Context, apiURL, accessToken string) (zoom.Me, error)
 }
-
-// Handoff gives an account's tokens to a region, which alone stores them.
-type Handoff func(ctx context.Context, region string, h vault.Handover) error
 
 // Nonces records used states: Use reports whether id is used for the first
 // time.
@@ -79,23 +76,22 @@ type Nonces interface {
 
 // Handler serves the flow.
 type Handler struct {
-	opts    Options
-	dir     Directory
-	zoom    Zoom
-	handoff Handoff
-	nonces  Nonces
-	seal    sealer
-	log     *zap.Logger
-	now     func() time.Time
+	opts   Options
+	dir    Recorder
+	zoom   Zoom
+	nonces Nonces
+	seal   sealer
+	log    *zap.Logger
+	now    func() time.Time
 }
 
 // New returns the flow's handler.
-func New(opts Options, dir Directory, z Zoom, handoff Handoff, nonces Nonces, log *zap.Logger) (*Handler, error) {
+func New(opts Options, dir Recorder, z Zoom, nonces Nonces, log *zap.Logger) (*Handler, error) {
 	s, err := newSealer(opts.StateKey)
 	if err != nil {
 		return nil, err
 	}
-	return &Handler{opts: opts, dir: dir, zoom: z, handoff: handoff, nonces: nonces, seal: s, log: log, now: time.Now}, nil
+	return &Handler{opts: opts, dir: dir, zoom: z, nonces: nonces, seal: s, log: log, now: time.Now}, nil
 }
 
 // Mount adds the flow's routes to mux.
@@ -272,47 +268,25 @@ func (h *Handler) exchange(w http.ResponseWriter, r *http.Request, code, verifie
 	return tok, me, true
 }
 
-// finish records the account in region: the directory entry first, created
-// only if the account has none (so that two installs racing into two
-// regions cannot both win), then its tokens go to the region. An account
-// that already lives in another region is not moved.
+// finish records the account in region and hands its tokens to the region
+// (directory.Recorder.Install). An account that already lives in another
+// region is not moved.
 func (h *Handler) finish(w http.ResponseWriter, r *http.Request, region config.Region, me zoom.Me, tok zoom.UserToken) {
 	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
 	defer cancel()
 	fields := []zap.Field{logfields.AccountID(me.AccountID), logfields.Region(region.Name)}
-	rec := proto.AccountRecord{AccountID: me.AccountID, Region: region.Name, APIURL: tok.APIURL}
-	rev, err := h.dir.Create(ctx, rec)
-	reserved := err == nil
-	if errors.Is(err, directory.ErrExists) {
-		cur, gerr := h.dir.Get(ctx, me.AccountID)
-		switch {
-		case gerr == nil && cur.Region != region.Name:
-			h.log.Warn("Install into another region refused", append(fields, zap.String("current_region", cur.Region))...)
-			h.alreadyElsewhere(w, cur.Region)
-			return
-		case gerr == nil:
-			err = nil // a reinstall into the same region: fresh tokens
-		default:
-			err = gerr
-		}
-	}
-	if err != nil {
-		h.problem(w, http.StatusServiceUnavailable, "Please try again", "The directory is not available. Please start again in a minute.", true)
+	err := h.dir.Install(ctx, proto.AccountRecord{AccountID: me.AccountID, Region: region.Name, APIURL: tok.APIURL},
+		vault.Handover{AccountID: me.AccountID, Record: vault.Record{UserToken: tok, UserID: me.ID}})
+	var conflict *directory.ConflictError
+	switch {
+	case errors.As(err, &conflict):
+		h.log.Warn("Install into another region refused", append(fields, zap.String("current_region", conflict.Region))...)
+		h.alreadyElsewhere(w, conflict.Region)
 		return
-	}
-	if err := h.handoff(ctx, region.Name, vault.Handover{AccountID: me.AccountID, Record: vault.Record{UserToken: tok, UserID: me.ID}}); err != nil {
-		h.log.Error("Install: tokens not handed to the region", append(fields, zap.Error(err))...)
-		if reserved {
-			// Undo the reservation, unless something changed it since.
-			_ = h.dir.DeleteAt(context.WithoutCancel(ctx), me.AccountID, rev)
-		}
+	case err != nil:
+		h.log.Error("Install not recorded", append(fields, zap.Error(err))...)
 		h.problem(w, http.StatusServiceUnavailable, "Please try again", "The "+region.Title()+" region could not take your installation right now. Please start again in a minute.", true)
 		return
-	}
-	if !reserved { // keep the api_url of the newest install
-		if err := h.dir.Refresh(ctx, rec); err != nil {
-			h.log.Warn("Install: directory not refreshed", append(fields, zap.Error(err))...)
-		}
 	}
 	h.log.Info("Account installed", fields...)
 	h.render(w, http.StatusOK, "done", view{Title: "Installed", Heading: h.opts.BotName + " is installed", Region: region})

@@ -11,22 +11,74 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/geomux/geomux/pkg/logfields"
+	"github.com/geomux/geomux/pkg/vault"
 	"github.com/geomux/geomux/proto"
 )
 
-// Store is what the install flow needs of the directory. *Directory is one,
-// for a process that holds the directory; Remote is one, for an ingress that
-// must not (its credentials cannot write the directory's bucket, so that a
-// compromised ingress cannot move accounts between regions).
-type Store interface {
+// Recorder is what the install flow needs of the directory. Installer is
+// one, where the process holds the directory (and reaches the regions);
+// Remote is one, for an ingress that does not: it asks the router, so that
+// its credentials can write neither the directory nor the regions' vaults.
+type Recorder interface {
 	Get(ctx context.Context, account string) (proto.AccountRecord, error)
-	// Create records a region only for an account without one (ErrExists).
-	Create(ctx context.Context, rec proto.AccountRecord) (uint64, error)
-	// Refresh updates the record of an account already in rec.Region (its
-	// api_url); it never moves an account (ErrExists if in another region).
-	Refresh(ctx context.Context, rec proto.AccountRecord) error
-	// DeleteAt removes a record still at revision rev.
-	DeleteAt(ctx context.Context, account string, rev uint64) error
+	// Install records rec (an account and its region) and hands the
+	// account's tokens to that region, or returns a *ConflictError if the
+	// account lives in another region. The directory entry is created
+	// first, only if the account has none (so that two installs racing into
+	// two regions cannot both win), and removed again if the handover fails.
+	Install(ctx context.Context, rec proto.AccountRecord, h vault.Handover) error
+}
+
+// ConflictError: the account already lives in another region.
+type ConflictError struct{ Region string }
+
+func (e *ConflictError) Error() string { return "directory: account already in region " + e.Region }
+
+// Is makes errors.Is(err, ErrExists) hold.
+func (e *ConflictError) Is(target error) bool { return target == ErrExists }
+
+// Handoff gives an account's tokens to a region, which alone stores them.
+type Handoff func(ctx context.Context, region string, h vault.Handover) error
+
+// Installer is the Recorder of a process that holds the directory.
+type Installer struct {
+	Dir     *Directory
+	Handoff Handoff
+}
+
+// Get reads an account's record.
+func (i Installer) Get(ctx context.Context, account string) (proto.AccountRecord, error) {
+	return i.Dir.Get(ctx, account)
+}
+
+// Install records the account in its region; see Recorder.
+func (i Installer) Install(ctx context.Context, rec proto.AccountRecord, h vault.Handover) error {
+	rev, err := i.Dir.Create(ctx, rec)
+	reserved := err == nil
+	if errors.Is(err, ErrExists) {
+		cur, gerr := i.Dir.Get(ctx, rec.AccountID)
+		switch {
+		case gerr != nil:
+			return gerr
+		case cur.Region != rec.Region:
+			return &ConflictError{Region: cur.Region}
+		}
+		err = nil // a reinstall into the same region: fresh tokens
+	}
+	if err != nil {
+		return err
+	}
+	if err := i.Handoff(ctx, rec.Region, h); err != nil {
+		if reserved {
+			// Undo the reservation, unless something changed it since.
+			_ = i.Dir.DeleteAt(context.WithoutCancel(ctx), rec.AccountID, rev)
+		}
+		return err
+	}
+	if !reserved { // keep the api_url of the newest install
+		return i.Dir.Refresh(ctx, rec)
+	}
+	return nil
 }
 
 // Refresh updates rec if the account is already in rec.Region.
@@ -53,51 +105,49 @@ func (d *Directory) Refresh(ctx context.Context, rec proto.AccountRecord) error 
 
 // request is a Remote call.
 type request struct {
-	Op     string              `json:"op"` // get, create, refresh, delete_at
-	Record proto.AccountRecord `json:"record"`
-	Rev    uint64              `json:"rev,omitempty"`
+	Op       string              `json:"op"` // get, install
+	Record   proto.AccountRecord `json:"record"`
+	Handover *vault.Handover     `json:"handover,omitempty"`
 }
 
 type reply struct {
 	Record *proto.AccountRecord `json:"record,omitempty"`
-	Rev    uint64               `json:"rev,omitempty"`
 	Error  string               `json:"error,omitempty"`
-	Code   string               `json:"code,omitempty"` // not_found, exists
+	Code   string               `json:"code,omitempty"` // not_found, conflict
+	Region string               `json:"region,omitempty"`
 }
 
-// Serve answers Remote calls (proto.DirectorySubject) from d: the router's
-// side of the install flow.
-func Serve(nc *nats.Conn, d *Directory, log *zap.Logger) (*nats.Subscription, error) {
+// Serve answers Remote calls (proto.DirectorySubject) with inst: the
+// router's side of the install flow.
+func Serve(nc *nats.Conn, inst Installer, log *zap.Logger) (*nats.Subscription, error) {
 	return nc.QueueSubscribe(proto.DirectorySubject, "geomux-directory", func(m *nats.Msg) {
 		var req request
 		var rep reply
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
 		err := json.Unmarshal(m.Data, &req)
 		if err == nil {
-			switch req.Op {
-			case "get":
+			switch {
+			case req.Op == "get":
 				var rec proto.AccountRecord
-				if rec, err = d.Get(ctx, req.Record.AccountID); err == nil {
+				if rec, err = inst.Get(ctx, req.Record.AccountID); err == nil {
 					rep.Record = &rec
 				}
-			case "create":
-				rep.Rev, err = d.Create(ctx, req.Record)
-			case "refresh":
-				err = d.Refresh(ctx, req.Record)
-			case "delete_at":
-				err = d.DeleteAt(ctx, req.Record.AccountID, req.Rev)
+			case req.Op == "install" && req.Handover != nil && req.Handover.AccountID == req.Record.AccountID:
+				err = inst.Install(ctx, req.Record, *req.Handover)
 			default:
 				err = errors.New("unknown directory operation")
 			}
 		}
+		var ce *ConflictError
 		switch {
 		case errors.Is(err, ErrNotFound):
 			rep.Code = "not_found"
-		case errors.Is(err, ErrExists):
-			rep.Code = "exists"
+		case errors.As(err, &ce):
+			rep.Code, rep.Region = "conflict", ce.Region
 		case err != nil:
-			rep.Error = err.Error()
+			// Said without details: the ingress shows a "try again" page.
+			rep.Error = "the router could not record the installation"
 			log.Warn("Directory request failed", logfields.AccountID(req.Record.AccountID), zap.Error(err))
 		}
 		b, _ := json.Marshal(rep)
@@ -105,8 +155,8 @@ func Serve(nc *nats.Conn, d *Directory, log *zap.Logger) (*nats.Subscription, er
 	})
 }
 
-// Remote is the directory as the ingress sees it: requests to the router,
-// which alone writes the directory.
+// Remote is the directory as an ingress without it sees it: requests to the
+// router.
 type Remote struct{ Conn *nats.Conn }
 
 func (r Remote) call(ctx context.Context, req request) (reply, error) {
@@ -125,8 +175,8 @@ func (r Remote) call(ctx context.Context, req request) (reply, error) {
 	switch {
 	case rep.Code == "not_found":
 		return rep, ErrNotFound
-	case rep.Code == "exists":
-		return rep, ErrExists
+	case rep.Code == "conflict":
+		return rep, &ConflictError{Region: rep.Region}
 	case rep.Error != "":
 		return rep, errors.New(rep.Error)
 	}
@@ -142,20 +192,8 @@ func (r Remote) Get(ctx context.Context, account string) (proto.AccountRecord, e
 	return *rep.Record, nil
 }
 
-// Create records a region for an account without one.
-func (r Remote) Create(ctx context.Context, rec proto.AccountRecord) (uint64, error) {
-	rep, err := r.call(ctx, request{Op: "create", Record: rec})
-	return rep.Rev, err
-}
-
-// Refresh updates the record of an account already in rec.Region.
-func (r Remote) Refresh(ctx context.Context, rec proto.AccountRecord) error {
-	_, err := r.call(ctx, request{Op: "refresh", Record: rec})
-	return err
-}
-
-// DeleteAt removes a record still at revision rev.
-func (r Remote) DeleteAt(ctx context.Context, account string, rev uint64) error {
-	_, err := r.call(ctx, request{Op: "delete_at", Record: proto.AccountRecord{AccountID: account}, Rev: rev})
+// Install asks the router to record the account and hand its tokens over.
+func (r Remote) Install(ctx context.Context, rec proto.AccountRecord, h vault.Handover) error {
+	_, err := r.call(ctx, request{Op: "install", Record: rec, Handover: &h})
 	return err
 }

@@ -6,6 +6,7 @@ package directoryfx
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -15,8 +16,10 @@ import (
 	"github.com/geomux/geomux/pkg/admin"
 	"github.com/geomux/geomux/pkg/config"
 	"github.com/geomux/geomux/pkg/directory"
+	"github.com/geomux/geomux/pkg/natsfx"
 	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/pkg/platformfx"
+	"github.com/geomux/geomux/pkg/vault"
 )
 
 // Module provides *directory.Directory (and it as directory.Store), serves
@@ -25,7 +28,8 @@ import (
 var Module = fx.Module("directory",
 	fx.Provide(
 		NewDirectory,
-		func(d *directory.Directory) directory.Store { return d },
+		NewInstaller,
+		func(i directory.Installer) directory.Recorder { return i },
 		platformfx.AsAdminRoute(func(d *directory.Directory, c config.Config, log *zap.Logger) []admin.Route {
 			return directory.NewAPI(d, c.RegionNames(), log.Named("admin")).Routes()
 		}),
@@ -36,7 +40,7 @@ var Module = fx.Module("directory",
 // Remote provides directory.Store as requests to the router: for an ingress
 // that runs without one.
 var Remote = fx.Module("directory-remote",
-	fx.Provide(func(nc *nats.Conn) directory.Store { return directory.Remote{Conn: nc} }),
+	fx.Provide(func(nc *nats.Conn) directory.Recorder { return directory.Remote{Conn: nc} }),
 )
 
 // NewDirectory opens (creating if needed) the directory bucket.
@@ -46,11 +50,23 @@ func NewDirectory(js jetstream.JetStream, c config.Config) (*directory.Directory
 	return directory.Open(ctx, js, natsx.StreamOptionsFrom(c))
 }
 
-func serve(lc fx.Lifecycle, nc *nats.Conn, d *directory.Directory, log *zap.Logger) {
+// NewInstaller records installs: the directory entry, and the tokens handed
+// to the region over the region's own connection.
+func NewInstaller(d *directory.Directory, regions natsfx.Regions) directory.Installer {
+	return directory.Installer{Dir: d, Handoff: func(ctx context.Context, region string, h vault.Handover) error {
+		r, ok := regions[region]
+		if !ok {
+			return fmt.Errorf("region %s is not configured", region)
+		}
+		return vault.Hand(ctx, r.Conn, region, h)
+	}}
+}
+
+func serve(lc fx.Lifecycle, nc *nats.Conn, inst directory.Installer, log *zap.Logger) {
 	var sub *nats.Subscription
 	lc.Append(fx.Hook{
 		OnStart: func(context.Context) (err error) {
-			sub, err = directory.Serve(nc, d, log.Named("directory"))
+			sub, err = directory.Serve(nc, inst, log.Named("directory"))
 			return err
 		},
 		OnStop: func(context.Context) error { return sub.Drain() },
