@@ -488,28 +488,39 @@ func accountEvent(t *testing.T, name, account string, ts int64) []byte {
 // the success page names the region.
 func (p *pipeline) installByHTTP(account, user, region string) {
 	p.t.Helper()
+	status, body := installByHTTP(p.t, p.publicURL, p.zoom.srv.URL, account, user, region)
+	if status != http.StatusOK || !strings.Contains(body, "is installed") || !strings.Contains(body, e2eDisplayNames[region]) {
+		p.t.Fatalf("install of %s: %d:\n%s", account, status, body)
+	}
+}
+
+// installByHTTP goes through the install flow served at publicURL with
+// Zoom's sandbox at zoomURL, and returns the status and page it ends on
+// (the callback's).
+func installByHTTP(t *testing.T, publicURL, zoomURL, account, user, region string) (int, string) {
+	t.Helper()
 	jar, err := cookiejar.New(nil)
 	if err != nil {
-		p.t.Fatal(err)
+		t.Fatal(err)
 	}
 	c := &http.Client{Jar: jar, Timeout: 20 * time.Second}
 	// The region form redirects to Zoom's authorize page; its form carries
 	// the authorize URL's parameters back to Zoom with the admin's answer.
-	resp, body := do(p.t, c, http.MethodPost, p.publicURL+"/install", url.Values{"region": {region}})
+	resp, body := do(t, c, http.MethodPost, publicURL+"/install", url.Values{"region": {region}})
 	authorize := resp.Request.URL
-	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(authorize.String(), p.zoom.srv.URL+"/oauth/authorize?") || !strings.Contains(body, `id="account"`) {
-		p.t.Fatalf("install of %s: at %s, %d:\n%s", account, authorize, resp.StatusCode, body)
+	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(authorize.String(), zoomURL+"/oauth/authorize?") || !strings.Contains(body, `id="account"`) {
+		t.Fatalf("install of %s: at %s, %d:\n%s", account, authorize, resp.StatusCode, body)
 	}
 	q := authorize.Query()
 	form := url.Values{"account": {account}, "user": {user}, "decision": {"allow"}}
 	for _, k := range []string{"client_id", "redirect_uri", "state", "code_challenge"} {
 		form.Set(k, q.Get(k))
 	}
-	resp, body = do(p.t, c, http.MethodPost, p.zoom.srv.URL+"/oauth/authorize", form)
-	if resp.StatusCode != http.StatusOK || resp.Request.URL.Path != "/oauth/callback" || !strings.Contains(body, "is installed") ||
-		!strings.Contains(body, e2eDisplayNames[region]) {
-		p.t.Fatalf("install of %s: at %s, %d:\n%s", account, resp.Request.URL, resp.StatusCode, body)
+	resp, body = do(t, c, http.MethodPost, zoomURL+"/oauth/authorize", form)
+	if resp.Request.URL.Path != "/oauth/callback" {
+		t.Fatalf("install of %s: ended at %s, %d:\n%s", account, resp.Request.URL, resp.StatusCode, body)
 	}
+	return resp.StatusCode, body
 }
 
 func do(t *testing.T, c *http.Client, method, u string, form url.Values) (*http.Response, string) {

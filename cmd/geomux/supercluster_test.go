@@ -145,6 +145,30 @@ func (d *deployment) setRegion(account, region string) {
 	adminPut(d.t, d.admin, account, region)
 }
 
+// adminGet reads an account's directory entry from the router's admin API
+// (zero if it has none).
+func adminGet(t *testing.T, admin, account string) accountRecord {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, "http://"+admin+"/admin/v1/accounts/"+account, nil)
+	req.Header.Set("Authorization", "Bearer "+e2eAdminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var rec accountRecord
+	switch resp.StatusCode {
+	case http.StatusNotFound:
+	case http.StatusOK:
+		if err := json.NewDecoder(resp.Body).Decode(&rec); err != nil {
+			t.Fatal(err)
+		}
+	default:
+		t.Fatalf("account %s: %d", account, resp.StatusCode)
+	}
+	return rec
+}
+
 func (d *deployment) post(body []byte) int {
 	status, err := zoomtest.Post(http.DefaultClient, "http://"+d.ingress+"/zoom/webhook", e2eSecret, body)
 	if err != nil {
@@ -247,6 +271,41 @@ func TestSupercluster(t *testing.T) {
 			t.Fatalf("replay: exit %d\n%s", code, out)
 		}
 		natstest.Eventually(t, 30*time.Second, func() bool { return d.delivered("eu: " + canary("eu", 100)) }, "the replayed event's reply")
+	})
+
+	t.Run("an install is recorded by the router and its tokens kept in its region", func(t *testing.T) {
+		status, body := installByHTTP(t, "http://"+d.ingress, d.zoom.srv.URL, "acct-inst", "admin-inst", "eu")
+		if status != http.StatusOK || !strings.Contains(body, "European Union") {
+			t.Fatalf("install: %d\n%s", status, body)
+		}
+		if rec := adminGet(t, d.admin, "acct-inst"); rec.Region != "eu" {
+			t.Fatalf("the directory has %+v", rec)
+		}
+		// The tokens are in eu's vault, and in no other region's.
+		for _, r := range scRegions {
+			kv, err := jsFor(t, d.regions[r], "deployer").KeyValue(t.Context(), proto.RegionVaultBucket(r))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = kv.Get(t.Context(), "acct-inst")
+			if has := err == nil; has != (r == "eu") {
+				t.Errorf("region %s's vault has the account: %v", r, has)
+			}
+		}
+		// The account stays in eu: an install into us is refused.
+		status, body = installByHTTP(t, "http://"+d.ingress, d.zoom.srv.URL, "acct-inst", "admin-inst", "us")
+		if status != http.StatusConflict || !strings.Contains(body, "European Union") {
+			t.Errorf("an install into another region: %d\n%s", status, body)
+		}
+		if rec := adminGet(t, d.admin, "acct-inst"); rec.Region != "eu" {
+			t.Errorf("after an install into us the directory has %+v", rec)
+		}
+		// Its events go to eu.
+		if s := d.post(zoomtest.BotNotification("acct-inst", canary("eu", 200), 200)); s != 200 {
+			t.Fatalf("webhook: %d", s)
+		}
+		want := "eu: " + canary("eu", 200)
+		natstest.Eventually(t, 30*time.Second, func() bool { return d.delivered(want) }, "reply %q", want)
 	})
 
 	t.Run("no region's data anywhere but in its region", func(t *testing.T) {
