@@ -355,41 +355,38 @@ func TestSupercluster(t *testing.T) {
 			nc.Close()
 			t.Error("an eu worker's key connected to the us system")
 		}
-		// On eu, the worker may not create streams nor consumers on the events stream.
-		js := jsFor(t, d.regions["eu"], "worker")
-		if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: "STOLEN", Subjects: []string{"stolen"}}); err == nil {
-			t.Error("a worker created a stream")
-		}
-		if _, err := js.CreateConsumer(context.Background(), proto.RegionEventsStream("eu"), jetstream.ConsumerConfig{Name: "spy"}); err == nil {
-			t.Error("a worker created a consumer on the events stream")
-		}
+		// On eu, the worker may not create streams nor consumers on the
+		// events stream: the server refuses each API request.
+		w := newProbe(t, d.regions["eu"], "worker")
+		_, err := w.js.CreateStream(w.ctx(), jetstream.StreamConfig{Name: "STOLEN", Subjects: []string{"stolen"}})
+		w.refused("a worker creating a stream", "$JS.API.STREAM.CREATE.STOLEN", err)
+		_, err = w.js.CreateConsumer(w.ctx(), proto.RegionEventsStream("eu"), jetstream.ConsumerConfig{Name: "spy"})
+		w.refused("a worker creating a consumer on the events stream", "$JS.API.CONSUMER.CREATE."+proto.RegionEventsStream("eu"), err)
 		// The router puts events into eu but cannot read them back.
-		rjs := jsFor(t, d.regions["eu"], "router")
-		if _, err := rjs.CreateConsumer(context.Background(), proto.RegionEventsStream("eu"), jetstream.ConsumerConfig{Name: "spy"}); err == nil {
-			t.Error("the router created a consumer on eu's events")
+		r := newProbe(t, d.regions["eu"], "router")
+		_, err = r.js.CreateConsumer(r.ctx(), proto.RegionEventsStream("eu"), jetstream.ConsumerConfig{Name: "spy"})
+		r.refused("the router creating a consumer on eu's events", "$JS.API.CONSUMER.CREATE."+proto.RegionEventsStream("eu"), err)
+		_, err = r.js.Stream(r.ctx(), proto.RegionDeadLetterStream("eu"))
+		r.refused("the router reading eu's dead letters", "$JS.API.STREAM.INFO."+proto.RegionDeadLetterStream("eu"), err)
+		// The ingress can read nothing: not what it publishes, not the
+		// directory, not the transit stream.
+		in := newProbe(t, d.hub, "ingress")
+		if _, err := in.nc.SubscribeSync(proto.IngressSubject); err != nil {
+			t.Fatal(err) // a subscription is refused asynchronously
 		}
-		// The ingress cannot read what it publishes.
-		nc, err := d.hub.connect("ingress")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer nc.Close()
-		refused := make(chan error, 1)
-		nc.SetErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { refused <- err })
-		if _, err := nc.SubscribeSync(proto.IngressSubject); err == nil {
-			select {
-			case err := <-refused:
-				if !strings.Contains(strings.ToLower(err.Error()), "permissions violation") {
-					t.Errorf("unexpected error: %v", err)
-				}
-			case <-time.After(5 * time.Second):
-				t.Error("the ingress subscribed to the events it publishes")
-			}
-		}
+		in.violation("the ingress subscribing to the events it publishes", `Subscription to "`+proto.IngressSubject+`"`)
+		_, err = in.js.KeyValue(in.ctx(), proto.DirectoryBucket)
+		in.refused("the ingress opening the directory", "$JS.API.STREAM.INFO.KV_"+proto.DirectoryBucket, err)
+		_, err = in.js.CreateConsumer(in.ctx(), proto.IngressStream, jetstream.ConsumerConfig{Name: "spy"})
+		in.refused("the ingress reading the transit stream", "$JS.API.CONSUMER.CREATE."+proto.IngressStream, err)
 		// An eu operator cannot reach us's dead letters: its key is eu's only.
-		if code, out := runTool(append(d.env("operator-eu"), "GEOMUX_REGIONS_EU_NATS_URL="+d.regions["us"].url()),
-			"dlq", "list", "--config", scConfig("operator-eu.yaml"), "--region", "eu"); code == 0 {
-			t.Errorf("an eu operator listed another region's dead letters:\n%s", out)
+		toUS := append(d.env("operator-eu"), "GEOMUX_REGIONS_EU_NATS_URL="+d.regions["us"].url())
+		for _, cmd := range [][]string{{"list"}, {"replay", "--all"}} {
+			args := append([]string{"dlq"}, cmd...)
+			code, out := runTool(toUS, append(args, "--config", scConfig("operator-eu.yaml"), "--region", "eu")...)
+			if code == 0 || !strings.Contains(out, "Authorization Violation") {
+				t.Errorf("an eu operator's dlq %s on the us system: exit %d\n%s", cmd[0], code, out)
+			}
 		}
 	})
 
@@ -515,6 +512,72 @@ func connectWithSeed(url, seedFile string) (*nats.Conn, error) {
 		return nil, err
 	}
 	return nats.Connect(url, o, nats.Timeout(3*time.Second), nats.MaxReconnects(0))
+}
+
+// probe is a connection as one role that sees the server's refusals (its
+// asynchronous permissions violations).
+type probe struct {
+	t    *testing.T
+	nc   *nats.Conn
+	js   jetstream.JetStream
+	errs chan error
+}
+
+func newProbe(t *testing.T, s *ncSystem, role string) *probe {
+	t.Helper()
+	p := &probe{t: t, errs: make(chan error, 16)}
+	nc, err := s.connect(role, nats.CustomInboxPrefix("_INBOX_"+role),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			select {
+			case p.errs <- err:
+			default:
+			}
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	p.nc = nc
+	if p.js, err = jetstream.New(nc); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// ctx bounds a request the server will not answer (it refuses it instead).
+func (p *probe) ctx() context.Context {
+	ctx, cancel := context.WithTimeout(p.t.Context(), time.Second)
+	p.t.Cleanup(cancel)
+	return ctx
+}
+
+// refused fails the test unless the operation failed (opErr) and the
+// server reported a permissions violation naming subject.
+func (p *probe) refused(what, subject string, opErr error) {
+	p.t.Helper()
+	if opErr == nil {
+		p.t.Errorf("%s succeeded", what)
+		return
+	}
+	p.violation(what, subject)
+}
+
+// violation waits for the server's report of a permissions violation
+// naming subject.
+func (p *probe) violation(what, subject string) {
+	p.t.Helper()
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case err := <-p.errs:
+			if strings.Contains(err.Error(), "Permissions Violation") && strings.Contains(err.Error(), subject) {
+				return
+			}
+		case <-deadline:
+			p.t.Errorf("%s: the server did not refuse %s", what, subject)
+			return
+		}
+	}
 }
 
 func jsFor(t *testing.T, s *ncSystem, role string) jetstream.JetStream {
