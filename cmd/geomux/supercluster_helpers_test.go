@@ -13,20 +13,26 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nkeys"
 )
 
 // The deployment of deploy/supercluster/ (topology A: a hub and an
 // independent NATS system per region), run here for real: the repo's own
-// nats-server configs, each server embedded in the test process with its
-// variables in the environment while its config is read (nats-server takes
-// $VARS from there), and the repo's own geomux configs for separate geomux
-// processes, with their site values given as GEOMUX_* variables.
+// nats-server configs, each server a process of its own (the test binary
+// acting as nats-server, see runNATSEnv) with its config's variables in its
+// environment (nats-server takes $VARS from there), and the repo's own
+// geomux configs for separate geomux processes, with their site values given
+// as GEOMUX_* variables.
+//
+// The servers run outside the test process for the same reason a deployment
+// runs them apart: a clustered nats-server shut down while it is still
+// applying its cluster's assignments can leave a stream store running, which
+// would be taken for a leak of geomux's (goleak in TestMain).
 
 // roles of each system's users.
 var (
@@ -38,8 +44,8 @@ var (
 type ncSystem struct {
 	t       *testing.T
 	name    string
-	conf    string // the repo's config text, as used
-	servers []*server.Server
+	conf    string // the repo's config file, as used
+	servers []*natsProc
 	vars    []map[string]string // per server: its config's variables
 	dirs    []string            // per server: its own directory (store, log)
 	urls    []string            // client URLs
@@ -79,7 +85,10 @@ func startSystem(t *testing.T, name string, n int, keysDir string, encrypted boo
 	if !encrypted {
 		conf = cipherLines.ReplaceAllString(conf, "")
 	}
-	s := &ncSystem{t: t, name: name, conf: conf, seeds: map[string]string{}}
+	s := &ncSystem{t: t, name: name, conf: filepath.Join(t.TempDir(), name+".conf"), seeds: map[string]string{}}
+	if err := os.WriteFile(s.conf, []byte(conf), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	roles := regionRoles
 	if name == "hub" {
 		roles = hubRoles
@@ -146,46 +155,65 @@ func startSystem(t *testing.T, name string, n int, keysDir string, encrypted boo
 	return s
 }
 
-// envMu serialises the reading of configs, whose variables come from the
-// process environment.
-var envMu sync.Mutex
-
-func (s *ncSystem) start(i int) *server.Server {
-	opts := &server.Options{}
-	envMu.Lock()
-	for k, v := range s.vars[i] {
-		os.Setenv(k, v)
-	}
-	err := opts.ProcessConfigString(s.conf)
-	for k := range s.vars[i] {
-		os.Unsetenv(k)
-	}
-	envMu.Unlock()
-	if err != nil {
-		s.t.Errorf("system %s config: %v", s.name, err)
-		return nil
-	}
-	opts.NoSigs = true
-	opts.LogFile = filepath.Join(s.dirs[i], "nats-server.log")
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		s.t.Errorf("system %s: %v", s.name, err)
-		return nil
-	}
-	ns.ConfigureLogger()
-	ns.Start()
-	if !ns.ReadyForConnections(20 * time.Second) {
-		s.t.Errorf("system %s server %d not ready", s.name, i)
-	}
-	return ns
+// natsProc is one nats-server process of a system.
+type natsProc struct {
+	cmd    *exec.Cmd
+	exited chan error
 }
 
-// stop shuts server i down (as a crash would, for its clients).
+// start starts server i and waits until it accepts clients.
+func (s *ncSystem) start(i int) *natsProc {
+	dir := s.dirs[i]
+	ready := filepath.Join(dir, "ready")
+	_ = os.Remove(ready)
+	p := &natsProc{exited: make(chan error, 1)}
+	p.cmd = exec.Command(os.Args[0], s.conf, filepath.Join(dir, "nats-server.log"), ready)
+	p.cmd.Env = append(os.Environ(), runNATSEnv+"=1")
+	for k, v := range s.vars[i] {
+		p.cmd.Env = append(p.cmd.Env, k+"="+v)
+	}
+	var out bytes.Buffer
+	p.cmd.Stdout, p.cmd.Stderr = &out, &out
+	if err := p.cmd.Start(); err != nil {
+		s.t.Errorf("system %s server %d: %v", s.name, i, err)
+		return nil
+	}
+	go func() { p.exited <- p.cmd.Wait() }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if _, err := os.Stat(ready); err == nil {
+			return p
+		}
+		select {
+		case err := <-p.exited:
+			s.t.Errorf("system %s server %d exited at start (%v): %s", s.name, i, err, out.String())
+			return nil
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			s.t.Errorf("system %s server %d not ready", s.name, i)
+			_ = p.cmd.Process.Kill()
+			<-p.exited
+			return nil
+		}
+	}
+}
+
+// stop shuts server i down (as a crash would, for its clients): SIGTERM,
+// then SIGKILL if it has not exited within 30 s.
 func (s *ncSystem) stop(i int) {
-	if ns := s.servers[i]; ns != nil {
-		ns.Shutdown()
-		ns.WaitForShutdown()
-		s.servers[i] = nil
+	p := s.servers[i]
+	if p == nil {
+		return
+	}
+	s.servers[i] = nil
+	_ = p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-p.exited:
+	case <-time.After(30 * time.Second):
+		s.t.Errorf("system %s server %d did not stop; killed", s.name, i)
+		_ = p.cmd.Process.Kill()
+		<-p.exited
 	}
 }
 
