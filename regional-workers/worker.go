@@ -78,13 +78,14 @@ type Worker struct {
 	base    context.Context
 	cancel  context.CancelFunc
 	running atomic.Bool
+	ackWait time.Duration
 }
 
 // New returns a worker for opts.Region.
 func New(js jetstream.JetStream, h Handler, zc Sender, opts Options, m *Metrics, log *zap.Logger) *Worker {
 	m.init(opts.Region)
 	return &Worker{js: js, handler: h, zoom: zc, opts: opts, metrics: m,
-		log: log.With(logfields.Region(opts.Region))}
+		log: log.With(logfields.Region(opts.Region)), ackWait: ConsumerConfig(opts).AckWait}
 }
 
 // Start sets up the region's streams and bucket, starts turning
@@ -287,7 +288,7 @@ func (w *Worker) process(m jetstream.Msg) {
 	var st replyState
 	err = w.prepare(ctx, &ev)
 	if err == nil {
-		st, err = w.handle(ctx, ev, replay)
+		st, err = w.handle(ctx, start, ev, replay)
 	}
 	cancel()
 	w.metrics.HandleSeconds.WithLabelValues(w.opts.Region).Observe(time.Since(start).Seconds())
@@ -296,9 +297,7 @@ func (w *Worker) process(m jetstream.Msg) {
 		// The replies are out: the ack must go even if Stop is giving up,
 		// or the event would be redelivered (its record keeps the replies
 		// from going out twice, but the work would be done again).
-		actx, acancel := context.WithTimeout(context.WithoutCancel(w.base), 5*time.Second)
-		err := m.DoubleAck(actx)
-		acancel()
+		err := w.settle(start, m.DoubleAck)
 		if err != nil {
 			w.log.Warn("Ack failed; the event will be redelivered", append(fields, zap.Error(err))...)
 		}
@@ -322,7 +321,7 @@ func (w *Worker) process(m jetstream.Msg) {
 	st.LastError, st.LastStatus = dlq.Describe(err)
 	st.LastAttempt = time.Now().UTC()
 	if ev.Type != zoom.EventAppDeauthorized { // the account was just erased: keep nothing of it
-		w.saveState(ev.AccountID, ev.ID, st, fields)
+		w.saveState(start, ev.AccountID, ev.ID, st, fields)
 	}
 	switch {
 	case !retry.Retryable(err):
@@ -433,7 +432,7 @@ func (w *Worker) event(m jetstream.Msg) (Event, error) {
 // killed, so a Zoom re-delivery, a router redelivery or a killed worker's
 // event can all come back as a first delivery. An operator's replay asks the
 // handler again unless some replies already went out.
-func (w *Worker) handle(ctx context.Context, ev Event, replay bool) (replyState, error) {
+func (w *Worker) handle(ctx context.Context, start time.Time, ev Event, replay bool) (replyState, error) {
 	st, recorded, err := w.state.load(ctx, ev.AccountID, ev.ID)
 	if err != nil {
 		return st, err
@@ -481,23 +480,54 @@ func (w *Worker) handle(ctx context.Context, ev Event, replay bool) (replyState,
 			// Finished: keep that it was, not what was said.
 			rec = replyState{Sent: st.Sent, MessageIDs: st.MessageIDs, Done: true}
 		}
-		w.saveState(ev.AccountID, ev.ID, rec, nil)
+		w.saveState(start, ev.AccountID, ev.ID, rec, nil)
 	}
 	return st, nil
 }
 
 // saveState records an event's state. It runs even when the attempt's
 // context has expired: the record is what keeps a retry from sending twice.
-func (w *Worker) saveState(account, id string, st replyState, fields []zap.Field) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.base), 5*time.Second)
-	defer cancel()
-	if err := w.state.save(ctx, account, id, st); err != nil {
+func (w *Worker) saveState(start time.Time, account, id string, st replyState, fields []zap.Field) {
+	if err := w.settle(start, func(ctx context.Context) error { return w.state.save(ctx, account, id, st) }); err != nil {
 		if fields == nil {
 			fields = []zap.Field{logfields.EventID(id)}
 		}
 		w.log.Error("Reply state not recorded; a redelivery may repeat replies", append(fields, zap.Error(err))...)
 	}
 }
+
+// settle does f, which records what became of an event delivered at start
+// or acknowledges it, until it succeeds, retrying while NATS does not answer
+// (a region's servers restarting, a leader election): what it records is
+// what keeps a redelivery from asking the backend and sending the replies
+// again. It gives up when the event's ack wait is nearly over (JetStream
+// redelivers it then anyway), on an error that will not pass, or when a stop
+// gives up.
+func (w *Worker) settle(start time.Time, f func(context.Context) error) error {
+	until := start.Add(w.ackWait - settleMargin)
+	wait := 50 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(w.base), min(settleAttempt, max(time.Until(until), 0)+time.Second))
+		err := f(ctx)
+		cancel()
+		if err == nil || !natsx.Transient(err) || time.Until(until) < wait {
+			return err
+		}
+		select {
+		case <-time.After(wait):
+		case <-w.base.Done():
+			return err
+		}
+		wait = min(2*wait, time.Second)
+	}
+}
+
+// settleAttempt bounds one attempt of settle; settleMargin is how long before
+// the ack wait's end settle gives up.
+const (
+	settleAttempt = 5 * time.Second
+	settleMargin  = 3 * time.Second
+)
 
 // deadLetter stores the event in the region's dead-letter stream with why it
 // failed, then terminates it. If the dead letter cannot be stored the event

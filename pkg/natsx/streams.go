@@ -331,7 +331,7 @@ func retrySetup[T any](ctx context.Context, f func(context.Context) (T, error)) 
 		actx, cancel := context.WithTimeout(ctx, setupAttemptTimeout)
 		v, err := f(actx)
 		cancel()
-		if err == nil || !transientSetupError(err) || ctx.Err() != nil {
+		if err == nil || !Transient(err) || ctx.Err() != nil {
 			return v, err
 		}
 		select {
@@ -342,10 +342,14 @@ func retrySetup[T any](ctx context.Context, f func(context.Context) (T, error)) 
 	}
 }
 
-func transientSetupError(err error) bool {
+// Transient reports whether a NATS request failed for a reason that passes
+// by itself: no answer in time (a server away, the connection
+// reconnecting), nobody to answer yet (a stream leader being elected),
+// JetStream not enabled yet, the reconnect buffer full.
+func Transient(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, jetstream.ErrJetStreamNotEnabled) || errors.Is(err, nats.ErrNoResponders) ||
-		errors.Is(err, jetstream.ErrNoStreamResponse)
+		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrReconnectBufExceeded)
 }
 
 // DeleteMsg deletes a stream message, overwriting its bytes on disk when
