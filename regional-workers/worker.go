@@ -242,11 +242,17 @@ func (w *Worker) giveUp() {
 // dispatch hands an event to a free slot, waiting for one. After giveUp it
 // hands the event back instead.
 func (w *Worker) dispatch(m jetstream.Msg) {
+	waited := false
 	select {
 	case w.slots <- struct{}{}:
-	case <-w.base.Done():
-		_ = m.Nak()
-		return
+	default:
+		waited = true
+		select {
+		case w.slots <- struct{}{}:
+		case <-w.base.Done():
+			_ = m.Nak()
+			return
+		}
 	}
 	w.mu.Lock()
 	if w.base.Err() != nil {
@@ -257,9 +263,11 @@ func (w *Worker) dispatch(m jetstream.Msg) {
 	}
 	w.wg.Add(1)
 	w.mu.Unlock()
-	// The event may have waited for its slot: restart its ack wait, so that
-	// it is not redelivered while this attempt runs.
-	_ = m.InProgress()
+	if waited {
+		// The event waited for its slot: restart its ack wait, so that it
+		// is not redelivered while this attempt runs.
+		_ = m.InProgress()
+	}
 	go func() {
 		defer func() { <-w.slots; w.wg.Done() }()
 		w.process(m)
@@ -296,8 +304,11 @@ func (w *Worker) process(m jetstream.Msg) {
 	if err == nil {
 		// The replies are out: the ack must go even if Stop is giving up,
 		// or the event would be redelivered (its record keeps the replies
-		// from going out twice, but the work would be done again).
-		err := w.settle(start, m.DoubleAck)
+		// from going out twice, but an event without replies would be
+		// handled again). A plain ack, not a double one: waiting for the
+		// server to confirm it costs a round trip per event, and the rare
+		// lost ack only makes a redelivery that the record mostly absorbs.
+		err := w.settle(start, func(context.Context) error { return m.Ack() })
 		if err != nil {
 			w.log.Warn("Ack failed; the event will be redelivered", append(fields, zap.Error(err))...)
 		}
