@@ -2,6 +2,7 @@ package ingress_test
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"sync/atomic"
@@ -72,4 +73,45 @@ func benchWebhook(b *testing.B, syncAlways, parallel bool) {
 	for b.Loop() {
 		one()
 	}
+}
+
+// BenchmarkChainBaseline is the least an ingress can do per accepted event,
+// for comparison with BenchmarkWebhook: read, verify, publish the bare body
+// (no headers, no deduplication), wait for the ack.
+func BenchmarkChainBaseline(b *testing.B) {
+	c := config.Default().NATS
+	c.StoreDir, c.Listen = "", ""
+	ns := natstest.StartWith(b, c)
+	if _, err := natsx.EnsureStream(context.Background(), ns.JS, natsx.IngressStreamConfig(natsx.StreamOptionsFrom(config.Default()))); err != nil {
+		b.Fatal(err)
+	}
+	v := zoom.NewVerifier([]string{secret}, 5*time.Minute)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if _, err := v.Verify(r.Header.Get(zoom.HeaderSignature), r.Header.Get(zoom.HeaderTimestamp), body); err != nil {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if _, err := ns.JS.Publish(ctx, "geomux.in", body); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	})
+	var n atomic.Int64
+	now := time.Now()
+	b.ReportAllocs()
+	b.SetParallelism(16)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			req := zoomtest.NewRequest("http://ingress"+ingress.WebhookPath, secret, zoomtest.BotNotification("acct", "hello", n.Add(1)), now)
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, req)
+			if w.Code != http.StatusOK {
+				b.Errorf("status %d", w.Code)
+			}
+		}
+	})
 }

@@ -163,17 +163,19 @@ func (s *Handler) validate(w http.ResponseWriter, key *zoom.Key, head zoom.Head)
 // acknowledged it.
 func (s *Handler) persist(w http.ResponseWriter, r *http.Request, body []byte, head zoom.Head, received time.Time) {
 	id := proto.EventID(body)
-	fields := []zap.Field{logfields.EventID(id), logfields.EventType(head.Event), logfields.AccountID(head.AccountID)}
+	// The log fields, built only for a line that is written.
+	fields := func() []zap.Field {
+		return []zap.Field{logfields.EventID(id), logfields.EventType(head.Event), logfields.AccountID(head.AccountID)}
+	}
 
 	// Without a connection the publish cannot succeed: say so at once rather
 	// than after the publish timeout.
 	if !s.nc.IsConnected() {
-		s.unavailable(w, errors.New("NATS is not connected"), fields)
+		s.unavailable(w, errors.New("NATS is not connected"), fields())
 		return
 	}
-	msg := nats.NewMsg(proto.IngressSubject)
-	msg.Data = body
-	hd := msg.Header
+	hd := make(nats.Header, 8)
+	msg := &nats.Msg{Subject: proto.IngressSubject, Data: body, Header: hd}
 	hd.Set(jetstream.MsgIDHeader, id)
 	hd.Set(proto.HeaderEventID, id)
 	hd.Set(proto.HeaderEventType, head.Event)
@@ -191,16 +193,16 @@ func (s *Handler) persist(w http.ResponseWriter, r *http.Request, body []byte, h
 	ack, err := s.js.PublishMsg(ctx, msg)
 	s.metrics.PublishSeconds.Observe(s.now().Sub(pubStart).Seconds())
 	if err != nil {
-		s.unavailable(w, err, fields)
+		s.unavailable(w, err, fields())
 		return
 	}
 	if ack.Duplicate {
 		s.metrics.Duplicates.Inc()
-		s.log.Info("Duplicate event acknowledged", fields...)
+		s.log.Info("Duplicate event acknowledged", fields()...)
 	} else {
 		s.metrics.Published.Inc()
 		if ce := s.log.Check(zap.DebugLevel, "Event persisted"); ce != nil {
-			ce.Write(append(fields, logfields.Sequence(ack.Sequence))...)
+			ce.Write(append(fields(), logfields.Sequence(ack.Sequence))...)
 		}
 	}
 	w.WriteHeader(http.StatusOK)

