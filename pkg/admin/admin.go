@@ -7,6 +7,7 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,6 +32,15 @@ func NewHandler(token string, routes []Route, g prometheus.Gatherer, h *health.R
 	for _, r := range routes {
 		api.Handle(r.Pattern, r.Handler)
 	}
+	// Go's profiles, for whoever holds the admin token: stacks and counts,
+	// never message content.
+	// (net/http/pprof finds a profile's name after /debug/pprof/.)
+	prof := http.NewServeMux()
+	prof.HandleFunc("GET /debug/pprof/", pprof.Index)
+	prof.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	prof.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	prof.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	api.Handle("GET /admin/debug/pprof/", http.StripPrefix("/admin", prof))
 	mux.Handle("/admin/", RequireToken(token, api))
 	mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
 	h.Mount(mux)
