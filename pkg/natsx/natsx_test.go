@@ -171,7 +171,7 @@ func TestEnsureStreamIdempotent(t *testing.T) {
 	if info.State.Msgs != 1 {
 		t.Errorf("stream holds %d messages after EnsureStream again, want the 1 kept", info.State.Msgs)
 	}
-	if info.Config.Name != cfg.Name || info.Config.Retention != jetstream.WorkQueuePolicy || info.Config.Duplicates != 2*time.Hour {
+	if info.Config.Name != cfg.Name || info.Config.Retention != jetstream.WorkQueuePolicy || info.Config.Duplicates != natsx.MsgIDWindow {
 		t.Errorf("stream config = %+v", info.Config)
 	}
 	if s1.CachedInfo().Created != info.Created {

@@ -15,7 +15,8 @@ import (
 
 // StreamOptions are the settings geomux's streams are created with.
 type StreamOptions struct {
-	// DedupWindow is how long a Nats-Msg-Id (the event id) is remembered.
+	// DedupWindow is how long a region remembers an event it finished, and
+	// the parked and dead-letter streams a Nats-Msg-Id (the event id).
 	DedupWindow time.Duration
 	// ParkTTL is how long a parked event is kept.
 	ParkTTL time.Duration
@@ -80,9 +81,19 @@ func (o StreamOptions) transitStorage() jetstream.StorageType {
 	return jetstream.FileStorage
 }
 
+// MsgIDWindow is how long the transit and region event streams remember a
+// Nats-Msg-Id (the event id): long enough to drop the copies that come
+// close together (Zoom's simultaneous duplicates, a publish retried, an
+// event the router republishes after its 30 s ack wait), no longer. nats-server
+// keeps each id in memory (about 100 bytes) for the whole window, at every
+// hop: a window of nats.dedup_window (2 h) would hold hundreds of bytes per
+// event, for hours. Re-deliveries that come later (Zoom retries after 5, 20
+// and 60 minutes) are recognised by the region's reply records, kept for
+// nats.dedup_window.
+const MsgIDWindow = time.Minute
+
 // IngressStreamConfig is the transit stream: it holds accepted events until the router has placed them in
 // their region. Work-queue retention: an event leaves once the router acks it.
-// The dedup window makes JetStream drop Zoom's re-deliveries of an event.
 func IngressStreamConfig(o StreamOptions) jetstream.StreamConfig {
 	c := jetstream.StreamConfig{
 		Name:        proto.IngressStream,
@@ -90,7 +101,7 @@ func IngressStreamConfig(o StreamOptions) jetstream.StreamConfig {
 		Subjects:    []string{proto.IngressSubject},
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     o.transitStorage(),
-		Duplicates:  o.DedupWindow,
+		Duplicates:  MsgIDWindow,
 		Discard:     jetstream.DiscardNew,
 	}
 	o.Hub.stream(&c)
@@ -121,7 +132,7 @@ func RegionEventsConfig(region string, o StreamOptions) jetstream.StreamConfig {
 		Subjects:    []string{proto.RegionEventsSubject(region)},
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
-		Duplicates:  o.DedupWindow,
+		Duplicates:  MsgIDWindow,
 		Discard:     jetstream.DiscardNew,
 	}
 	o.Regions[region].stream(&c)
