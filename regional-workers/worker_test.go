@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/geomux/geomux/pkg/natsx/natstest"
@@ -100,6 +101,41 @@ func TestEchoRepliesToEachEventOnce(t *testing.T) {
 	}
 	if n := z.SB.TokensIssued(); n != 1 {
 		t.Errorf("%d tokens fetched for 20 messages, want 1 (cached)", n)
+	}
+}
+
+// A re-delivery that comes after the streams have forgotten the event's
+// Msg-Id (Zoom retries 5, 20 and 60 minutes later; the streams remember an
+// id for natsx.MsgIDWindow) is recognised by the region's record of the
+// event: the backend is not asked again and nothing is sent twice.
+func TestLateRedeliveryIsHandledOnce(t *testing.T) {
+	t.Parallel()
+	ns := natstest.Start(t, "")
+	z := newFakeZoom(t, nil)
+	b := newFakeBackend(t, func(int, proto.BackendRequest) backendAnswer {
+		return answerJSON(proto.BackendResponse{Messages: []proto.ChatMessage{{Content: card("reply")}}})
+	})
+	startWorker(t, ns.JS, backendHandler(t, b, "us", 0), zoomClient(t, z), testOptions("us"))
+
+	body := zoomtest.BotNotification("acct", "once only", 1)
+	first := publish(t, ns.JS, "us", zoom.EventBotNotification, "acct", body)
+	waitEventsGone(t, ns.JS, "us")
+	// The same event, as the router publishes it once the window is over:
+	// a Msg-Id JetStream no longer remembers.
+	m := nats.NewMsg(proto.RegionEventsSubject("us"))
+	m.Data = body
+	for _, h := range [][2]string{{proto.HeaderEventID, first.ID}, {proto.HeaderEventType, zoom.EventBotNotification},
+		{proto.HeaderAccountID, "acct"}, {proto.HeaderRegion, "us"}, {jetstream.MsgIDHeader, first.ID + "-later"}} {
+		m.Header.Set(h[0], h[1])
+	}
+	publishMsg(t, ns.JS, m)
+	waitEventsGone(t, ns.JS, "us")
+
+	if got := z.Texts(); len(got) != 1 {
+		t.Errorf("Zoom received %q, want one reply", got)
+	}
+	if n := b.Hits(); n != 1 {
+		t.Errorf("the backend was asked %d times, want once", n)
 	}
 }
 
