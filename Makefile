@@ -1,5 +1,5 @@
 # geomux: `make run` starts the whole pipeline on one machine; `make test` runs every test.
-MODULES := proto pkg ingress router regional-workers cmd/geomux
+MODULES := proto pkg ingress router regional-workers cmd/geomux bench
 GO      ?= go
 BIN     := bin/geomux
 CONFIG  ?= deploy/local/geomux.yaml
@@ -46,9 +46,26 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 40000x executions), e.g. mak
 test-short: ## Run every test without the race detector (faster)
 	@set -e; for m in $(MODULES); do (cd $$m && $(GO) test -count=1 ./...); done
 
+# The load benchmark (bench/, README "Performance"): baselines, open-loop
+# rate steps end to end, sync_always, a 2-minute memory run and scale-out on
+# separate processes; under 5 minutes on 2 cores. Results: bench/results/.
+BENCH_ARGS ?=
+# Micro-benchmarks run each for BENCHTIME (go test -benchtime).
+BENCHTIME ?= 300ms
+
 .PHONY: bench
-bench: ## Run the micro-benchmarks of every module (allocations reported)
-	@set -e; for m in $(MODULES); do (cd $$m && $(GO) test -run '^$$' -bench . -benchmem ./...); done
+bench: bench-micro bench-load ## Run the micro-benchmarks, then the load benchmark (results in bench/results/)
+
+.PHONY: bench-micro
+bench-micro: ## Run the micro-benchmarks of the hot paths (allocations reported)
+	@mkdir -p bench/results
+	@for m in $(MODULES); do (cd $$m && $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...); done 2>&1 | tee bench/results/micro.txt
+	@! grep -q '^FAIL' bench/results/micro.txt
+
+.PHONY: bench-load
+bench-load: build ## Run the load benchmark, e.g. make bench-load BENCH_ARGS="--phases e2e --rates 1000,2000"
+	cd bench && $(GO) build -o ../bin/nats-server github.com/nats-io/nats-server/v2 && $(GO) build -o ../bin/geomux-bench .
+	bin/geomux-bench --geomux $(BIN) --nats-server bin/nats-server --out bench/results $(BENCH_ARGS)
 
 .PHONY: vet
 vet: ## go vet every module

@@ -1,0 +1,82 @@
+// Command geomux-bench measures geomux against the physical limit of the
+// machine it runs on: an open-loop load of signed Zoom events against a
+// freshly started geomux, with fakes of Zoom and of three regional backends
+// in this process, and two baselines measured in the same run (a bare
+// net/http server, and the minimal chain geomux's ingress cannot do less
+// than: verify, one JetStream publish, wait for the ack, answer). See
+// README.md, "Performance".
+//
+//	geomux-bench [--geomux bin/geomux] [--nats-server bin/nats-server] [--out bench/results]
+//
+// The baselines run as child processes of this same binary.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+// usageError is a wrong argument: exit 2.
+type usageError struct{ error }
+
+func run(args []string) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case baselineHTTPCmd:
+			return serveBaseline(args[1:], httpBaseline)
+		case baselineChainCmd:
+			return serveBaseline(args[1:], chainBaseline)
+		}
+	}
+	fs := flag.NewFlagSet("geomux-bench", flag.ContinueOnError)
+	var o options
+	fs.StringVar(&o.geomux, "geomux", "bin/geomux", "the geomux binary to measure (make build)")
+	fs.StringVar(&o.natsServer, "nats-server", "bin/nats-server", "the nats-server binary for the scale-out runs (make bench builds it from the pinned module)")
+	fs.StringVar(&o.out, "out", "bench/results", "where latest.json, latest.md and latency.svg are written")
+	fs.DurationVar(&o.step, "step", 4*time.Second, "how long each rate step sends")
+	fs.DurationVar(&o.soak, "soak", 2*time.Minute, "how long the memory run sends at --soak-rate")
+	fs.Float64Var(&o.soakRate, "soak-rate", 5000, "events per second of the memory run")
+	fs.Var(&o.rates, "rates", "the rate steps, events per second, comma-separated")
+	fs.Var(&o.scaleRates, "scale-rates", "the rate steps of the scale-out runs")
+	fs.BoolVar(&o.skipScale, "skip-scale-out", false, "skip the runs against separate processes (same as leaving scale-out out of --phases)")
+	fs.Var(&o.phases, "phases", "the phases to run, comma-separated: saturation, e2e, sync, soak, scale-out (default all)")
+	fs.IntVar(&o.rounds, "rounds", 3, "saturation: how many times each ingress is measured, in turns; the median counts")
+	fs.StringVar(&o.profile, "profile", "", "save CPU and allocation profiles of the all-in-one geomux here, taken during the --profile-rate step")
+	fs.Float64Var(&o.profileRate, "profile-rate", 2000, "the end-to-end step to profile")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: geomux-bench [flags]\n\nRuns the load benchmark against a freshly started geomux and writes its results.\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "geomux-bench: unexpected argument %q (see --help)\n", fs.Arg(0))
+		return 2
+	}
+	o.defaults()
+	if err := o.check(); err != nil {
+		fmt.Fprintln(os.Stderr, "geomux-bench:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := benchmark(ctx, o); err != nil {
+		fmt.Fprintln(os.Stderr, "geomux-bench:", err)
+		return 1
+	}
+	return 0
+}
