@@ -44,9 +44,15 @@ type HandlerParams struct {
 
 func newHandler(p HandlerParams) (*Handler, error) {
 	c := p.Config
+	def := c.Zoom.DefaultApp()
 	opts := Options{
-		Verifier:       zoom.NewVerifier(c.Zoom.WebhookSecretTokens, c.Ingress.MaxClockSkew.D()),
+		Verifier:       zoom.NewVerifier(def.WebhookSecretTokens, c.Ingress.MaxClockSkew.D()),
+		DefaultApp:     def.Name,
+		Apps:           map[string]*zoom.Verifier{},
 		PublishTimeout: c.Ingress.PublishTimeout.D(),
+	}
+	for _, a := range c.Zoom.AllApps()[1:] {
+		opts.Apps[a.Name] = zoom.NewVerifier(a.WebhookSecretTokens, c.Ingress.MaxClockSkew.D())
 	}
 	if c.Install.Enabled() {
 		ctx, cancel := context.WithTimeout(context.Background(), c.NATS.ConnectTimeout.D())

@@ -17,9 +17,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/geomux/geomux/pkg/config"
 	"github.com/geomux/geomux/pkg/health"
 	"github.com/geomux/geomux/pkg/logfields"
 	"github.com/geomux/geomux/pkg/zoom"
@@ -35,15 +37,21 @@ const WebhookPath = "/zoom/webhook"
 
 // Options configure a Handler.
 type Options struct {
-	// Verifier checks Zoom's signatures.
+	// Verifier checks the signatures of the default app's events, posted to
+	// WebhookPath.
 	Verifier *zoom.Verifier
+	// DefaultApp names the default app (config.DefaultAppName when empty).
+	DefaultApp string
+	// Apps are the other apps' verifiers, by name: each app's events are
+	// posted to WebhookPath/<name> and verified with its secrets only.
+	Apps map[string]*zoom.Verifier
 	// PublishTimeout bounds the wait for JetStream's acknowledgement.
 	PublishTimeout time.Duration
 	// Install, if set, serves the install flow beside the webhook.
 	Install interface{ Mount(*http.ServeMux) }
 }
 
-// Handler serves the webhook endpoint and the health endpoints.
+// Handler serves the webhook endpoints and the health endpoints.
 type Handler struct {
 	js      jetstream.JetStream
 	nc      *nats.Conn
@@ -52,20 +60,59 @@ type Handler struct {
 	metrics *Metrics
 	mux     *http.ServeMux
 	now     func() time.Time
+	apps    map[string]*app
 
 	rejectLog *zap.Logger
 }
 
+// app is one Zoom app the ingress serves, with its metrics at hand.
+type app struct {
+	name            string
+	verifier        *zoom.Verifier
+	received        prometheus.Counter
+	rejected        *prometheus.CounterVec
+	urlValidations  prometheus.Counter
+	published       prometheus.Counter
+	duplicates      prometheus.Counter
+	publishFailures prometheus.Counter
+}
+
+func newApp(name string, v *zoom.Verifier, m *Metrics) *app {
+	return &app{name: name, verifier: v,
+		received: m.Received.WithLabelValues(name), rejected: m.Rejected.MustCurryWith(prometheus.Labels{"app": name}),
+		urlValidations: m.URLValidations.WithLabelValues(name), published: m.Published.WithLabelValues(name),
+		duplicates: m.Duplicates.WithLabelValues(name), publishFailures: m.PublishFailures.WithLabelValues(name)}
+}
+
 // NewHandler returns the ingress HTTP handler. It publishes with js, over nc.
 func NewHandler(js jetstream.JetStream, opts Options, m *Metrics, h *health.Registry, log *zap.Logger) *Handler {
+	if opts.DefaultApp == "" {
+		opts.DefaultApp = config.DefaultAppName
+	}
 	s := &Handler{js: js, nc: js.Conn(), opts: opts, log: log, metrics: m, mux: http.NewServeMux(), now: time.Now,
+		apps: map[string]*app{},
 		// Anyone can post garbage to a public endpoint: log the first few
 		// rejections of each kind per second, count them all.
 		rejectLog: log.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
 			return zapcore.NewSamplerWithOptions(c, time.Second, 5, 0)
 		})),
 	}
-	s.mux.HandleFunc("POST "+WebhookPath, s.webhook)
+	def := newApp(opts.DefaultApp, opts.Verifier, m)
+	s.apps[def.name] = def
+	for name, v := range opts.Apps {
+		s.apps[name] = newApp(name, v, m)
+	}
+	s.mux.HandleFunc("POST "+WebhookPath, func(w http.ResponseWriter, r *http.Request) { s.webhook(w, r, def) })
+	s.mux.HandleFunc("POST "+WebhookPath+"/{app}", func(w http.ResponseWriter, r *http.Request) {
+		a, ok := s.apps[r.PathValue("app")]
+		if !ok {
+			s.metrics.Rejected.WithLabelValues("", "unknown_app").Inc()
+			s.rejectLog.Info("Webhook rejected", logfields.Reason("unknown_app"), logfields.StatusCode(http.StatusNotFound))
+			httpx.WriteJSON(w, http.StatusNotFound, errorBody{Error: "no Zoom app of this name: use the Bot Endpoint URL of an app in zoom.apps, " + WebhookPath + "/<name>"})
+			return
+		}
+		s.webhook(w, r, a)
+	})
 	if opts.Install != nil {
 		opts.Install.Mount(s.mux)
 	}
@@ -80,33 +127,33 @@ type errorBody struct {
 	Error string `json:"error"`
 }
 
-func (s *Handler) reject(w http.ResponseWriter, status int, reason, msg string, fields ...zap.Field) {
-	s.metrics.Rejected.WithLabelValues(reason).Inc()
-	s.rejectLog.Info("Webhook rejected", append(fields, logfields.Reason(reason), logfields.StatusCode(status))...)
+func (s *Handler) reject(w http.ResponseWriter, a *app, status int, reason, msg string, fields ...zap.Field) {
+	a.rejected.WithLabelValues(reason).Inc()
+	s.rejectLog.Info("Webhook rejected", append(fields, logfields.App(a.name), logfields.Reason(reason), logfields.StatusCode(status))...)
 	httpx.WriteJSON(w, status, errorBody{Error: msg})
 }
 
-func (s *Handler) webhook(w http.ResponseWriter, r *http.Request) {
+func (s *Handler) webhook(w http.ResponseWriter, r *http.Request, a *app) {
 	start := s.now()
-	s.metrics.Received.Inc()
+	a.received.Inc()
 	defer func() { s.metrics.RequestSeconds.Observe(s.now().Sub(start).Seconds()) }()
 
 	if r.ContentLength > MaxBody {
-		s.reject(w, http.StatusRequestEntityTooLarge, "too_large", "body is larger than 1 MiB")
+		s.reject(w, a, http.StatusRequestEntityTooLarge, "too_large", "body is larger than 1 MiB")
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			s.reject(w, http.StatusRequestEntityTooLarge, "too_large", "body is larger than 1 MiB")
+			s.reject(w, a, http.StatusRequestEntityTooLarge, "too_large", "body is larger than 1 MiB")
 			return
 		}
-		s.reject(w, http.StatusBadRequest, "unreadable", "body could not be read")
+		s.reject(w, a, http.StatusBadRequest, "unreadable", "body could not be read")
 		return
 	}
 
-	key, err := s.opts.Verifier.Verify(r.Header.Get(zoom.HeaderSignature), r.Header.Get(zoom.HeaderTimestamp), body)
+	key, err := a.verifier.Verify(r.Header.Get(zoom.HeaderSignature), r.Header.Get(zoom.HeaderTimestamp), body)
 	if err != nil {
 		reason := map[error]string{
 			zoom.ErrMissingSignature: "missing_signature",
@@ -114,7 +161,7 @@ func (s *Handler) webhook(w http.ResponseWriter, r *http.Request) {
 			zoom.ErrStaleTimestamp:   "stale_timestamp",
 			zoom.ErrBadSignature:     "bad_signature",
 		}[err]
-		s.reject(w, http.StatusUnauthorized, reason, err.Error())
+		s.reject(w, a, http.StatusUnauthorized, reason, err.Error())
 		return
 	}
 
@@ -124,35 +171,35 @@ func (s *Handler) webhook(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, zoom.ErrNoEvent) {
 			reason = "no_event"
 		}
-		s.reject(w, http.StatusBadRequest, reason, err.Error())
+		s.reject(w, a, http.StatusBadRequest, reason, err.Error())
 		return
 	}
 
 	if head.Event == zoom.EventURLValidation {
-		s.validate(w, key, head)
+		s.validate(w, a, key, head)
 		return
 	}
 	if head.AccountID == "" {
-		s.reject(w, http.StatusBadRequest, "no_account", "payload has no accountId or account_id", logfields.EventType(head.Event))
+		s.reject(w, a, http.StatusBadRequest, "no_account", "payload has no accountId or account_id", logfields.EventType(head.Event))
 		return
 	}
 	if !proto.ValidAccountID(head.AccountID) {
 		// Such an account could never be given a region.
-		s.reject(w, http.StatusBadRequest, "bad_account", "payload's account id is not a Zoom account id", logfields.EventType(head.Event))
+		s.reject(w, a, http.StatusBadRequest, "bad_account", "payload's account id is not a Zoom account id", logfields.EventType(head.Event))
 		return
 	}
-	s.persist(w, r, body, head, start)
+	s.persist(w, r, a, body, head, start)
 }
 
 // validate answers Zoom's endpoint URL validation with the secret that signed
 // the challenge, so that it works during a secret rotation too.
-func (s *Handler) validate(w http.ResponseWriter, key *zoom.Key, head zoom.Head) {
+func (s *Handler) validate(w http.ResponseWriter, a *app, key *zoom.Key, head zoom.Head) {
 	if head.PlainToken == "" {
-		s.reject(w, http.StatusBadRequest, "no_plain_token", "endpoint.url_validation has no payload.plainToken")
+		s.reject(w, a, http.StatusBadRequest, "no_plain_token", "endpoint.url_validation has no payload.plainToken")
 		return
 	}
-	s.metrics.URLValidations.Inc()
-	s.log.Info("Answered endpoint URL validation")
+	a.urlValidations.Inc()
+	s.log.Info("Answered endpoint URL validation", logfields.App(a.name))
 	httpx.WriteJSON(w, http.StatusOK, map[string]string{
 		"plainToken":     head.PlainToken,
 		"encryptedToken": key.EncryptToken(head.PlainToken),
@@ -161,17 +208,17 @@ func (s *Handler) validate(w http.ResponseWriter, key *zoom.Key, head zoom.Head)
 
 // persist publishes the event and answers 200 only once JetStream has
 // acknowledged it.
-func (s *Handler) persist(w http.ResponseWriter, r *http.Request, body []byte, head zoom.Head, received time.Time) {
+func (s *Handler) persist(w http.ResponseWriter, r *http.Request, a *app, body []byte, head zoom.Head, received time.Time) {
 	id := proto.EventID(body)
 	// The log fields, built only for a line that is written.
 	fields := func() []zap.Field {
-		return []zap.Field{logfields.EventID(id), logfields.EventType(head.Event), logfields.AccountID(head.AccountID)}
+		return []zap.Field{logfields.EventID(id), logfields.EventType(head.Event), logfields.AccountID(head.AccountID), logfields.App(a.name)}
 	}
 
 	// Without a connection the publish cannot succeed: say so at once rather
 	// than after the publish timeout.
 	if !s.nc.IsConnected() {
-		s.unavailable(w, errors.New("NATS is not connected"), fields())
+		s.unavailable(w, a, errors.New("NATS is not connected"), fields())
 		return
 	}
 	hd := make(nats.Header, 8)
@@ -181,6 +228,7 @@ func (s *Handler) persist(w http.ResponseWriter, r *http.Request, body []byte, h
 	hd.Set(proto.HeaderEventType, head.Event)
 	hd.Set(proto.HeaderAccountID, head.AccountID)
 	hd.Set(proto.HeaderReceivedAt, received.UTC().Format(proto.TimeFormat))
+	hd.Set(proto.HeaderApp, a.name)
 	copyHeader(hd, proto.HeaderTraceparent, r.Header.Get("Traceparent"))
 	copyHeader(hd, proto.HeaderZoomTrackingID, r.Header.Get(zoom.HeaderTrackingID))
 	copyHeader(hd, proto.HeaderZoomRequestID, r.Header.Get(zoom.HeaderRequestID))
@@ -193,14 +241,14 @@ func (s *Handler) persist(w http.ResponseWriter, r *http.Request, body []byte, h
 	ack, err := s.js.PublishMsg(ctx, msg)
 	s.metrics.PublishSeconds.Observe(s.now().Sub(pubStart).Seconds())
 	if err != nil {
-		s.unavailable(w, err, fields())
+		s.unavailable(w, a, err, fields())
 		return
 	}
 	if ack.Duplicate {
-		s.metrics.Duplicates.Inc()
+		a.duplicates.Inc()
 		s.log.Info("Duplicate event acknowledged", fields()...)
 	} else {
-		s.metrics.Published.Inc()
+		a.published.Inc()
 		if ce := s.log.Check(zap.DebugLevel, "Event persisted"); ce != nil {
 			ce.Write(append(fields(), logfields.Sequence(ack.Sequence))...)
 		}
@@ -208,8 +256,8 @@ func (s *Handler) persist(w http.ResponseWriter, r *http.Request, body []byte, h
 	w.WriteHeader(http.StatusOK)
 }
 
-func (s *Handler) unavailable(w http.ResponseWriter, err error, fields []zap.Field) {
-	s.metrics.PublishFailures.Inc()
+func (s *Handler) unavailable(w http.ResponseWriter, a *app, err error, fields []zap.Field) {
+	a.publishFailures.Inc()
 	s.log.Warn("Event not persisted; answered 503 so that Zoom retries", append(fields, zap.Error(err))...)
 	w.Header().Set("Retry-After", strconv.Itoa(300))
 	httpx.WriteJSON(w, http.StatusServiceUnavailable, errorBody{Error: "event could not be stored; retry later"})

@@ -103,6 +103,7 @@ func TestAcceptedEventIsPersistedWithMetadata(t *testing.T) {
 		proto.HeaderAccountID:      "gVcjZnWWRLWvv_GtyGuaxg",
 		proto.HeaderTraceparent:    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
 		proto.HeaderZoomTrackingID: "v=2.0;clid=us06;rid=test",
+		proto.HeaderApp:            "default",
 	}
 	for k, v := range want {
 		if got := m.Header.Get(k); got != v {
@@ -113,7 +114,7 @@ func TestAcceptedEventIsPersistedWithMetadata(t *testing.T) {
 	if err != nil || time.Since(at) > time.Minute {
 		t.Errorf("received-at header %q not a recent time: %v", m.Header.Get(proto.HeaderReceivedAt), err)
 	}
-	if got := testutil.ToFloat64(f.metrics.Published); got != 1 {
+	if got := testutil.ToFloat64(f.metrics.Published.WithLabelValues("default")); got != 1 {
 		t.Errorf("published metric = %v, want 1", got)
 	}
 }
@@ -194,7 +195,7 @@ func TestRejections(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			before := testutil.ToFloat64(f.metrics.Rejected.WithLabelValues(tc.reason))
+			before := testutil.ToFloat64(f.metrics.Rejected.WithLabelValues("default", tc.reason))
 			status, msg := do(t, tc.req())
 			if status != tc.status {
 				t.Fatalf("status %d (%s), want %d", status, msg, tc.status)
@@ -203,7 +204,7 @@ func TestRejections(t *testing.T) {
 			if err := json.Unmarshal([]byte(msg), &eb); err != nil || eb.Error == "" {
 				t.Errorf("error answer %q is not {\"error\": ...}", msg)
 			}
-			if got := testutil.ToFloat64(f.metrics.Rejected.WithLabelValues(tc.reason)); got != before+1 {
+			if got := testutil.ToFloat64(f.metrics.Rejected.WithLabelValues("default", tc.reason)); got != before+1 {
 				t.Errorf("rejected{reason=%s} = %v, want %v", tc.reason, got, before+1)
 			}
 		})
@@ -267,7 +268,7 @@ func TestRedeliveryStoredOnce(t *testing.T) {
 	if n := f.msgs(t); n != 1 {
 		t.Errorf("stream holds %d messages, want 1", n)
 	}
-	if got := testutil.ToFloat64(f.metrics.Duplicates); got != 2 {
+	if got := testutil.ToFloat64(f.metrics.Duplicates.WithLabelValues("default")); got != 2 {
 		t.Errorf("duplicates = %v, want 2", got)
 	}
 }
@@ -282,7 +283,7 @@ func TestNATSDownAnswers503(t *testing.T) {
 	if status != http.StatusServiceUnavailable {
 		t.Fatalf("status %d (%s), want 503", status, msg)
 	}
-	if testutil.ToFloat64(f.metrics.PublishFailures) != 1 {
+	if testutil.ToFloat64(f.metrics.PublishFailures.WithLabelValues("default")) != 1 {
 		t.Errorf("publish failures metric not counted")
 	}
 }

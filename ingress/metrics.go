@@ -6,13 +6,15 @@ import (
 )
 
 // Metrics of the ingress.
+// The counters are by app (a request to an unknown app's path counts as
+// rejected with app "" and reason unknown_app).
 type Metrics struct {
-	Received        prometheus.Counter
+	Received        *prometheus.CounterVec
 	Rejected        *prometheus.CounterVec
-	URLValidations  prometheus.Counter
-	Published       prometheus.Counter
-	Duplicates      prometheus.Counter
-	PublishFailures prometheus.Counter
+	URLValidations  *prometheus.CounterVec
+	Published       *prometheus.CounterVec
+	Duplicates      *prometheus.CounterVec
+	PublishFailures *prometheus.CounterVec
 	PublishSeconds  prometheus.Histogram
 	RequestSeconds  prometheus.Histogram
 }
@@ -24,24 +26,24 @@ var latencyBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .02
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	f := promauto.With(reg)
 	return &Metrics{
-		Received: f.NewCounter(prometheus.CounterOpts{
+		Received: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "geomux_ingress_received_total", Help: "Webhook requests received.",
-		}),
+		}, []string{"app"}),
 		Rejected: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "geomux_ingress_rejected_total", Help: "Webhook requests refused, by reason.",
-		}, []string{"reason"}),
-		URLValidations: f.NewCounter(prometheus.CounterOpts{
+		}, []string{"app", "reason"}),
+		URLValidations: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "geomux_ingress_url_validations_total", Help: "Endpoint URL validation challenges answered.",
-		}),
-		Published: f.NewCounter(prometheus.CounterOpts{
+		}, []string{"app"}),
+		Published: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "geomux_ingress_published_total", Help: "Events persisted to JetStream.",
-		}),
-		Duplicates: f.NewCounter(prometheus.CounterOpts{
+		}, []string{"app"}),
+		Duplicates: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "geomux_ingress_duplicates_total", Help: "Re-deliveries of events already persisted (answered 200, not stored again).",
-		}),
-		PublishFailures: f.NewCounter(prometheus.CounterOpts{
+		}, []string{"app"}),
+		PublishFailures: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "geomux_ingress_publish_failures_total", Help: "Events that could not be persisted (answered 503).",
-		}),
+		}, []string{"app"}),
 		PublishSeconds: f.NewHistogram(prometheus.HistogramOpts{
 			Name: "geomux_ingress_publish_seconds", Help: "Time to persist an event (publish until JetStream's ack).", Buckets: latencyBuckets,
 		}),

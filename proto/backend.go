@@ -17,6 +17,9 @@ type BackendRequest struct {
 	AccountID string `json:"account_id"`
 	// Event is Zoom's event name, e.g. "bot_notification".
 	Event string `json:"event"`
+	// App is the Zoom app (zoom.apps name, "default" for the one-app keys)
+	// the event came through; geomux replies as that app's bot.
+	App string `json:"app,omitempty"`
 	// ReceivedAt is when geomux's ingress received the event.
 	ReceivedAt time.Time `json:"received_at"`
 	// Payload is the Zoom event body exactly as Zoom sent it.

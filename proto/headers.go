@@ -15,6 +15,12 @@ const (
 	HeaderReceivedAt = "Geomux-Received-At"
 	// HeaderRegion is set by the router: the region the event was routed to.
 	HeaderRegion = "Geomux-Region"
+	// HeaderApp is the Zoom app (its name in the config) the event came
+	// through: its webhook path, its signature, its bot replies.
+	HeaderApp = "Geomux-App"
+	// HeaderParkReason says why the router parked an event: "no_region",
+	// or "conflict" (its app is pinned to a region the directory contradicts).
+	HeaderParkReason = "Geomux-Park-Reason"
 	// HeaderTraceparent carries Zoom's W3C traceparent header unchanged,
 	// under a name of geomux's own: nats-server reads a "traceparent" header
 	// on every message it routes, as a request to trace it (NATS message

@@ -22,6 +22,9 @@ const (
 
 	// DirectoryBucket is the KV bucket mapping a Zoom account id to its region.
 	DirectoryBucket = "geomux-directory"
+	// ConflictsBucket keeps the accounts whose app is pinned to a region
+	// the directory contradicts.
+	ConflictsBucket = "geomux-conflicts"
 	// DirectorySubject is where the router answers the ingress's directory
 	// requests (request/reply): the ingress never writes the directory
 	// itself.
@@ -145,6 +148,13 @@ var regionNameRe = regexp.MustCompile(`^[a-z][a-z0-9-]{0,30}$`)
 // digits and '-', starting with a letter, at most 31 characters. Region names
 // become subject tokens, stream and bucket names.
 func ValidRegionName(name string) bool {
+	return regionNameRe.MatchString(name)
+}
+
+// ValidAppName reports whether name can name a Zoom app of the config:
+// the same rule as a region name (it becomes a URL path segment, a header
+// value and a metric label).
+func ValidAppName(name string) bool {
 	return regionNameRe.MatchString(name)
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/geomux/geomux/pkg/health"
 	"github.com/geomux/geomux/pkg/natsfx"
 	"github.com/geomux/geomux/pkg/natsx"
+	"github.com/geomux/geomux/pkg/platformfx"
 	"github.com/geomux/geomux/pkg/zoom"
 )
 
@@ -39,6 +40,7 @@ type WorkersParams struct {
 	Target    config.Target
 	Regions   natsfx.Regions
 	Zoom      *zoom.Client
+	ZoomApps  platformfx.ZoomApps
 	HTTP      *retryablehttp.Client
 	Metrics   *Metrics
 	Health    *health.Registry
@@ -46,6 +48,10 @@ type WorkersParams struct {
 }
 
 func registerWorkers(p WorkersParams) error {
+	apps := map[string]App{}
+	for _, a := range p.Config.Zoom.AllApps()[1:] {
+		apps[a.Name] = App{BotJID: a.BotJID, Zoom: p.ZoomApps[a.Name]}
+	}
 	var all []*Worker
 	for _, r := range p.Target.WorkerRegions(p.Config) {
 		var h Handler = Echo
@@ -54,7 +60,9 @@ func registerWorkers(p WorkersParams) error {
 		}
 		opts := Options{
 			Region:         r.Name,
-			BotJID:         p.Config.Zoom.BotJID,
+			BotJID:         p.Config.Zoom.DefaultApp().BotJID,
+			DefaultApp:     p.Config.Zoom.DefaultApp().Name,
+			Apps:           apps,
 			Retry:          p.Config.Retry,
 			Concurrency:    p.Config.Worker.Concurrency,
 			HandlerTimeout: p.Config.Worker.HandlerTimeout.D(),

@@ -27,10 +27,12 @@ import (
 
 // Event is an event as a handler sees it.
 type Event struct {
-	ID         string
-	Region     string
-	AccountID  string
-	Type       string
+	ID        string
+	Region    string
+	AccountID string
+	Type      string
+	// App is the Zoom app the event came through (its name in the config).
+	App        string
 	ReceivedAt time.Time
 	// Body is the Zoom event body exactly as received.
 	Body []byte
@@ -96,7 +98,7 @@ func (b *HTTPBackend) Handle(ctx context.Context, ev Event) ([]proto.ChatMessage
 	enc := json.NewEncoder(&buf)
 	enc.SetEscapeHTML(false)
 	req := proto.BackendRequest{
-		ID: ev.ID, Region: ev.Region, AccountID: ev.AccountID, Event: ev.Type,
+		ID: ev.ID, Region: ev.Region, AccountID: ev.AccountID, Event: ev.Type, App: ev.App,
 		ReceivedAt: ev.ReceivedAt, Payload: ev.Body,
 	}
 	if t := ev.UserToken; t != nil {

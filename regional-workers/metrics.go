@@ -24,8 +24,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "geomux_worker_handled_total", Help: "Event attempts by outcome: ok, retry (transient failure, retried later) or dead (dead-lettered).",
 		}, []string{"region", "outcome"}),
 		Replied: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "geomux_worker_replied_total", Help: "Chat messages sent through Zoom.",
-		}, []string{"region"}),
+			Name: "geomux_worker_replied_total", Help: "Chat messages sent through Zoom, by region and app.",
+		}, []string{"region", "app"}),
 		Failed: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "geomux_worker_failed_total", Help: "Events given up and dead-lettered, by reason (permanent, max_attempts).",
 		}, []string{"region", "reason"}),
@@ -39,11 +39,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 }
 
 // init exports a region's series from the start, at zero.
-func (m *Metrics) init(region string) {
+func (m *Metrics) init(region string, apps []string) {
 	for _, o := range []string{"ok", "retry", "dead"} {
 		m.Handled.WithLabelValues(region, o)
 	}
-	m.Replied.WithLabelValues(region)
+	for _, a := range apps {
+		m.Replied.WithLabelValues(region, a)
+	}
 	for _, r := range []string{"permanent", "max_attempts"} {
 		m.Failed.WithLabelValues(region, r)
 	}

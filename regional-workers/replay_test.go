@@ -361,7 +361,7 @@ func testKilledBeforeAck(t *testing.T, dropRecord bool) {
 	if n := h.n.Load(); n != 1 {
 		t.Errorf("handler called %d times, want 1 (the finished event is not handled again)", n)
 	}
-	if got := metricValue(t, reg, "geomux_worker_replied_total", map[string]string{"region": "us"}); got != 0 {
+	if got := metricValue(t, reg, "geomux_worker_replied_total", map[string]string{"region": "us", "app": "default"}); got != 0 {
 		t.Errorf("the new worker counted %v replies, want 0", got)
 	}
 	assertFinishedRecord(t, kv, ev.ID, 1)

@@ -30,8 +30,15 @@ type Sender interface {
 type Options struct {
 	// Region is the region served; the worker reads only its subjects.
 	Region string
-	// BotJID is robot_jid in every message.
+	// BotJID is robot_jid in every message of the default app.
 	BotJID string
+	// DefaultApp names the app whose bot is BotJID and sender the Sender
+	// given to New (config.DefaultAppName when empty). Events that name no
+	// app are the default app's.
+	DefaultApp string
+	// Apps are the other apps' bots, by name: an event is replied to by the
+	// bot of the app it came through.
+	Apps map[string]App
 	// Retry is the retry policy.
 	Retry config.Retry
 	// Concurrency is how many events are handled at once.
@@ -50,6 +57,12 @@ type Options struct {
 	UserToken bool
 	// Directory is where an uninstalled account's region is removed, last.
 	Directory AccountRemover
+}
+
+// App is a Zoom app's chatbot: its JID and what sends as it.
+type App struct {
+	BotJID string
+	Zoom   Sender
 }
 
 // AccountRemover removes an account from the account → region directory.
@@ -83,7 +96,14 @@ type Worker struct {
 
 // New returns a worker for opts.Region.
 func New(js jetstream.JetStream, h Handler, zc Sender, opts Options, m *Metrics, log *zap.Logger) *Worker {
-	m.init(opts.Region)
+	if opts.DefaultApp == "" {
+		opts.DefaultApp = config.DefaultAppName
+	}
+	apps := []string{opts.DefaultApp}
+	for name := range opts.Apps {
+		apps = append(apps, name)
+	}
+	m.init(opts.Region, apps)
 	return &Worker{js: js, handler: h, zoom: zc, opts: opts, metrics: m,
 		log: log.With(logfields.Region(opts.Region)), ackWait: ConsumerConfig(opts).AckWait}
 }
@@ -285,7 +305,7 @@ func (w *Worker) process(m jetstream.Msg) {
 	}
 	attempt := int(md.NumDelivered)
 	ev, err := w.event(m)
-	fields := []zap.Field{logfields.EventID(ev.ID), logfields.EventType(ev.Type), logfields.AccountID(ev.AccountID), logfields.Attempt(attempt)}
+	fields := []zap.Field{logfields.EventID(ev.ID), logfields.EventType(ev.Type), logfields.AccountID(ev.AccountID), logfields.App(ev.App), logfields.Attempt(attempt)}
 	if err != nil {
 		w.deadLetter(m, md, proto.DeadReasonPermanent, err, fields)
 		return
@@ -421,7 +441,10 @@ func (w *Worker) event(m jetstream.Msg) (Event, error) {
 	h := m.Headers()
 	ev := Event{
 		ID: h.Get(proto.HeaderEventID), Region: w.opts.Region, AccountID: h.Get(proto.HeaderAccountID),
-		Type: h.Get(proto.HeaderEventType), Body: m.Data(),
+		Type: h.Get(proto.HeaderEventType), App: h.Get(proto.HeaderApp), Body: m.Data(),
+	}
+	if ev.App == "" {
+		ev.App = w.opts.DefaultApp
 	}
 	if ev.ID == "" || ev.AccountID == "" || ev.Type == "" {
 		return ev, fmt.Errorf("%w: event lacks geomux headers", retry.ErrPermanent)
@@ -458,11 +481,15 @@ func (w *Worker) handle(ctx context.Context, start time.Time, ev Event, replay b
 		}
 		st.Messages, st.Sent, st.MessageIDs = msgs, 0, nil
 	}
+	bot, err := w.bot(ev.App)
+	if err != nil {
+		return st, err
+	}
 	chat, _ := zoom.ParseChat(ev.Body)
 	for st.Sent < len(st.Messages) {
 		cm := st.Messages[st.Sent]
 		zm := zoom.Message{
-			RobotJID: w.opts.BotJID, AccountID: ev.AccountID,
+			RobotJID: bot.BotJID, AccountID: ev.AccountID,
 			ToJID: cm.ToJID, UserJID: cm.UserJID,
 			Content: cm.Content, IsMarkdownSupport: cm.IsMarkdownSupport,
 			VisibleToUser: cm.VisibleToUser, ReplyTo: cm.ReplyTo,
@@ -476,13 +503,13 @@ func (w *Worker) handle(ctx context.Context, start time.Time, ev Event, replay b
 		if zm.ToJID == "" {
 			return st, fmt.Errorf("%w: reply %d has no to_jid and the event has no payload.toJid", retry.ErrPermanent, st.Sent)
 		}
-		sent, err := w.zoom.SendMessage(ctx, zm)
+		sent, err := bot.Zoom.SendMessage(ctx, zm)
 		if err != nil {
 			return st, err
 		}
 		st.Sent++
 		st.MessageIDs = append(st.MessageIDs, sent.MessageID)
-		w.metrics.Replied.WithLabelValues(w.opts.Region).Inc()
+		w.metrics.Replied.WithLabelValues(w.opts.Region, ev.App).Inc()
 		if ce := w.log.Check(zap.DebugLevel, "Reply sent"); ce != nil {
 			ce.Write(logfields.EventID(ev.ID), logfields.AccountID(ev.AccountID), logfields.MessageID(sent.MessageID))
 		}
@@ -494,6 +521,19 @@ func (w *Worker) handle(ctx context.Context, start time.Time, ev Event, replay b
 		w.saveState(start, ev.AccountID, ev.ID, rec, nil)
 	}
 	return st, nil
+}
+
+// bot is the chatbot of app, which replies to the app's events. An app this
+// worker does not know (its config lags the ingress's) is retried: the
+// event waits for the worker to know it.
+func (w *Worker) bot(app string) (App, error) {
+	if app == w.opts.DefaultApp {
+		return App{BotJID: w.opts.BotJID, Zoom: w.zoom}, nil
+	}
+	if a, ok := w.opts.Apps[app]; ok {
+		return a, nil
+	}
+	return App{}, fmt.Errorf("the event came through Zoom app %q, which this worker's config does not have (zoom.apps)", app)
 }
 
 // saveState records an event's state. It runs even when the attempt's

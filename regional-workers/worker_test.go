@@ -74,7 +74,7 @@ func TestEchoRepliesToBotNotification(t *testing.T) {
 	}
 
 	waitMetric(t, reg, "geomux_worker_handled_total", map[string]string{"region": "us", "outcome": "ok"}, 1)
-	waitMetric(t, reg, "geomux_worker_replied_total", map[string]string{"region": "us"}, 1)
+	waitMetric(t, reg, "geomux_worker_replied_total", map[string]string{"region": "us", "app": "default"}, 1)
 	waitMetric(t, reg, "geomux_worker_end_to_end_seconds", map[string]string{"region": "us"}, 1)
 }
 
@@ -448,7 +448,7 @@ func TestZoom429RetryAfterIsHonoured(t *testing.T) {
 	if got := z.Texts(); !slices.Equal(got, []string{"rate me"}) {
 		t.Errorf("Zoom accepted %q, want the reply exactly once", got)
 	}
-	waitMetric(t, reg, "geomux_worker_replied_total", map[string]string{"region": "us"}, 1)
+	waitMetric(t, reg, "geomux_worker_replied_total", map[string]string{"region": "us", "app": "default"}, 1)
 	assertFinishedRecord(t, repliesKV(t, ns.JS, "us"), ev.ID, 1)
 }
 

@@ -29,11 +29,14 @@ var Module = fx.Module("router",
 	}),
 )
 
-func newRouter(js jetstream.JetStream, regions natsfx.Regions, dir *directory.Directory, c config.Config, m *Metrics, log *zap.Logger) *Router {
+func newRouter(js jetstream.JetStream, regions natsfx.Regions, dir *directory.Directory, conflicts *directory.Conflicts, c config.Config, m *Metrics, log *zap.Logger) *Router {
 	return New(js, directory.NewCache(dir, log.Named("directory")), Options{
 		Regions:       c.RegionNames(),
 		Streams:       natsx.StreamOptionsFrom(c),
 		RegionJS:      regions.JS(),
 		RemoveAccount: dir.Purge,
+		Pins:          c.Zoom.Pins(),
+		DefaultApp:    c.Zoom.DefaultApp().Name,
+		Conflicts:     conflicts,
 	}, m, log)
 }

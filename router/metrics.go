@@ -20,6 +20,7 @@ type Metrics struct {
 	Malformed    prometheus.Counter
 	Dropped      *prometheus.CounterVec
 	Deferred     *prometheus.CounterVec
+	Conflicts    *prometheus.CounterVec
 	RouteSeconds prometheus.Histogram
 }
 
@@ -29,10 +30,10 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	return &Metrics{
 		reg: reg,
 		Routed: f.NewCounterVec(prometheus.CounterOpts{
-			Name: "geomux_router_routed_total", Help: "Events placed in their region's stream, by region.",
-		}, []string{"region"}),
+			Name: "geomux_router_routed_total", Help: "Events placed in their region's stream, by region and app.",
+		}, []string{"region", "app"}),
 		Parked: f.NewCounter(prometheus.CounterOpts{
-			Name: "geomux_router_parked_total", Help: "Events parked because their account has no region.",
+			Name: "geomux_router_parked_total", Help: "Events parked because their account has no region, or a region its app contradicts.",
 		}),
 		Unparked: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "geomux_router_unparked_total", Help: "Parked events routed once their account got a region, by region.",
@@ -49,6 +50,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Deferred: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "geomux_router_deferred_total", Help: "Events left in transit for a while because their region was unreachable or busy, by region (\"\" for parking).",
 		}, []string{"region"}),
+		Conflicts: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "geomux_router_conflicts_total", Help: "Events parked because their app is pinned to a region the directory contradicts, by app.",
+		}, []string{"app"}),
 		RouteSeconds: f.NewHistogram(prometheus.HistogramOpts{
 			Name: "geomux_router_publish_seconds", Help: "Time from the router's publish to the region stream's ack.",
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},

@@ -120,11 +120,14 @@ func (r *Router) sweep(ctx context.Context, filter string) error {
 func (r *Router) unparkOne(ctx context.Context, m *jetstream.RawStreamMsg) error {
 	h := m.Header
 	account, id := h.Get(proto.HeaderAccountID), h.Get(proto.HeaderEventID)
-	region, ok := r.regionOf(account)
-	if !ok {
+	app := r.appOf(h)
+	region, reason := r.route(app, account)
+	if reason != "" {
 		return nil
 	}
+	conflicted := h.Get(proto.HeaderParkReason) == ParkConflict
 	h.Set(proto.HeaderRegion, region)
+	h.Del(proto.HeaderParkReason)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	if _, err := r.regionJS[region].PublishMsg(pctx, &nats.Msg{Subject: proto.RegionEventsSubject(region), Header: h, Data: m.Data}); err != nil {
@@ -134,6 +137,12 @@ func (r *Router) unparkOne(ctx context.Context, m *jetstream.RawStreamMsg) error
 		return err
 	}
 	r.metrics.Unparked.WithLabelValues(region).Inc()
-	r.log.Info("Parked event routed", logfields.EventID(id), logfields.AccountID(account), logfields.Region(region))
+	r.log.Info("Parked event routed", logfields.EventID(id), logfields.AccountID(account), logfields.Region(region), logfields.App(app))
+	if conflicted && r.opts.Conflicts != nil {
+		// The account and its app agree now.
+		if err := r.opts.Conflicts.Resolve(pctx, account); err != nil {
+			r.log.Warn("Settled conflict not forgotten", logfields.AccountID(account), zap.Error(err))
+		}
+	}
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
+	"github.com/geomux/geomux/pkg/config"
 	"github.com/geomux/geomux/pkg/directory"
 	"github.com/geomux/geomux/pkg/logfields"
 	"github.com/geomux/geomux/pkg/natsx"
@@ -38,7 +39,29 @@ type Options struct {
 	// RemoveAccount removes an account from the directory, when a region
 	// with a NATS of its own asks (the account was uninstalled there).
 	RemoveAccount func(ctx context.Context, account string) error
+	// Pins maps the apps pinned to a region to that region: their events
+	// go there whatever the directory says, unless it says another region
+	// (a conflict: the event is parked).
+	Pins map[string]string
+	// DefaultApp is the app of events that name none (stored before apps
+	// were).
+	DefaultApp string
+	// Conflicts, if set, records each conflict, for operators.
+	Conflicts ConflictRecorder
 }
+
+// ConflictRecorder keeps the accounts whose app and directory disagree;
+// *directory.Conflicts is one.
+type ConflictRecorder interface {
+	Record(ctx context.Context, c directory.Conflict) error
+	Resolve(ctx context.Context, account string) error
+}
+
+// Reasons an event is parked (proto.HeaderParkReason).
+const (
+	ParkNoRegion = "no_region"
+	ParkConflict = "conflict"
+)
 
 // Router routes events. Build it with New, then Start and Stop it.
 type Router struct {
@@ -61,6 +84,9 @@ type Router struct {
 	running atomic.Bool
 	links   []link
 
+	// bg runs what the routing loop hands off (conflict records).
+	bg sync.WaitGroup
+
 	// Stop's give-up: closing stopping makes handle and ackLoop hand events
 	// back instead of waiting. mu orders closed before handlers.Wait.
 	stopping chan struct{}
@@ -71,6 +97,9 @@ type Router struct {
 
 // New returns a router reading the directory through cache.
 func New(js jetstream.JetStream, cache *directory.Cache, opts Options, m *Metrics, log *zap.Logger) *Router {
+	if opts.DefaultApp == "" {
+		opts.DefaultApp = config.DefaultAppName
+	}
 	r := &Router{js: js, cache: cache, opts: opts, regions: map[string]bool{}, regionJS: map[string]jetstream.JetStream{}, log: log, metrics: m}
 	for _, name := range opts.Regions {
 		r.regionJS[name] = js
@@ -79,11 +108,18 @@ func New(js jetstream.JetStream, cache *directory.Cache, opts Options, m *Metric
 		}
 		r.regions[name] = true
 		// Export every region's series from the start, at zero.
-		m.Routed.WithLabelValues(name)
+		m.Routed.WithLabelValues(name, opts.DefaultApp)
 		m.Unparked.WithLabelValues(name)
+	}
+	for app, region := range opts.Pins {
+		m.Conflicts.WithLabelValues(app)
+		m.Routed.WithLabelValues(region, app)
 	}
 	r.unpark = newUnparker(r)
 	cache.OnSet(func(rec proto.AccountRecord) { r.unpark.request(rec.AccountID) })
+	// An account removed from the directory no longer contradicts its
+	// pinned app.
+	cache.OnDelete(func(account string) { r.unpark.request(account) })
 	return r
 }
 
@@ -216,6 +252,7 @@ func (r *Router) Stop(ctx context.Context) error {
 		r.cc = nil
 	}
 	r.unpark.stop()
+	r.bg.Wait()
 	r.stopLinks()
 	r.cache.Stop()
 	return err
@@ -240,6 +277,8 @@ type pendingAck struct {
 	account string
 	id      string
 	region  string // empty when parked
+	app     string
+	reason  string // why it was parked
 	start   time.Time
 }
 
@@ -269,23 +308,27 @@ func (r *Router) handle(in jetstream.Msg) {
 		return
 	}
 	out := &nats.Msg{Header: h, Data: in.Data()}
-	region, ok := r.regionOf(account)
-	if !ok && h.Get(proto.HeaderEventType) == zoom.EventAppDeauthorized {
+	app := r.appOf(h)
+	region, reason := r.route(app, account)
+	ok := reason == ""
+	if reason == ParkNoRegion && h.Get(proto.HeaderEventType) == zoom.EventAppDeauthorized {
 		// An uninstall of an account without a region: nothing of it is
 		// kept anywhere to erase. Parked, it would erase a later install.
 		r.metrics.Dropped.WithLabelValues("uninstall_without_region").Inc()
-		r.log.Info("Uninstall of an account without a region; nothing to erase", logfields.EventID(id), logfields.AccountID(account))
+		r.log.Info("Uninstall of an account without a region; nothing to erase", logfields.EventID(id), logfields.AccountID(account), logfields.App(app))
 		_ = in.Ack()
 		return
 	}
 	if ok {
 		out.Subject = proto.RegionEventsSubject(region)
 		h.Set(proto.HeaderRegion, region)
+		h.Del(proto.HeaderParkReason)
 	} else {
-		if rec, known := r.cache.Lookup(account); known {
+		if rec, known := r.cache.Lookup(account); known && reason == ParkNoRegion {
 			r.log.Error("Account's region is not configured; event parked", logfields.EventID(id), logfields.AccountID(account), logfields.Region(rec.Region))
 		}
 		out.Subject = proto.ParkedSubject(account)
+		h.Set(proto.HeaderParkReason, reason)
 	}
 	pub, l := r.js, r.lanes[""] // parked: the hub
 	if ok {
@@ -304,7 +347,7 @@ func (r *Router) handle(in jetstream.Msg) {
 		return
 	}
 	// Only this goroutine sends on the lane, and it had room: this does not block.
-	l.ch <- pendingAck{in: in, fut: fut, account: account, id: id, region: region, start: time.Now()}
+	l.ch <- pendingAck{in: in, fut: fut, account: account, id: id, region: region, app: app, reason: reason, start: time.Now()}
 }
 
 // deferDelay is how long an event whose region is unreachable waits in the
@@ -330,9 +373,13 @@ func (r *Router) ackLoop(l *lane) {
 }
 
 func (r *Router) routed(p pendingAck) {
-	fields := []zap.Field{logfields.EventID(p.id), logfields.AccountID(p.account)}
+	fields := []zap.Field{logfields.EventID(p.id), logfields.AccountID(p.account), logfields.App(p.app)}
 	if p.region == "" {
 		r.metrics.Parked.Inc()
+		if p.reason == ParkConflict {
+			r.conflict(p.app, p.account, fields)
+			return
+		}
 		r.log.Info("Event parked: account has no region", fields...)
 		// The account may have got its region while this event was on its
 		// way to the parking stream, after the unparker looked.
@@ -341,11 +388,63 @@ func (r *Router) routed(p pendingAck) {
 		}
 		return
 	}
-	r.metrics.Routed.WithLabelValues(p.region).Inc()
+	r.metrics.Routed.WithLabelValues(p.region, p.app).Inc()
 	r.metrics.RouteSeconds.Observe(time.Since(p.start).Seconds())
 	if ce := r.log.Check(zap.DebugLevel, "Event routed"); ce != nil {
 		ce.Write(append(fields, logfields.Region(p.region))...)
 	}
+}
+
+// conflict counts, logs and records an event parked because its app is
+// pinned to a region the directory contradicts.
+func (r *Router) conflict(app, account string, fields []zap.Field) {
+	pinned := r.opts.Pins[app]
+	rec, _ := r.cache.Lookup(account)
+	r.metrics.Conflicts.WithLabelValues(app).Inc()
+	r.log.Warn("Event parked: its app is pinned to a region the directory contradicts; move the account or the app",
+		append(fields, zap.String("app_region", pinned), zap.String("directory_region", rec.Region))...)
+	if r.opts.Conflicts != nil {
+		r.bg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			err := r.opts.Conflicts.Record(ctx, directory.Conflict{AccountID: account, App: app, AppRegion: pinned, DirectoryRegion: rec.Region})
+			if err != nil {
+				r.log.Warn("Conflict not recorded", append(fields, zap.Error(err))...)
+			}
+		})
+	}
+	// The directory may have changed while this event was on its way.
+	if _, reason := r.route(app, account); reason != ParkConflict {
+		r.unpark.request(account)
+	}
+}
+
+// appOf is the app an event came through.
+func (r *Router) appOf(h nats.Header) string {
+	if app := h.Get(proto.HeaderApp); app != "" {
+		return app
+	}
+	return r.opts.DefaultApp
+}
+
+// route says where an event of account that came through app goes: a
+// configured region, or nowhere yet, with the reason. An app pinned to a
+// region sends its events there, unless the directory gives the account
+// another region: then neither is chosen.
+func (r *Router) route(app, account string) (region, parkReason string) {
+	if pinned, ok := r.opts.Pins[app]; ok {
+		if rec, known := r.cache.Lookup(account); known && rec.Region != pinned {
+			return "", ParkConflict
+		}
+		if r.regions[pinned] {
+			return pinned, ""
+		}
+		return "", ParkNoRegion
+	}
+	if region, ok := r.regionOf(account); ok {
+		return region, ""
+	}
+	return "", ParkNoRegion
 }
 
 // regionOf returns the configured region of an account, if it has one.

@@ -149,7 +149,7 @@ func TestRoutesEachAccountToItsRegion(t *testing.T) {
 				t.Errorf("routed event lost its headers: %v", h)
 			}
 		}
-		if got := testutil.ToFloat64(f.metrics.Routed.WithLabelValues(r)); got != float64(want[r]) {
+		if got := testutil.ToFloat64(f.metrics.Routed.WithLabelValues(r, "default")); got != float64(want[r]) {
 			t.Errorf("routed{%s} = %v, want %d", r, got, want[r])
 		}
 	}

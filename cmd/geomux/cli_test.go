@@ -185,7 +185,7 @@ func TestCLIRunSendStop(t *testing.T) {
 		defer resp.Body.Close()
 		var b bytes.Buffer
 		_, _ = b.ReadFrom(resp.Body)
-		return strings.Contains(b.String(), `geomux_worker_replied_total{region="eu"} 1`)
+		return strings.Contains(b.String(), `geomux_worker_replied_total{app="default",region="eu"} 1`)
 	}, "the reply to be sent")
 
 	cancel()

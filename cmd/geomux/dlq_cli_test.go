@@ -120,7 +120,7 @@ func (g *dlqGeomux) setRegion(t *testing.T, account, region string) {
 }
 
 // metric is the value of a sample of the admin /metrics, e.g.
-// `geomux_worker_replied_total{region="eu"}`; -1 if absent.
+// `geomux_worker_replied_total{app="default",region="eu"}`; -1 if absent.
 func (g *dlqGeomux) metric(t *testing.T, sample string) float64 {
 	t.Helper()
 	resp, err := http.Get("http://" + g.admin + "/metrics")
@@ -342,7 +342,7 @@ func TestCLIDLQ(t *testing.T) {
 	if n := len(dlqListJSON(t, cfg)); n != 3 {
 		t.Fatalf("a dry run changed the queue: %d entries", n)
 	}
-	if n := g.metric(t, `geomux_worker_replied_total{region="eu"}`); n != 0 {
+	if n := g.metric(t, `geomux_worker_replied_total{app="default",region="eu"}`); n != 0 {
 		t.Fatalf("replied = %v before any replay", n)
 	}
 
@@ -357,7 +357,7 @@ func TestCLIDLQ(t *testing.T) {
 			t.Errorf("dlq replay output lacks %q:\n%s", want, out)
 		}
 	}
-	g.waitMetric(t, `geomux_worker_replied_total{region="eu"}`, 1)
+	g.waitMetric(t, `geomux_worker_replied_total{app="default",region="eu"}`, 1)
 	g.waitMetric(t, `geomux_worker_handled_total{outcome="ok",region="eu"}`, 1)
 	left := dlqListJSON(t, cfg)
 	if len(left) != 2 || left[0].ID != ids[1] || left[1].ID != ids[2] {

@@ -54,8 +54,12 @@ func newFakeZoom(t *testing.T) *fakeZoom { return newFakeZoomFor(t, "") }
 
 // newFakeZoomFor is newFakeZoom for an app whose OAuth redirect URI is
 // redirectURI (the sandbox's Marketplace install sends browsers there).
-func newFakeZoomFor(t *testing.T, redirectURI string) *fakeZoom {
-	z := &fakeZoom{sb: sandbox.New(sandbox.Config{ClientID: "e2e-id", ClientSecret: "e2e-secret", BotJID: e2eBotJID, RedirectURI: redirectURI}, nil)}
+func newFakeZoomFor(t *testing.T, redirectURI string, apps ...config.App) *fakeZoom {
+	cfg := sandbox.Config{ClientID: "e2e-id", ClientSecret: "e2e-secret", BotJID: e2eBotJID, RedirectURI: redirectURI}
+	for _, a := range apps {
+		cfg.Apps = append(cfg.Apps, sandbox.App{ClientID: a.ClientID, ClientSecret: a.ClientSecret, BotJID: a.BotJID})
+	}
+	z := &fakeZoom{sb: sandbox.New(cfg, nil)}
 	z.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/v2/im/chat/messages" {
 			z.mu.Lock()
@@ -171,6 +175,8 @@ type pipelineOptions struct {
 	// beforehand (freePort); every region gets a display name and a vault
 	// key, and the sandbox knows the app's redirect URI.
 	install bool
+	// apps are zoom.apps, beside the default app; the sandbox knows them.
+	apps []config.App
 }
 
 // e2eDisplayNames are the regions' names on the install page.
@@ -193,12 +199,13 @@ func newPipelineWith(t *testing.T, storeDir string, o pipelineOptions, extra ...
 		p.publicURL = "http://" + cfg.Ingress.Listen
 		cfg.Install = config.Install{PublicURL: p.publicURL, StateKey: randomKey(t), BotName: "Geomux Test Bot", Vendor: "geomux e2e"}
 	}
-	p.zoom = newFakeZoomFor(t, p.callbackURL())
+	p.zoom = newFakeZoomFor(t, p.callbackURL(), o.apps...)
 	cfg.Admin.Listen, cfg.Admin.Token = "127.0.0.1:0", e2eAdminToken
 	cfg.Zoom = config.Zoom{
 		WebhookSecretTokens: []string{e2eSecret},
 		ClientID:            "e2e-id", ClientSecret: "e2e-secret", BotJID: e2eBotJID,
 		APIBaseURL: p.zoom.srv.URL + "/v2", OAuthBaseURL: p.zoom.srv.URL,
+		Apps: o.apps,
 	}
 	cfg.Retry = config.Retry{MaxAttempts: 5, HTTPRetries: 0, Backoff: []config.Duration{config.Duration(100 * time.Millisecond)}}
 	cfg.ShutdownTimeout = config.Duration(10 * time.Second)

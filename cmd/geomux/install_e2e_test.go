@@ -354,7 +354,7 @@ func TestE2EUninstallErasesTheAccountInItsRegion(t *testing.T) {
 		t.Fatalf("re-delivered app_deauthorized: %d, want 200", resp.StatusCode)
 	}
 	natstest.Eventually(t, 10*time.Second, func() bool {
-		return strings.Contains(p.metrics(), "geomux_ingress_duplicates_total 1")
+		return strings.Contains(p.metrics(), `geomux_ingress_duplicates_total{app="default"} 1`)
 	}, "the re-delivery recognised as a duplicate")
 	natstest.Eventually(t, 10*time.Second, func() bool { return p.regionIdle(region) }, "the region idle")
 	if n := len(p.erasures(region, gone)); n != 1 {

@@ -81,7 +81,7 @@ Send a test message:               geomux send --config deploy/local/geomux.yaml
 		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newRunCmd(), newSendCmd(), newDLQCmd(), newSetupCmd(), newAuditCmd(), newVersionCmd())
+	root.AddCommand(newRunCmd(), newSendCmd(), newAccountsCmd(), newDLQCmd(), newSetupCmd(), newAuditCmd(), newVersionCmd())
 	return root
 }
 

@@ -28,6 +28,7 @@ type sendFlags struct {
 	userJID string
 	toJID   string
 	event   string
+	app     string
 }
 
 func newSendCmd() *cobra.Command {
@@ -37,9 +38,13 @@ func newSendCmd() *cobra.Command {
 		Short: "Sign and post an event to the ingress, as Zoom would",
 		Long: `Send a bot_notification event (a user writing to the chatbot), or an
 app_deauthorized event (the account uninstalling the app), to a running geomux
-ingress, signed with the first of zoom.webhook_secret_tokens exactly as Zoom
-signs it. Use it to try the round trip without Zoom.`,
+ingress, signed with the first of the app's webhook secret tokens exactly as
+Zoom signs it. Use it to try the round trip without Zoom.
+
+--app sends as one of zoom.apps, to its Bot Endpoint URL (/zoom/webhook/<name>);
+without it, as the default app (/zoom/webhook).`,
 		Example: `  geomux send --config deploy/local/geomux.yaml --account acct-eu-1 --text "hi"
+  geomux send --config deploy/local/geomux.yaml --app eu-bot --account acct-eu-2 --text "hi"
   geomux send --config deploy/local/geomux.yaml --account acct-eu-1 --event app_deauthorized`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -62,6 +67,11 @@ signs it. Use it to try the round trip without Zoom.`,
 			if err != nil {
 				return err
 			}
+			if f.app != "" {
+				if _, ok := cfg.Zoom.App(f.app); !ok {
+					return usagef("--app %q is not an app of %s (apps: %s)", f.app, f.config, strings.Join(appNames(cfg), ", "))
+				}
+			}
 			return send(cmd.OutOrStdout(), cfg, f)
 		},
 	}
@@ -69,13 +79,27 @@ signs it. Use it to try the round trip without Zoom.`,
 	cmd.Flags().StringVarP(&f.account, "account", "a", "", "Zoom account id the event belongs to (required)")
 	cmd.Flags().StringVar(&f.text, "text", "", "what the user writes to the bot (required for bot_notification)")
 	cmd.Flags().StringVar(&f.event, "event", zoom.EventBotNotification, "the event to send: bot_notification (a user writes to the bot) or app_deauthorized (the account uninstalls the app)")
-	cmd.Flags().StringVar(&f.url, "url", "", "webhook URL (default http://<ingress.listen>/zoom/webhook)")
+	cmd.Flags().StringVar(&f.app, "app", "", "send as this app of zoom.apps (default: the default app)")
+	cmd.Flags().StringVar(&f.url, "url", "", "webhook URL (default http://<ingress.listen>/zoom/webhook[/<app>])")
 	cmd.Flags().StringVar(&f.userJID, "user-jid", "geomux.user@xmpp.zoom.us", "JID of the user writing")
 	cmd.Flags().StringVar(&f.toJID, "to-jid", "", "JID the message was written to (default: the user's, a direct message)")
 	return cmd
 }
 
+// appNames lists the config's apps.
+func appNames(cfg config.Config) []string {
+	var names []string
+	for _, a := range cfg.Zoom.AllApps() {
+		names = append(names, a.Name)
+	}
+	return names
+}
+
 func send(out io.Writer, cfg config.Config, f sendFlags) error {
+	app := cfg.Zoom.DefaultApp()
+	if f.app != "" {
+		app, _ = cfg.Zoom.App(f.app)
+	}
 	url := f.url
 	if url == "" {
 		host, port, _ := net.SplitHostPort(cfg.Ingress.Listen)
@@ -83,6 +107,9 @@ func send(out io.Writer, cfg config.Config, f sendFlags) error {
 			host = "127.0.0.1"
 		}
 		url = "http://" + net.JoinHostPort(host, port) + ingress.WebhookPath
+		if f.app != "" {
+			url += "/" + app.Name
+		}
 	}
 	toJID := f.toJID
 	if toJID == "" {
@@ -100,7 +127,7 @@ func send(out io.Writer, cfg config.Config, f sendFlags) error {
 				"channelName": "geomux send",
 				"cmd":         f.text,
 				"name":        "geomux",
-				"robotJid":    cfg.Zoom.BotJID,
+				"robotJid":    app.BotJID,
 				"timestamp":   now.UnixMilli(),
 				"toJid":       toJID,
 				"userId":      "geomux-send",
@@ -114,7 +141,7 @@ func send(out io.Writer, cfg config.Config, f sendFlags) error {
 			"event_ts": now.UnixMilli(),
 			"payload": map[string]any{
 				"account_id":           f.account,
-				"client_id":            cfg.Zoom.ClientID,
+				"client_id":            app.ClientID,
 				"deauthorization_time": now.UTC().Format("2006-01-02T15:04:05.000Z"),
 				"signature":            fmt.Sprintf("%x", now.UnixNano()),
 				"user_data_retention":  nil,
@@ -134,7 +161,7 @@ func send(out io.Writer, cfg config.Config, f sendFlags) error {
 	req.Header.Set("Content-Type", "application/json; charset=utf-8")
 	req.Header.Set("User-Agent", "Zoom Marketplace/1.0a (geomux send)")
 	req.Header.Set(zoom.HeaderTimestamp, ts)
-	req.Header.Set(zoom.HeaderSignature, zoom.Sign(cfg.Zoom.WebhookSecretTokens[0], ts, body))
+	req.Header.Set(zoom.HeaderSignature, zoom.Sign(app.WebhookSecretTokens[0], ts, body))
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
 	if err != nil {
 		return fmt.Errorf("cannot reach the ingress at %s (is geomux running?): %v", url, unwrapURLError(err))

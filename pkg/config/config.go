@@ -148,7 +148,9 @@ type Admin struct {
 	Token string `yaml:"token"`
 }
 
-// Zoom holds the Zoom app's credentials and Zoom's addresses.
+// Zoom holds the Zoom apps' credentials and Zoom's addresses. The keys at
+// its top are the one-app shorthand: the app named DefaultAppName. Apps adds
+// others, such as one app per region.
 type Zoom struct {
 	// WebhookSecretTokens verify x-zm-signature; a request signed with any of
 	// them is accepted, so a secret can be rotated without downtime.
@@ -159,6 +161,70 @@ type Zoom struct {
 	BotJID       string `yaml:"bot_jid"`
 	APIBaseURL   string `yaml:"api_base_url"`
 	OAuthBaseURL string `yaml:"oauth_base_url"`
+	// Apps are further Zoom apps served by the same deployment, each at
+	// POST /zoom/webhook/<name>.
+	Apps []App `yaml:"apps,omitempty"`
+}
+
+// App is one Zoom Marketplace chatbot app.
+type App struct {
+	// Name names the app in its webhook path (/zoom/webhook/<name>), in
+	// metrics and in GEOMUX_ZOOM_APPS_<NAME>_* variables: lowercase
+	// letters, digits and '-', starting with a letter.
+	Name                string   `yaml:"name"`
+	WebhookSecretTokens []string `yaml:"webhook_secret_tokens"`
+	ClientID            string   `yaml:"client_id"`
+	ClientSecret        string   `yaml:"client_secret"`
+	BotJID              string   `yaml:"bot_jid"`
+	// Region, if set, pins the app to a region: its events go there
+	// without a directory lookup (an app per region, as a vendor that
+	// runs one Marketplace app per region does).
+	Region string `yaml:"region"`
+}
+
+// DefaultAppName names the app of the one-app keys (zoom.client_id, ...).
+const DefaultAppName = "default"
+
+// shorthand reports whether the one-app keys are set.
+func (z Zoom) shorthand() bool {
+	return len(z.WebhookSecretTokens) > 0 || z.ClientID != "" || z.ClientSecret != "" || z.BotJID != ""
+}
+
+// AllApps lists every app: the one-app keys' app (DefaultAppName) when
+// they are set, then zoom.apps. The first is the default app, the one
+// served at /zoom/webhook.
+func (z Zoom) AllApps() []App {
+	var out []App
+	if z.shorthand() || len(z.Apps) == 0 {
+		out = append(out, App{Name: DefaultAppName, WebhookSecretTokens: z.WebhookSecretTokens,
+			ClientID: z.ClientID, ClientSecret: z.ClientSecret, BotJID: z.BotJID})
+	}
+	return append(out, z.Apps...)
+}
+
+// DefaultApp is the app served at /zoom/webhook, whose credentials the
+// install flow uses.
+func (z Zoom) DefaultApp() App { return z.AllApps()[0] }
+
+// App returns the app named name.
+func (z Zoom) App(name string) (App, bool) {
+	for _, a := range z.AllApps() {
+		if a.Name == name {
+			return a, true
+		}
+	}
+	return App{}, false
+}
+
+// Pins maps each app pinned to a region to that region.
+func (z Zoom) Pins() map[string]string {
+	pins := map[string]string{}
+	for _, a := range z.AllApps() {
+		if a.Region != "" {
+			pins[a.Name] = a.Region
+		}
+	}
+	return pins
 }
 
 // Retry says how a regional worker retries an event whose backend or Zoom

@@ -90,15 +90,19 @@ func (c *Config) problems(roles []Role) []string {
 		if c.Ingress.ShutdownDelay < 0 || c.Ingress.ShutdownDelay >= c.ShutdownTimeout {
 			p.add("ingress.shutdown_delay", fmt.Sprintf("must be between 0 and shutdown_timeout (%s)", c.ShutdownTimeout))
 		}
-		if len(c.Zoom.WebhookSecretTokens) == 0 {
-			p.add("zoom.webhook_secret_tokens", "required: the app's webhook Secret Token (Zoom Marketplace → Features → Access); list the previous one too while rotating")
-		}
-		for i, t := range c.Zoom.WebhookSecretTokens {
-			if strings.TrimSpace(t) == "" {
-				p.add(fmt.Sprintf("zoom.webhook_secret_tokens[%d]", i), "is empty")
+		for _, a := range c.Zoom.AllApps() {
+			key := c.appKey(a)
+			if len(a.WebhookSecretTokens) == 0 {
+				p.add(key+"webhook_secret_tokens", "required: the app's webhook Secret Token (Zoom Marketplace → Features → Access); list the previous one too while rotating")
+			}
+			for i, t := range a.WebhookSecretTokens {
+				if strings.TrimSpace(t) == "" {
+					p.add(fmt.Sprintf("%swebhook_secret_tokens[%d]", key, i), "is empty")
+				}
 			}
 		}
 	}
+	p.apps(c)
 
 	runs := has(RoleIngress) || has(RoleRouter) || has(RoleWorker)
 	if runs && c.Admin.Listen != "" {
@@ -109,10 +113,13 @@ func (c *Config) problems(roles []Role) []string {
 	}
 
 	if has(RoleWorker) {
-		p.required("zoom.client_id", c.Zoom.ClientID)
-		p.required("zoom.client_secret", c.Zoom.ClientSecret)
-		if !strings.Contains(c.Zoom.BotJID, "@") {
-			p.add("zoom.bot_jid", "required: the chatbot's JID, e.g. v1abc@xmpp.zoom.us (Marketplace → Features → Chat Subscription)")
+		for _, a := range c.Zoom.AllApps() {
+			key := c.appKey(a)
+			p.required(key+"client_id", a.ClientID)
+			p.required(key+"client_secret", a.ClientSecret)
+			if !strings.Contains(a.BotJID, "@") {
+				p.add(key+"bot_jid", "required: the chatbot's JID, e.g. v1abc@xmpp.zoom.us (Marketplace → Features → Chat Subscription)")
+			}
 		}
 		p.httpURL("zoom.api_base_url", c.Zoom.APIBaseURL)
 		p.httpURL("zoom.oauth_base_url", c.Zoom.OAuthBaseURL)
@@ -196,8 +203,9 @@ func (c *Config) problems(roles []Role) []string {
 			if len(c.Install.StateKey) < 32 {
 				p.add("install.state_key", "required, at least 32 characters, when install.public_url is set (openssl rand -base64 32; set it with GEOMUX_INSTALL_STATE_KEY)")
 			}
-			p.required("zoom.client_id", c.Zoom.ClientID)
-			p.required("zoom.client_secret", c.Zoom.ClientSecret)
+			d := c.Zoom.DefaultApp()
+			p.required(c.appKey(d)+"client_id", d.ClientID)
+			p.required(c.appKey(d)+"client_secret", d.ClientSecret)
 		}
 	}
 	if c.Sandbox.Listen != "" {
@@ -214,6 +222,43 @@ func (c *Config) problems(roles []Role) []string {
 		}
 	}
 	return uniq
+}
+
+// appKey is the key prefix of an app's settings: zoom. for the one-app
+// keys, zoom.apps[name]. for the others.
+func (c *Config) appKey(a App) string {
+	if a.Name == DefaultAppName && (c.Zoom.shorthand() || len(c.Zoom.Apps) == 0) {
+		return "zoom."
+	}
+	return "zoom.apps[" + a.Name + "]."
+}
+
+// apps checks what every role shares of the apps: names and pins.
+func (p *problems) apps(c *Config) {
+	seen := map[string]bool{}
+	if c.Zoom.shorthand() {
+		seen[DefaultAppName] = true
+	}
+	for i, a := range c.Zoom.Apps {
+		key := fmt.Sprintf("zoom.apps[%d]", i)
+		if !proto.ValidAppName(a.Name) {
+			p.add(key+".name", fmt.Sprintf("%q is not an app name (lowercase letters, digits and '-', starting with a letter, e.g. eu-bot)", a.Name))
+			continue
+		}
+		key = "zoom.apps[" + a.Name + "]"
+		switch {
+		case seen[a.Name] && a.Name == DefaultAppName:
+			p.add(key+".name", "is the name of the app of the one-app keys (zoom.client_id, ...): choose another")
+		case seen[a.Name]:
+			p.add(key+".name", "is listed twice")
+		}
+		seen[a.Name] = true
+		if a.Region != "" {
+			if _, ok := c.Region(a.Region); !ok {
+				p.add(key+".region", fmt.Sprintf("%q is not a configured region (regions: %s)", a.Region, strings.Join(c.RegionNames(), ", ")))
+			}
+		}
+	}
 }
 
 type problems []string

@@ -23,10 +23,12 @@ import (
 //	GET    /admin/v1/accounts/{accountId}                   404 if it has none
 //	DELETE /admin/v1/accounts/{accountId}
 //	GET    /admin/v1/accounts                               every account
+//	GET    /admin/v1/conflicts                              accounts whose pinned app and directory disagree
 type API struct {
-	dir     *Directory
-	regions []string
-	log     *zap.Logger
+	dir       *Directory
+	conflicts *Conflicts
+	regions   []string
+	log       *zap.Logger
 }
 
 // NewAPI serves dir; a region must be one of regions.
@@ -34,14 +36,24 @@ func NewAPI(dir *Directory, regions []string, log *zap.Logger) *API {
 	return &API{dir: dir, regions: regions, log: log}
 }
 
+// WithConflicts serves the conflicts too.
+func (a *API) WithConflicts(c *Conflicts) *API {
+	a.conflicts = c
+	return a
+}
+
 // Routes are the API's admin routes.
 func (a *API) Routes() []admin.Route {
-	return []admin.Route{
+	routes := []admin.Route{
 		{Pattern: "PUT /admin/v1/accounts/{accountId}", Handler: http.HandlerFunc(a.put)},
 		{Pattern: "GET /admin/v1/accounts/{accountId}", Handler: http.HandlerFunc(a.get)},
 		{Pattern: "DELETE /admin/v1/accounts/{accountId}", Handler: http.HandlerFunc(a.delete)},
 		{Pattern: "GET /admin/v1/accounts", Handler: http.HandlerFunc(a.list)},
 	}
+	if a.conflicts != nil {
+		routes = append(routes, admin.Route{Pattern: "GET /admin/v1/conflicts", Handler: http.HandlerFunc(a.listConflicts)})
+	}
+	return routes
 }
 
 // putBody is what PUT takes.
@@ -130,6 +142,18 @@ func (a *API) list(w http.ResponseWriter, r *http.Request) {
 		recs = []proto.AccountRecord{}
 	}
 	admin.WriteJSON(w, http.StatusOK, map[string]any{"accounts": recs, "count": len(recs)})
+}
+
+func (a *API) listConflicts(w http.ResponseWriter, r *http.Request) {
+	cs, err := a.conflicts.List(r.Context())
+	if err != nil {
+		a.unavailable(w, err)
+		return
+	}
+	if cs == nil {
+		cs = []Conflict{}
+	}
+	admin.WriteJSON(w, http.StatusOK, map[string]any{"conflicts": cs, "count": len(cs)})
 }
 
 func (a *API) unavailable(w http.ResponseWriter, err error) {

@@ -21,6 +21,7 @@ type Cache struct {
 	mu      sync.RWMutex
 	records map[string]proto.AccountRecord
 	onSet   []func(proto.AccountRecord)
+	onDel   []func(account string)
 
 	warm     chan struct{}
 	warmOnce sync.Once
@@ -36,6 +37,10 @@ func NewCache(dir *Directory, log *zap.Logger) *Cache {
 // OnSet registers f to be called, from the watch goroutine, with every record
 // written after the initial load. Register before Start.
 func (c *Cache) OnSet(f func(proto.AccountRecord)) { c.onSet = append(c.onSet, f) }
+
+// OnDelete registers f to be called, from the watch goroutine, with every
+// account removed after the initial load. Register before Start.
+func (c *Cache) OnDelete(f func(account string)) { c.onDel = append(c.onDel, f) }
 
 // Start begins watching and waits until the current records are loaded, or
 // ctx ends.
@@ -136,8 +141,14 @@ func (c *Cache) follow(ctx context.Context, w jetstream.KeyWatcher, last uint64)
 func (c *Cache) apply(e jetstream.KeyValueEntry, notify bool) {
 	if e.Operation() != jetstream.KeyValuePut {
 		c.mu.Lock()
+		_, had := c.records[e.Key()]
 		delete(c.records, e.Key())
 		c.mu.Unlock()
+		if notify && had {
+			for _, f := range c.onDel {
+				f(e.Key())
+			}
+		}
 		return
 	}
 	rec, err := decode(e.Key(), e.Value())

@@ -28,10 +28,11 @@ import (
 var Module = fx.Module("directory",
 	fx.Provide(
 		NewDirectory,
+		NewConflicts,
 		NewInstaller,
 		func(i directory.Installer) directory.Recorder { return i },
-		platformfx.AsAdminRoute(func(d *directory.Directory, c config.Config, log *zap.Logger) []admin.Route {
-			return directory.NewAPI(d, c.RegionNames(), log.Named("admin")).Routes()
+		platformfx.AsAdminRoute(func(d *directory.Directory, cf *directory.Conflicts, c config.Config, log *zap.Logger) []admin.Route {
+			return directory.NewAPI(d, c.RegionNames(), log.Named("admin")).WithConflicts(cf).Routes()
 		}),
 	),
 	fx.Invoke(serve),
@@ -48,6 +49,14 @@ func NewDirectory(js jetstream.JetStream, c config.Config) (*directory.Directory
 	ctx, cancel := context.WithTimeout(context.Background(), c.NATS.ConnectTimeout.D())
 	defer cancel()
 	return directory.Open(ctx, js, natsx.StreamOptionsFrom(c))
+}
+
+// NewConflicts opens (creating if needed) the bucket of conflicts between
+// pinned apps and the directory.
+func NewConflicts(js jetstream.JetStream, c config.Config) (*directory.Conflicts, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.NATS.ConnectTimeout.D())
+	defer cancel()
+	return directory.OpenConflicts(ctx, js, natsx.StreamOptionsFrom(c))
 }
 
 // NewInstaller records installs: the directory entry, and the tokens handed

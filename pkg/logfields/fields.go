@@ -20,6 +20,9 @@ func AccountID(id string) zap.Field { return zap.String("account_id", id) }
 // Region is a geomux region name.
 func Region(r string) zap.Field { return zap.String("region", r) }
 
+// App is the Zoom app (its name in the config) an event came through.
+func App(name string) zap.Field { return zap.String("app", name) }
+
 // Attempt is the delivery attempt of an event, from 1.
 func Attempt(n int) zap.Field { return zap.Int("attempt", n) }
 

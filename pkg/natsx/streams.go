@@ -169,6 +169,21 @@ func DirectoryConfig(o StreamOptions) jetstream.KeyValueConfig {
 	return c
 }
 
+// ConflictsConfig is the hub's bucket of accounts whose events came through
+// an app pinned to a region the directory contradicts (identifiers only);
+// a record lives as long as the events it parked.
+func ConflictsConfig(o StreamOptions) jetstream.KeyValueConfig {
+	c := jetstream.KeyValueConfig{
+		Bucket:      proto.ConflictsBucket,
+		Description: "geomux: accounts whose app and directory disagree on the region",
+		History:     1,
+		TTL:         o.ParkTTL,
+		Storage:     jetstream.FileStorage,
+	}
+	o.Hub.kv(&c)
+	return c
+}
+
 // RegionAdvisoryConfig is the stream keeping the max-deliveries advisories of the region's
 // workers consumer. JetStream sends an advisory only while someone listens:
 // this stream is that listener, so none is missed while no worker runs.

@@ -31,6 +31,7 @@ var Module = fx.Module("platform",
 	httpclientfx.Module,
 	fx.Provide(
 		NewZoomClient,
+		NewZoomApps,
 		NewRegistry,
 		func(r *prometheus.Registry) prometheus.Registerer { return r },
 		health.NewRegistry,
@@ -40,11 +41,28 @@ var Module = fx.Module("platform",
 	fx.Invoke(func(*AdminServer, *SandboxServer) {}),
 )
 
-// NewZoomClient is the Zoom client of the configured app (chatbot token,
-// chat messages, user OAuth).
+// NewZoomClient is the Zoom client of the default app (chatbot token, chat
+// messages, and the user OAuth of the install flow).
 func NewZoomClient(c config.Config, hc *retryablehttp.Client) *zoom.Client {
+	return zoomClient(c, c.Zoom.DefaultApp(), hc)
+}
+
+// ZoomApps are the Zoom clients of the other apps (zoom.apps), by name:
+// each with its own chatbot token.
+type ZoomApps map[string]*zoom.Client
+
+// NewZoomApps makes a client per app besides the default one.
+func NewZoomApps(c config.Config, hc *retryablehttp.Client) ZoomApps {
+	out := ZoomApps{}
+	for _, a := range c.Zoom.AllApps()[1:] {
+		out[a.Name] = zoomClient(c, a, hc)
+	}
+	return out
+}
+
+func zoomClient(c config.Config, a config.App, hc *retryablehttp.Client) *zoom.Client {
 	return zoom.NewClient(zoom.ClientConfig{
-		ClientID: c.Zoom.ClientID, ClientSecret: c.Zoom.ClientSecret,
+		ClientID: a.ClientID, ClientSecret: a.ClientSecret,
 		APIBaseURL: c.Zoom.APIBaseURL, OAuthBaseURL: c.Zoom.OAuthBaseURL,
 	}, hc)
 }
@@ -98,9 +116,12 @@ func newSandbox(lc fx.Lifecycle, c config.Config, log *zap.Logger) *SandboxServe
 	if c.Install.Enabled() {
 		redirect = strings.TrimRight(c.Install.PublicURL, "/") + "/oauth/callback"
 	}
-	sb := sandbox.New(sandbox.Config{
-		ClientID: c.Zoom.ClientID, ClientSecret: c.Zoom.ClientSecret, BotJID: c.Zoom.BotJID, RedirectURI: redirect,
-	}, os.Stdout)
+	def := c.Zoom.DefaultApp()
+	cfg := sandbox.Config{ClientID: def.ClientID, ClientSecret: def.ClientSecret, BotJID: def.BotJID, RedirectURI: redirect}
+	for _, a := range c.Zoom.AllApps()[1:] {
+		cfg.Apps = append(cfg.Apps, sandbox.App{ClientID: a.ClientID, ClientSecret: a.ClientSecret, BotJID: a.BotJID})
+	}
+	sb := sandbox.New(cfg, os.Stdout)
 	s := &SandboxServer{httpserver.New("zoom-sandbox", c.Sandbox.Listen, sb, log.Named("sandbox"))}
 	if c.Sandbox.Listen != "" {
 		lc.Append(fx.StartStopHook(s.Start, s.Stop))

@@ -25,11 +25,15 @@ import (
 	"github.com/geomux/geomux/proto"
 )
 
-// Config is the app the sandbox knows.
+// Config is the apps the sandbox knows: the main one (whose user OAuth
+// the sandbox plays too) and others.
 type Config struct {
 	ClientID     string
 	ClientSecret string
 	BotJID       string
+	// Apps are further chatbot apps: their chatbot tokens are issued and
+	// their messages accepted as the main app's are.
+	Apps []App
 	// TokenLifetime is the expires_in of issued tokens; 1h like Zoom when 0.
 	TokenLifetime time.Duration
 	// RedirectURI is the app's OAuth redirect URI, where the sandbox's
@@ -37,11 +41,18 @@ type Config struct {
 	RedirectURI string
 }
 
+// App is a chatbot app the sandbox knows.
+type App struct {
+	ClientID, ClientSecret, BotJID string
+}
+
 // Delivered is a chat message the sandbox accepted.
 type Delivered struct {
 	MessageID string
 	Token     string
-	Message   zoom.Message
+	// ClientID is the app whose chatbot token sent it.
+	ClientID string
+	Message  zoom.Message
 	// Text is the text of the message's body items, joined by newlines.
 	Text string
 	At   time.Time
@@ -54,7 +65,7 @@ type Sandbox struct {
 	mux *http.ServeMux
 
 	mu        sync.Mutex
-	tokens    map[string]time.Time
+	tokens    map[string]issued
 	issued    int
 	delivered []Delivered
 	oauth     oauthState
@@ -66,7 +77,7 @@ func New(cfg Config, out io.Writer) *Sandbox {
 	if cfg.TokenLifetime == 0 {
 		cfg.TokenLifetime = time.Hour
 	}
-	s := &Sandbox{cfg: cfg, out: out, tokens: map[string]time.Time{}, mux: http.NewServeMux(), oauth: newOAuthState()}
+	s := &Sandbox{cfg: cfg, out: out, tokens: map[string]issued{}, mux: http.NewServeMux(), oauth: newOAuthState()}
 	s.mux.HandleFunc("POST /oauth/token", s.token)
 	s.mux.HandleFunc("GET /oauth/authorize", s.authorizePage)
 	s.mux.HandleFunc("POST /oauth/authorize", s.authorize)
@@ -93,9 +104,26 @@ func (s *Sandbox) TokensIssued() int {
 	return s.issued
 }
 
+// issued is a chatbot token: which app it is for, until when.
+type issued struct {
+	app     App
+	expires time.Time
+}
+
+// app is the app of the client credentials id and secret.
+func (s *Sandbox) app(id, secret string) (App, bool) {
+	for _, a := range append([]App{{s.cfg.ClientID, s.cfg.ClientSecret, s.cfg.BotJID}}, s.cfg.Apps...) {
+		if a.ClientID == id && a.ClientSecret == secret {
+			return a, true
+		}
+	}
+	return App{}, false
+}
+
 func (s *Sandbox) token(w http.ResponseWriter, r *http.Request) {
 	id, secret, ok := r.BasicAuth()
-	if !ok || id != s.cfg.ClientID || secret != s.cfg.ClientSecret {
+	app, known := s.app(id, secret)
+	if !ok || !known {
 		httpx.WriteJSON(w, http.StatusUnauthorized, map[string]string{"reason": "Invalid client_id or client_secret", "error": "invalid_client"})
 		return
 	}
@@ -103,6 +131,10 @@ func (s *Sandbox) token(w http.ResponseWriter, r *http.Request) {
 	switch gt := r.Form.Get("grant_type"); gt {
 	case "client_credentials":
 	case "authorization_code", "refresh_token":
+		if id != s.cfg.ClientID {
+			httpx.WriteJSON(w, http.StatusBadRequest, map[string]string{"reason": "Invalid client_id", "error": "invalid_client"})
+			return
+		}
 		s.userToken(w, r)
 		return
 	default:
@@ -111,7 +143,7 @@ func (s *Sandbox) token(w http.ResponseWriter, r *http.Request) {
 	}
 	tok := "sandbox." + randomID()
 	s.mu.Lock()
-	s.tokens[tok] = time.Now().Add(s.cfg.TokenLifetime)
+	s.tokens[tok] = issued{app: app, expires: time.Now().Add(s.cfg.TokenLifetime)}
 	s.issued++
 	s.mu.Unlock()
 	httpx.WriteJSON(w, http.StatusOK, map[string]any{
@@ -128,9 +160,9 @@ type zoomError struct {
 func (s *Sandbox) message(w http.ResponseWriter, r *http.Request) {
 	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 	s.mu.Lock()
-	exp, known := s.tokens[tok]
+	iss, known := s.tokens[tok]
 	s.mu.Unlock()
-	if !ok || !known || time.Now().After(exp) {
+	if !ok || !known || time.Now().After(iss.expires) {
 		httpx.WriteJSON(w, http.StatusUnauthorized, zoomError{7010, "Invalid access token."})
 		return
 	}
@@ -159,7 +191,8 @@ func (s *Sandbox) message(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteJSON(w, http.StatusBadRequest, zoomError{7001, "Invalid request body: missing " + strings.Join(missing, ", ")})
 		return
 	}
-	if m.RobotJID != s.cfg.BotJID {
+	if m.RobotJID != iss.app.BotJID {
+		// A token is its app's: it sends as that app's bot only.
 		httpx.WriteJSON(w, http.StatusNotFound, zoomError{7002, "Invalid robot_jid."})
 		return
 	}
@@ -169,7 +202,7 @@ func (s *Sandbox) message(w http.ResponseWriter, r *http.Request) {
 			texts = append(texts, b.Text)
 		}
 	}
-	d := Delivered{MessageID: messageID(), Token: tok, Message: m, Text: strings.Join(texts, "\n"), At: time.Now()}
+	d := Delivered{MessageID: messageID(), Token: tok, ClientID: iss.app.ClientID, Message: m, Text: strings.Join(texts, "\n"), At: time.Now()}
 	s.mu.Lock()
 	s.delivered = append(s.delivered, d)
 	s.mu.Unlock()

@@ -1,0 +1,145 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/geomux/geomux/pkg/config"
+	"github.com/geomux/geomux/pkg/directory"
+	"github.com/geomux/geomux/proto"
+)
+
+type accountsFlags struct {
+	config    string
+	admin     string
+	json      bool
+	conflicts bool
+}
+
+func newAccountsCmd() *cobra.Command {
+	var f accountsFlags
+	cmd := &cobra.Command{
+		Use:   "accounts",
+		Short: "List the accounts' regions, and the accounts whose pinned app contradicts the directory",
+		Long: `List every account of the directory with its region, then every conflict:
+an account whose events came through an app pinned to one region (zoom.apps
+region) while the directory gives the account another. The router parks
+such events rather than choose; settle a conflict by moving the account
+(PUT /admin/v1/accounts/<id> {"region":"<the app's region>"}) or the app's
+pin, and the parked events flow.
+
+It asks the admin API of the process that runs the router (admin.listen,
+with admin.token).`,
+		Example: `  geomux accounts --config deploy/local/geomux.yaml
+  geomux accounts --config hub-router.yaml --admin http://router.internal:8081 --conflicts --json`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(f.config, config.RoleTool)
+			if err != nil {
+				return err
+			}
+			if cfg.Admin.Token == "" {
+				return usagef("admin.token is required to ask the admin API (set it in the config or GEOMUX_ADMIN_TOKEN)")
+			}
+			base := f.admin
+			if base == "" {
+				if cfg.Admin.Listen == "" {
+					return usagef("admin.listen is empty: pass --admin with the router's admin URL, e.g. http://127.0.0.1:8081")
+				}
+				host, port, _ := net.SplitHostPort(cfg.Admin.Listen)
+				if host == "" || host == "0.0.0.0" || host == "::" {
+					host = "127.0.0.1"
+				}
+				base = "http://" + net.JoinHostPort(host, port)
+			}
+			return listAccounts(cmd.OutOrStdout(), strings.TrimRight(base, "/"), cfg.Admin.Token, f)
+		},
+	}
+	configFlag(cmd, &f.config)
+	cmd.Flags().StringVar(&f.admin, "admin", "", "the admin API of the router (default http://<admin.listen>)")
+	cmd.Flags().BoolVar(&f.json, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&f.conflicts, "conflicts", false, "list the conflicts only")
+	return cmd
+}
+
+func listAccounts(out io.Writer, base, token string, f accountsFlags) error {
+	client := &http.Client{Timeout: 10 * time.Second}
+	get := func(path string, v any) error {
+		req, err := http.NewRequest(http.MethodGet, base+path, nil)
+		if err != nil {
+			return usagef("--admin %q: %v", base, err)
+		}
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := client.Do(req)
+		if err != nil {
+			return fmt.Errorf("cannot reach the admin API at %s (is geomux running, with the router?): %v", base, unwrapURLError(err))
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("admin API %s answered %s: %s", path, resp.Status, strings.TrimSpace(string(body)))
+		}
+		return json.Unmarshal(body, v)
+	}
+	var accounts struct {
+		Accounts []proto.AccountRecord `json:"accounts"`
+	}
+	var conflicts struct {
+		Conflicts []directory.Conflict `json:"conflicts"`
+	}
+	if !f.conflicts {
+		if err := get("/admin/v1/accounts", &accounts); err != nil {
+			return err
+		}
+	}
+	if err := get("/admin/v1/conflicts", &conflicts); err != nil {
+		return err
+	}
+	if accounts.Accounts == nil {
+		accounts.Accounts = []proto.AccountRecord{}
+	}
+	if conflicts.Conflicts == nil {
+		conflicts.Conflicts = []directory.Conflict{}
+	}
+	if f.json {
+		if f.conflicts {
+			return printJSON(out, map[string]any{"conflicts": conflicts.Conflicts})
+		}
+		return printJSON(out, map[string]any{"accounts": accounts.Accounts, "conflicts": conflicts.Conflicts})
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	if !f.conflicts {
+		fmt.Fprintln(tw, "ACCOUNT\tREGION\tUPDATED")
+		for _, a := range accounts.Accounts {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", a.AccountID, a.Region, a.UpdatedAt.UTC().Format(time.RFC3339))
+		}
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "%d accounts with a region\n", len(accounts.Accounts))
+	}
+	if len(conflicts.Conflicts) == 0 {
+		fmt.Fprintln(out, "no conflicts")
+		return nil
+	}
+	if !f.conflicts {
+		fmt.Fprintln(out)
+	}
+	fmt.Fprintln(tw, "CONFLICT: ACCOUNT\tAPP (PINNED TO)\tDIRECTORY SAYS\tEVENTS PARKED\tLAST SEEN")
+	for _, c := range conflicts.Conflicts {
+		fmt.Fprintf(tw, "%s\t%s (%s)\t%s\t%d\t%s\n", c.AccountID, c.App, c.AppRegion, c.DirectoryRegion, c.Events, c.LastSeen.UTC().Format(time.RFC3339))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "%d conflicts: their events are parked. Settle one by moving the account to its app's region (PUT /admin/v1/accounts/<id>) or by changing the app's pin; the events then flow.\n", len(conflicts.Conflicts))
+	return nil
+}
