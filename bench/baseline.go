@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"syscall"
@@ -117,6 +118,8 @@ func serveBaseline(args []string, build func(baselineArgs) (http.Handler, func()
 	mux := http.NewServeMux()
 	mux.Handle("/", h)
 	mux.HandleFunc("GET /ready", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	// Profiles, to compare with geomux's (--profile).
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	l, err := net.Listen("tcp", a.listen)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "baseline:", err)

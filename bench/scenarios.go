@@ -130,7 +130,10 @@ func (b *bench) saturation(ctx context.Context) (saturation, error) {
 				p.stop(5 * time.Second)
 				return server{}, nil, err
 			}
-			return server{url: "http://" + addr + "/zoom/webhook", pid: p.pid()}, func() { p.stop(10 * time.Second) }, nil
+			profile := func() {
+				b.save(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", addr, profileSeconds(satWarm+satTime)), cmd+"-cpu.pprof")
+			}
+			return server{url: "http://" + addr + "/zoom/webhook", pid: p.pid(), profile: profile}, func() { p.stop(10 * time.Second) }, nil
 		}
 	}
 	ingress := func(syncAlways bool) func(string) (server, func(), error) {
@@ -208,7 +211,7 @@ func (b *bench) saturation(ctx context.Context) (saturation, error) {
 			order = []int{ingr, chain, http, ingrSync, chainSync}
 		}
 		for _, i := range order {
-			if err := measure(i, b.o.profile != "" && round == 0); err != nil {
+			if err := measure(i, b.o.profile != "" && round == 0 && (i == chain || i == ingr)); err != nil {
 				return s, err
 			}
 		}
@@ -317,38 +320,39 @@ func (b *bench) endToEnd(ctx context.Context, syncAlways bool, rates rateList, o
 }
 
 // profile saves geomux's CPU profile over most of a step, and its
-// allocations during it, under --profile.
+// allocations during it, its heap and metrics after it, under --profile.
 func (b *bench) profile(g *geomuxProc, prefix string, d time.Duration) {
-	get := func(path, file string) {
-		req, _ := http.NewRequest(http.MethodGet, "http://"+g.admin+"/admin/debug/pprof/"+path, nil)
-		req.Header.Set("Authorization", "Bearer "+benchAdminToken)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			b.log("profile %s: %v", path, err)
-			return
-		}
-		defer resp.Body.Close()
-		if err := os.MkdirAll(b.o.profile, 0o755); err != nil {
-			b.log("profile: %v", err)
-			return
-		}
-		f, err := os.Create(filepath.Join(b.o.profile, prefix+file))
-		if err != nil {
-			b.log("profile: %v", err)
-			return
-		}
-		defer f.Close()
-		_, _ = io.Copy(f, resp.Body)
-	}
-	secs := max(1, int((d - 500*time.Millisecond).Seconds()))
+	admin := "http://" + g.admin + "/admin/debug/pprof/"
 	var wg sync.WaitGroup
-	wg.Go(func() { get(fmt.Sprintf("profile?seconds=%d", secs), "cpu.pprof") })
-	wg.Go(func() { get(fmt.Sprintf("allocs?seconds=%d", secs), "allocs.pprof") })
+	wg.Go(func() { b.save(fmt.Sprintf("%sprofile?seconds=%d", admin, profileSeconds(d)), prefix+"cpu.pprof") })
+	wg.Go(func() { b.save(fmt.Sprintf("%sallocs?seconds=%d", admin, profileSeconds(d)), prefix+"allocs.pprof") })
 	wg.Wait()
-	get("heap", "heap.pprof")
-	if resp, err := http.Get("http://" + g.admin + "/metrics"); err == nil {
-		m, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		_ = os.WriteFile(filepath.Join(b.o.profile, prefix+"metrics.txt"), m, 0o644)
+	b.save(admin+"heap", prefix+"heap.pprof")
+	b.save("http://"+g.admin+"/metrics", prefix+"metrics.txt")
+}
+
+func profileSeconds(d time.Duration) int { return max(1, int((d - 500*time.Millisecond).Seconds())) }
+
+// save writes what url answers (with the admin token) to file under
+// --profile.
+func (b *bench) save(url, file string) {
+	req, _ := http.NewRequest(http.MethodGet, url, nil)
+	req.Header.Set("Authorization", "Bearer "+benchAdminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		b.log("profile %s: %v", url, err)
+		return
 	}
+	defer resp.Body.Close()
+	if err := os.MkdirAll(b.o.profile, 0o755); err != nil {
+		b.log("profile: %v", err)
+		return
+	}
+	f, err := os.Create(filepath.Join(b.o.profile, file))
+	if err != nil {
+		b.log("profile: %v", err)
+		return
+	}
+	defer f.Close()
+	_, _ = io.Copy(f, resp.Body)
 }

@@ -21,7 +21,8 @@ import (
 )
 
 // publishVia puts an event of account on the transit subject as ingress
-// does for an event that came through app.
+// does for an event that came through app ("": an event stored before
+// apps were, with no app header).
 func (f *fixture) publishVia(app, account string) string {
 	f.t.Helper()
 	f.n++
@@ -30,8 +31,11 @@ func (f *fixture) publishVia(app, account string) string {
 	m := nats.NewMsg(proto.IngressSubject)
 	m.Data = body
 	for k, v := range map[string]string{jetstream.MsgIDHeader: id, proto.HeaderEventID: id, proto.HeaderEventType: "bot_notification",
-		proto.HeaderAccountID: account, proto.HeaderApp: app} {
-		m.Header.Set(k, v)
+		proto.HeaderAccountID: account, proto.HeaderApp: app,
+		proto.HeaderReceivedAt: time.Now().UTC().Format(proto.TimeFormat)} {
+		if v != "" {
+			m.Header.Set(k, v)
+		}
 	}
 	if _, err := f.nats.JS.PublishMsg(context.Background(), m); err != nil {
 		f.t.Fatal(err)

@@ -15,7 +15,6 @@ import (
 	"github.com/geomux/geomux/pkg/directory"
 	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/pkg/natsx/natstest"
-	"github.com/geomux/geomux/pkg/zoom/zoomtest"
 	"github.com/geomux/geomux/proto"
 	"github.com/geomux/geomux/router"
 )
@@ -75,20 +74,7 @@ func (f *fixture) setRegion(account, region string) {
 // the event id.
 func (f *fixture) publish(account string) string {
 	f.t.Helper()
-	f.n++
-	body := zoomtest.BotNotification(account, "hello", f.n)
-	id := proto.EventID(body)
-	m := nats.NewMsg(proto.IngressSubject)
-	m.Data = body
-	m.Header.Set(jetstream.MsgIDHeader, id)
-	m.Header.Set(proto.HeaderEventID, id)
-	m.Header.Set(proto.HeaderEventType, "bot_notification")
-	m.Header.Set(proto.HeaderAccountID, account)
-	m.Header.Set(proto.HeaderReceivedAt, time.Now().UTC().Format(proto.TimeFormat))
-	if _, err := f.nats.JS.PublishMsg(context.Background(), m); err != nil {
-		f.t.Fatal(err)
-	}
-	return id
+	return f.publishVia("", account)
 }
 
 func (f *fixture) count(stream string) uint64 {

@@ -83,28 +83,14 @@ func (c *Conflicts) Resolve(ctx context.Context, account string) error {
 
 // List returns every conflict, by account id.
 func (c *Conflicts) List(ctx context.Context) ([]Conflict, error) {
-	w, err := c.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
-	if err != nil {
-		return nil, fmt.Errorf("conflicts: list: %w", err)
-	}
-	defer w.Stop()
-	var out []Conflict
-	for {
-		select {
-		case e, ok := <-w.Updates():
-			if !ok {
-				return nil, errors.New("conflicts: list: watch ended before all records were read")
-			}
-			if e == nil { // all current values delivered
-				sort.Slice(out, func(i, j int) bool { return out[i].AccountID < out[j].AccountID })
-				return out, nil
-			}
-			var cf Conflict
-			if err := json.Unmarshal(e.Value(), &cf); err == nil {
-				out = append(out, cf)
-			}
-		case <-ctx.Done():
-			return nil, fmt.Errorf("conflicts: list: %w", ctx.Err())
+	out, err := listBucket(ctx, c.kv, "conflicts", func(key string, v []byte) (Conflict, error) {
+		var cf Conflict
+		if err := json.Unmarshal(v, &cf); err != nil {
+			return cf, fmt.Errorf("conflicts: record of %s is not JSON: %w", key, err)
 		}
-	}
+		cf.AccountID = key
+		return cf, nil
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].AccountID < out[j].AccountID })
+	return out, err
 }

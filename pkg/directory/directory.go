@@ -145,20 +145,27 @@ func (d *Directory) Purge(ctx context.Context, accountID string) error {
 
 // List returns every account's record, sorted by account id.
 func (d *Directory) List(ctx context.Context) ([]proto.AccountRecord, error) {
-	w, err := d.kv.WatchAll(ctx, jetstream.IgnoreDeletes())
+	out, err := listBucket(ctx, d.kv, "directory", decode)
+	sort.Slice(out, func(i, j int) bool { return out[i].AccountID < out[j].AccountID })
+	return out, err
+}
+
+// listBucket decodes every current value of kv, reading them with a watch
+// (no consumer is left behind, and it ends once all are delivered).
+func listBucket[T any](ctx context.Context, kv jetstream.KeyValue, what string, decode func(key string, v []byte) (T, error)) ([]T, error) {
+	w, err := kv.WatchAll(ctx, jetstream.IgnoreDeletes())
 	if err != nil {
-		return nil, fmt.Errorf("directory: list: %w", err)
+		return nil, fmt.Errorf("%s: list: %w", what, err)
 	}
 	defer w.Stop()
-	var out []proto.AccountRecord
+	var out []T
 	for {
 		select {
 		case e, ok := <-w.Updates():
 			if !ok {
-				return nil, errors.New("directory: list: watch ended before all records were read")
+				return nil, fmt.Errorf("%s: list: watch ended before all records were read", what)
 			}
 			if e == nil { // all current values delivered
-				sort.Slice(out, func(i, j int) bool { return out[i].AccountID < out[j].AccountID })
 				return out, nil
 			}
 			rec, err := decode(e.Key(), e.Value())
@@ -167,7 +174,7 @@ func (d *Directory) List(ctx context.Context) ([]proto.AccountRecord, error) {
 			}
 			out = append(out, rec)
 		case <-ctx.Done():
-			return nil, fmt.Errorf("directory: list: %w", ctx.Err())
+			return nil, fmt.Errorf("%s: list: %w", what, ctx.Err())
 		}
 	}
 }
