@@ -36,6 +36,18 @@ func run(args []string) int {
 			return serveBaseline(args[1:], httpBaseline)
 		case baselineChainCmd:
 			return serveBaseline(args[1:], chainBaseline)
+		case "report":
+			// Renders latest.json of a directory again (after a change of
+			// the report's form): geomux-bench report bench/results
+			if len(args) != 2 {
+				fmt.Fprintln(os.Stderr, "geomux-bench: usage: geomux-bench report DIR (the directory of latest.json)")
+				return 2
+			}
+			if err := rerender(args[1]); err != nil {
+				fmt.Fprintln(os.Stderr, "geomux-bench:", err)
+				return 1
+			}
+			return 0
 		}
 	}
 	fs := flag.NewFlagSet("geomux-bench", flag.ContinueOnError)

@@ -14,7 +14,8 @@ import (
 )
 
 // plot draws latency against offered rate, so that a reader sees the knee:
-// ack p50/p99/p99.9 and end-to-end p50/p99, on a log scale.
+// ack p50/p99/p99.9 and end-to-end p50/p99, on a log scale; as SVG at path,
+// and as PNG beside it.
 func (r *result) plot(path string) error {
 	p := plot.New()
 	p.Title.Text = "geomux: latency vs offered rate (" + strings.TrimSpace(r.Machine.CPU) + ")"
@@ -48,7 +49,12 @@ func (r *result) plot(path string) error {
 	if err := plotutil.AddLinePoints(p, lines...); err != nil {
 		return err
 	}
-	return p.Save(9*vg.Inch, 5.5*vg.Inch, path)
+	for _, ext := range []string{".svg", ".png"} {
+		if err := p.Save(9*vg.Inch, 5.5*vg.Inch, strings.TrimSuffix(path, ".svg")+ext); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func sortedKeys[V any](m map[string]V) []string {

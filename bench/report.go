@@ -149,7 +149,7 @@ func (r *result) summarise() {
 	}
 }
 
-// write saves latest.json, latest.md and latency.svg under dir, and prints
+// write saves latest.json, latest.md and latency.svg (and .png) under dir, and prints
 // the table to w.
 func (r *result) write(dir string, w io.Writer) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -169,7 +169,7 @@ func (r *result) write(dir string, w io.Writer) error {
 	if err := r.plot(filepath.Join(dir, "latency.svg")); err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(w, "\n%s\nWritten: %s, latest.md, latency.svg\n", md, filepath.Join(dir, "latest.json"))
+	_, err = fmt.Fprintf(w, "\n%s\nWritten: %s, latest.md, latency.svg, latency.png\n", md, filepath.Join(dir, "latest.json"))
 	return err
 }
 
@@ -267,4 +267,19 @@ func readMachine(geomux string) machine {
 	}
 	m.Geomux = geomuxVersion(geomux)
 	return m
+}
+
+// rerender writes the report of dir's latest.json again.
+func rerender(dir string) error {
+	b, err := os.ReadFile(filepath.Join(dir, "latest.json"))
+	if err != nil {
+		return err
+	}
+	var r result
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fmt.Errorf("%s/latest.json: %w", dir, err)
+	}
+	r.Targets = nil
+	r.summarise()
+	return r.write(dir, io.Discard)
 }
