@@ -373,25 +373,25 @@ func (r *Router) ackLoop(l *lane) {
 }
 
 func (r *Router) routed(p pendingAck) {
-	fields := []zap.Field{logfields.EventID(p.id), logfields.AccountID(p.account), logfields.App(p.app)}
-	if p.region == "" {
-		r.metrics.Parked.Inc()
-		if p.reason == ParkConflict {
-			r.conflict(p.app, p.account, fields)
-			return
-		}
-		r.log.Info("Event parked: account has no region", fields...)
-		// The account may have got its region while this event was on its
-		// way to the parking stream, after the unparker looked.
-		if rec, ok := r.cache.Lookup(p.account); ok && r.regions[rec.Region] {
-			r.unpark.request(p.account)
+	if p.region != "" {
+		r.metrics.Routed.WithLabelValues(p.region, p.app).Inc()
+		r.metrics.RouteSeconds.Observe(time.Since(p.start).Seconds())
+		if ce := r.log.Check(zap.DebugLevel, "Event routed"); ce != nil {
+			ce.Write(logfields.EventID(p.id), logfields.AccountID(p.account), logfields.App(p.app), logfields.Region(p.region))
 		}
 		return
 	}
-	r.metrics.Routed.WithLabelValues(p.region, p.app).Inc()
-	r.metrics.RouteSeconds.Observe(time.Since(p.start).Seconds())
-	if ce := r.log.Check(zap.DebugLevel, "Event routed"); ce != nil {
-		ce.Write(append(fields, logfields.Region(p.region))...)
+	fields := []zap.Field{logfields.EventID(p.id), logfields.AccountID(p.account), logfields.App(p.app)}
+	r.metrics.Parked.Inc()
+	if p.reason == ParkConflict {
+		r.conflict(p.app, p.account, fields)
+		return
+	}
+	r.log.Info("Event parked: account has no region", fields...)
+	// The account may have got its region while this event was on its way
+	// to the parking stream, after the unparker looked.
+	if rec, ok := r.cache.Lookup(p.account); ok && r.regions[rec.Region] {
+		r.unpark.request(p.account)
 	}
 }
 
