@@ -64,7 +64,7 @@ func (o *options) defaults() {
 		delete(o.phases, "scale-out")
 	}
 	if len(o.scaleRates) == 0 {
-		o.scaleRates = rateList{500, 1000, 2000, 3000}
+		o.scaleRates = rateList{1000, 2000, 3000}
 	}
 }
 
