@@ -120,7 +120,7 @@ type reply struct {
 // Serve answers Remote calls (proto.DirectorySubject) with inst: the
 // router's side of the install flow.
 func Serve(nc *nats.Conn, inst Installer, log *zap.Logger) (*nats.Subscription, error) {
-	return nc.QueueSubscribe(proto.DirectorySubject, "geomux-directory", func(m *nats.Msg) {
+	sub, err := nc.QueueSubscribe(proto.DirectorySubject, "geomux-directory", func(m *nats.Msg) {
 		var req request
 		var rep reply
 		ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
@@ -153,6 +153,16 @@ func Serve(nc *nats.Conn, inst Installer, log *zap.Logger) (*nats.Subscription, 
 		b, _ := json.Marshal(rep)
 		_ = m.Respond(b)
 	})
+	if err != nil {
+		return nil, err
+	}
+	// Once the server answers a ping it has the subscription: the
+	// ingress's requests find the router from then on.
+	if err := nc.Flush(); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, err
+	}
+	return sub, nil
 }
 
 // Remote is the directory as an ingress without it sees it: requests to the

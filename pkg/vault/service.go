@@ -44,6 +44,13 @@ func Serve(nc *nats.Conn, region string, v *Vault, log *zap.Logger) (*Service, e
 	if err != nil {
 		return nil, fmt.Errorf("vault service of region %s: %w", region, err)
 	}
+	// The server has the subscription once it answers a ping: from then on
+	// a handover finds this worker (a worker that says it is ready takes
+	// them).
+	if err := nc.Flush(); err != nil {
+		_ = sub.Unsubscribe()
+		return nil, fmt.Errorf("vault service of region %s: %w", region, err)
+	}
 	s.sub = sub
 	return s, nil
 }
