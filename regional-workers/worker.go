@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
@@ -242,6 +243,12 @@ func (w *Worker) Stop(ctx context.Context) error {
 	}
 	w.giveUp()
 	w.cc = nil
+	// Acks are sent without waiting for the server's confirmation: a ping
+	// answered means the server has every ack sent before it, so the events
+	// finished are acknowledged when Stop returns.
+	if ferr := flush(ctx, w.js.Conn()); err == nil && ferr != nil {
+		err = fmt.Errorf("flush acknowledgements: %w", ferr)
+	}
 	if kerr := w.keeper.Stop(ctx); err == nil {
 		err = kerr
 	}
@@ -249,6 +256,15 @@ func (w *Worker) Stop(ctx context.Context) error {
 		_ = w.vaultSv.Stop()
 	}
 	return err
+}
+
+// flush waits until the server has everything sent on nc so far, within
+// ctx (or 5 s without a deadline).
+func flush(ctx context.Context, nc *nats.Conn) error {
+	if _, ok := ctx.Deadline(); ok {
+		return nc.FlushWithContext(ctx)
+	}
+	return nc.FlushTimeout(5 * time.Second)
 }
 
 // giveUp cancels the attempts in hand and keeps dispatch from starting any.
@@ -328,7 +344,13 @@ func (w *Worker) process(m jetstream.Msg) {
 		// handled again). A plain ack, not a double one: waiting for the
 		// server to confirm it costs a round trip per event, and the rare
 		// lost ack only makes a redelivery that the record mostly absorbs.
-		err := w.settle(start, func(context.Context) error { return m.Ack() })
+		// While stopping, the ack is confirmed: the events a stop lets
+		// finish are acknowledged when Stop returns.
+		ack := func(context.Context) error { return m.Ack() }
+		if !w.running.Load() {
+			ack = m.DoubleAck
+		}
+		err := w.settle(start, ack)
 		if err != nil {
 			w.log.Warn("Ack failed; the event will be redelivered", append(fields, zap.Error(err))...)
 		}
