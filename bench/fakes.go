@@ -29,7 +29,6 @@ type fakes struct {
 	backends map[string]string // region → URL
 	regionOf map[string]string // account id → region
 	servers  []*http.Server
-	tokens   atomic.Int64
 	bufs     sync.Pool
 }
 
@@ -79,7 +78,6 @@ func (f *fakes) token(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusUnauthorized)
 		return
 	}
-	f.tokens.Add(1)
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write([]byte(`{"access_token":"` + benchToken + `","token_type":"bearer","expires_in":3600,"scope":"imchat:bot","api_url":"` + f.zoomURL + `"}`))
 }

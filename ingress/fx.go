@@ -51,7 +51,7 @@ func newHandler(p HandlerParams) (*Handler, error) {
 		Apps:           map[string]*zoom.Verifier{},
 		PublishTimeout: c.Ingress.PublishTimeout.D(),
 	}
-	for _, a := range c.Zoom.AllApps()[1:] {
+	for _, a := range c.Zoom.OtherApps() {
 		opts.Apps[a.Name] = zoom.NewVerifier(a.WebhookSecretTokens, c.Ingress.MaxClockSkew.D())
 	}
 	if c.Install.Enabled() {

@@ -49,7 +49,7 @@ type WorkersParams struct {
 
 func registerWorkers(p WorkersParams) error {
 	apps := map[string]App{}
-	for _, a := range p.Config.Zoom.AllApps()[1:] {
+	for _, a := range p.Config.Zoom.OtherApps() {
 		apps[a.Name] = App{BotJID: a.BotJID, Zoom: p.ZoomApps[a.Name]}
 	}
 	var all []*Worker

@@ -243,9 +243,9 @@ func (w *Worker) Stop(ctx context.Context) error {
 	}
 	w.giveUp()
 	w.cc = nil
-	// Acks are sent without waiting for the server's confirmation: a ping
-	// answered means the server has every ack sent before it, so the events
-	// finished are acknowledged when Stop returns.
+	// The events finished during the stop were acknowledged with
+	// confirmation; those finished just before it, with plain acks: a ping
+	// answered means the server has received them too.
 	if ferr := flush(ctx, w.js.Conn()); err == nil && ferr != nil {
 		err = fmt.Errorf("flush acknowledgements: %w", ferr)
 	}
@@ -489,6 +489,12 @@ func (w *Worker) event(m jetstream.Msg) (Event, error) {
 // event can all come back as a first delivery. An operator's replay asks the
 // handler again unless some replies already went out.
 func (w *Worker) handle(ctx context.Context, start time.Time, ev Event, replay bool) (replyState, error) {
+	// The app's bot replies: an app this worker does not know fails the
+	// attempt before its backend is asked.
+	bot, err := w.bot(ev.App)
+	if err != nil {
+		return replyState{}, err
+	}
 	st, recorded, err := w.state.load(ctx, ev.AccountID, ev.ID)
 	if err != nil {
 		return st, err
@@ -502,10 +508,6 @@ func (w *Worker) handle(ctx context.Context, start time.Time, ev Event, replay b
 			return st, err
 		}
 		st.Messages, st.Sent, st.MessageIDs = msgs, 0, nil
-	}
-	bot, err := w.bot(ev.App)
-	if err != nil {
-		return st, err
 	}
 	chat, _ := zoom.ParseChat(ev.Body)
 	for st.Sent < len(st.Messages) {

@@ -202,6 +202,10 @@ func (z Zoom) AllApps() []App {
 	return append(out, z.Apps...)
 }
 
+// OtherApps are the apps besides the default one, each served at
+// /zoom/webhook/<name>.
+func (z Zoom) OtherApps() []App { return z.AllApps()[1:] }
+
 // DefaultApp is the app served at /zoom/webhook, whose credentials the
 // install flow uses.
 func (z Zoom) DefaultApp() App { return z.AllApps()[0] }

@@ -54,7 +54,7 @@ type ZoomApps map[string]*zoom.Client
 // NewZoomApps makes a client per app besides the default one.
 func NewZoomApps(c config.Config, hc *retryablehttp.Client) ZoomApps {
 	out := ZoomApps{}
-	for _, a := range c.Zoom.AllApps()[1:] {
+	for _, a := range c.Zoom.OtherApps() {
 		out[a.Name] = zoomClient(c, a, hc)
 	}
 	return out
@@ -118,7 +118,7 @@ func newSandbox(lc fx.Lifecycle, c config.Config, log *zap.Logger) *SandboxServe
 	}
 	def := c.Zoom.DefaultApp()
 	cfg := sandbox.Config{ClientID: def.ClientID, ClientSecret: def.ClientSecret, BotJID: def.BotJID, RedirectURI: redirect}
-	for _, a := range c.Zoom.AllApps()[1:] {
+	for _, a := range c.Zoom.OtherApps() {
 		cfg.Apps = append(cfg.Apps, sandbox.App{ClientID: a.ClientID, ClientSecret: a.ClientSecret, BotJID: a.BotJID})
 	}
 	sb := sandbox.New(cfg, os.Stdout)
