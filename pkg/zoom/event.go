@@ -52,22 +52,13 @@ func ParseHead(body []byte) (Head, error) {
 		return Head{}, ErrNotJSON
 	}
 	firstFields(t[1], payloadKeys[:], p[:])
-	var h Head
-	for i, dst := range []*string{&h.Event, &h.AccountID, nil, &h.PlainToken} {
-		v := t[0]
-		if i > 0 {
-			v = p[i-1]
-		}
-		s, ok := stringValue(v)
-		if !ok {
-			return Head{}, ErrNotJSON
-		}
-		switch {
-		case dst != nil:
-			*dst = s
-		case h.AccountID == "":
-			h.AccountID = s // payload.account_id, when accountId is empty
-		}
+	str, valid := stringReader()
+	h := Head{Event: str(t[0]), AccountID: str(p[0]), PlainToken: str(p[2])}
+	if snake := str(p[1]); h.AccountID == "" {
+		h.AccountID = snake // payload.account_id, when accountId is empty
+	}
+	if !valid() {
+		return Head{}, ErrNotJSON
 	}
 	if h.Event == "" {
 		return Head{}, ErrNoEvent
@@ -112,6 +103,19 @@ func firstFields(obj gjson.Result, keys []string, out []gjson.Result) {
 
 func isObjectOrAbsent(v gjson.Result) bool {
 	return !v.Exists() || v.Type == gjson.Null || v.IsObject()
+}
+
+// stringReader returns a reader of string fields (stringValue) and a
+// report of whether every field it read was a string, null or absent.
+func stringReader() (str func(gjson.Result) string, valid func() bool) {
+	ok := true
+	return func(v gjson.Result) string {
+			s, good := stringValue(v)
+			ok = ok && good
+			return s
+		}, func() bool {
+			return ok
+		}
 }
 
 // stringValue is v's string ("" if absent or null); ok is false if v is
@@ -167,11 +171,10 @@ func ParseChat(body []byte) (Chat, error) {
 	}
 	var p [3]gjson.Result
 	firstFields(t[0], chatKeys[:], p[:])
-	var c Chat
-	for i, dst := range []*string{&c.ToJID, &c.UserJID, &c.Text} {
-		if *dst, ok = stringValue(p[i]); !ok {
-			return Chat{}, ErrNotJSON
-		}
+	str, valid := stringReader()
+	c := Chat{ToJID: str(p[0]), UserJID: str(p[1]), Text: str(p[2])}
+	if !valid() {
+		return Chat{}, ErrNotJSON
 	}
 	return c, nil
 }
