@@ -31,8 +31,8 @@ func DefaultOptions() Options {
 // NewClient returns a retrying HTTP client.
 //
 // It retries in-process only what is quick to mend: a transient failure
-// (retry.Retryable) whose server asked for no longer than WaitMax. A longer
-// Retry-After (a rate limit) is not slept on here: the response is handed back
+// (retry.Retryable) other than 429 whose server asked for no longer than
+// WaitMax. A 429 or a longer Retry-After is not retried here: the response is handed back
 // so that the caller can schedule the retry (the workers do it through
 // JetStream, freeing the goroutine). After the last attempt the last response
 // is returned as is, not replaced by an error, so the caller sees its status.
@@ -45,7 +45,9 @@ func NewClient(o Options, log *zap.Logger) *retryablehttp.Client {
 		RetryMax:     o.Retries,
 		ErrorHandler: retryablehttp.PassthroughErrorHandler,
 	}
-	c.HTTPClient.Transport.(*http.Transport).MaxIdleConnsPerHost = 64
+	// A region's backend may have a thousand calls running (a slow
+	// language model): keep their connections rather than open new ones.
+	c.HTTPClient.Transport.(*http.Transport).MaxIdleConnsPerHost = 1024
 	c.CheckRetry = func(ctx context.Context, resp *http.Response, err error) (bool, error) {
 		if ctx.Err() != nil {
 			return false, ctx.Err()
@@ -58,6 +60,12 @@ func NewClient(o Options, log *zap.Logger) *retryablehttp.Client {
 			rerr = &retry.StatusError{StatusCode: resp.StatusCode}
 		}
 		if !retry.Retryable(rerr) {
+			return false, nil
+		}
+		if resp != nil && resp.StatusCode == http.StatusTooManyRequests {
+			// A rate limit is its caller's to pace (the workers pace each
+			// account's Zoom sends and a backend's requests to slow down):
+			// retried here, it would only meet the limit again.
 			return false, nil
 		}
 		if wait, ok := retryAfter(resp); ok && wait > o.WaitMax {

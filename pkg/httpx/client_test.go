@@ -133,10 +133,30 @@ func TestLongRetryAfterIsHandedBack(t *testing.T) {
 	}
 }
 
+// A 429 is its caller's to pace: retried at once, it would meet the limit
+// again (and, at Zoom, count as one more refused send).
+func TestRateLimitIsNotRetried(t *testing.T) {
+	for _, ra := range []string{"", "0"} {
+		t.Run("Retry-After "+ra, func(t *testing.T) {
+			srv, hits := server(t, status(429, ra, "slow down"), status(200, "", "ok"))
+			resp, _, err := post(t, httpx.NewClient(fast, zap.NewNop()), srv.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.StatusCode != 429 {
+				t.Errorf("answer = %d, want the 429", resp.StatusCode)
+			}
+			if got := hits.Load(); got != 1 {
+				t.Errorf("server hit %d times, want 1", got)
+			}
+		})
+	}
+}
+
 func TestShortRetryAfterIsRetried(t *testing.T) {
 	for _, ra := range []string{"0", time.Now().Add(-time.Minute).UTC().Format(http.TimeFormat)} {
 		t.Run(ra, func(t *testing.T) {
-			srv, hits := server(t, status(429, ra, "slow down"), status(200, "", "ok"))
+			srv, hits := server(t, status(503, ra, "slow down"), status(200, "", "ok"))
 			resp, body, err := post(t, httpx.NewClient(fast, zap.NewNop()), srv.URL)
 			if err != nil {
 				t.Fatal(err)
@@ -234,8 +254,8 @@ func TestBackoff(t *testing.T) {
 	if d := c.Backoff(c.RetryWaitMin, c.RetryWaitMax, 0, resp); d != 3*time.Second {
 		t.Errorf("Backoff with Retry-After 3 = %s, want 3s", d)
 	}
-	if got := c.HTTPClient.Transport.(*http.Transport).MaxIdleConnsPerHost; got != 64 {
-		t.Errorf("MaxIdleConnsPerHost = %d, want 64", got)
+	if got := c.HTTPClient.Transport.(*http.Transport).MaxIdleConnsPerHost; got != 1024 {
+		t.Errorf("MaxIdleConnsPerHost = %d, want 1024", got)
 	}
 	if c.RetryMax != 3 {
 		t.Errorf("RetryMax = %d, want 3", c.RetryMax)

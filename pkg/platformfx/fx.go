@@ -117,7 +117,8 @@ func newSandbox(lc fx.Lifecycle, c config.Config, log *zap.Logger) *SandboxServe
 		redirect = strings.TrimRight(c.Install.PublicURL, "/") + "/oauth/callback"
 	}
 	def := c.Zoom.DefaultApp()
-	cfg := sandbox.Config{ClientID: def.ClientID, ClientSecret: def.ClientSecret, BotJID: def.BotJID, RedirectURI: redirect}
+	cfg := sandbox.Config{ClientID: def.ClientID, ClientSecret: def.ClientSecret, BotJID: def.BotJID, RedirectURI: redirect,
+		RateLimit: sandbox.RateLimit{PerSecond: c.Sandbox.RateLimit.PerSecond, PerDay: c.Sandbox.RateLimit.PerDay}}
 	for _, a := range c.Zoom.OtherApps() {
 		cfg.Apps = append(cfg.Apps, sandbox.App{ClientID: a.ClientID, ClientSecret: a.ClientSecret, BotJID: a.BotJID})
 	}

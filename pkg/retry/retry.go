@@ -34,10 +34,34 @@ type StatusError struct {
 	// refused chatbot token: the app's credentials, not the event, are at
 	// fault.
 	Retry bool
+	// RateLimit is, on a 429, which limit the call hit: Zoom's
+	// X-RateLimit-Type header, RateLimitQPS or RateLimitDaily. Empty
+	// otherwise. The two call for different handling: a per-second limit
+	// clears within a second, a daily one not before Retry-After (the next
+	// UTC midnight).
+	RateLimit string
+}
+
+// The values of Zoom's X-RateLimit-Type header on a 429.
+const (
+	// RateLimitQPS is the per-second limit; Zoom sends no Retry-After with it.
+	RateLimitQPS = "QPS"
+	// RateLimitDaily is the per-day limit; Retry-After says when it resets.
+	RateLimitDaily = "Daily-limit"
+)
+
+// DailyLimit reports whether the call hit a daily rate limit (a 429 whose
+// RateLimit is RateLimitDaily, in any case): retrying before RetryAfter is
+// answered the same way.
+func (e *StatusError) DailyLimit() bool {
+	return e.StatusCode == http.StatusTooManyRequests && strings.EqualFold(e.RateLimit, RateLimitDaily)
 }
 
 func (e *StatusError) Error() string {
 	s := fmt.Sprintf("%s answered %d", e.Service, e.StatusCode)
+	if e.RateLimit != "" {
+		s += " (" + e.RateLimit + ")"
+	}
 	if e.Detail != "" {
 		s += ": " + e.Detail
 	}

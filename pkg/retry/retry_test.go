@@ -150,9 +150,38 @@ func TestStatusErrorMessage(t *testing.T) {
 	}{
 		{&retry.StatusError{Service: "backend", StatusCode: 503}, "backend answered 503"},
 		{&retry.StatusError{Service: "zoom", StatusCode: 429, Detail: "code 429: rate limit"}, "zoom answered 429: code 429: rate limit"},
+		{&retry.StatusError{Service: "zoom", StatusCode: 429, RateLimit: "Daily-limit", Detail: "code 429: daily"}, "zoom answered 429 (Daily-limit): code 429: daily"},
+		{&retry.StatusError{Service: "zoom", StatusCode: 429, RateLimit: "QPS"}, "zoom answered 429 (QPS)"},
 	} {
 		if got := tc.err.Error(); got != tc.want {
 			t.Errorf("Error() = %q, want %q", got, tc.want)
 		}
+	}
+}
+
+func TestStatusErrorDailyLimit(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		err  retry.StatusError
+		want bool
+	}{
+		{"daily", retry.StatusError{StatusCode: 429, RateLimit: retry.RateLimitDaily}, true},
+		{"daily, other case", retry.StatusError{StatusCode: 429, RateLimit: "daily-LIMIT"}, true},
+		{"per second", retry.StatusError{StatusCode: 429, RateLimit: retry.RateLimitQPS}, false},
+		{"429 without type", retry.StatusError{StatusCode: 429}, false},
+		{"unknown type", retry.StatusError{StatusCode: 429, RateLimit: "Daily"}, false},
+		// Only a 429 is a rate limit, whatever the header said.
+		{"503 with daily type", retry.StatusError{StatusCode: 503, RateLimit: retry.RateLimitDaily}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.err.DailyLimit(); got != tc.want {
+				t.Errorf("DailyLimit() = %v, want %v", got, tc.want)
+			}
+		})
+	}
+	// A daily limit is still a transient failure: retried after Retry-After.
+	daily := &retry.StatusError{Service: "zoom", StatusCode: 429, RateLimit: retry.RateLimitDaily, RetryAfter: time.Hour}
+	if !retry.Retryable(fmt.Errorf("send: %w", daily)) {
+		t.Error("a daily-limit 429 is not retryable")
 	}
 }

@@ -207,11 +207,18 @@ func (c *Client) send(ctx context.Context, tok string, body []byte) (Sent, error
 	return s, nil
 }
 
-// statusError describes a failed Zoom answer by its status, Retry-After and
-// Zoom's {"code","message"} error body.
+// statusError describes a failed Zoom answer by its status, Retry-After,
+// X-RateLimit-Type (on a 429) and Zoom's {"code","message"} error body.
 func statusError(service string, resp *http.Response, body []byte) *retry.StatusError {
 	se := &retry.StatusError{Service: service, StatusCode: resp.StatusCode}
 	se.RetryAfter, _ = retry.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
+	if resp.StatusCode == http.StatusTooManyRequests {
+		// Bounded: it goes into Error(), which must stay short.
+		se.RateLimit = strings.TrimSpace(resp.Header.Get("X-RateLimit-Type"))
+		if len(se.RateLimit) > 32 {
+			se.RateLimit = se.RateLimit[:32]
+		}
+	}
 	var ze struct {
 		Code    int    `json:"code"`
 		Message string `json:"message"`

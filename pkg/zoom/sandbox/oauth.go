@@ -110,7 +110,7 @@ func (s *Sandbox) marketplaceInstall(w http.ResponseWriter, r *http.Request) {
 func (s *Sandbox) issueCode(account, user, challenge, redirect string) string {
 	code := randomID()
 	s.mu.Lock()
-	s.oauth.codes[code] = grant{account: account, user: user, challenge: challenge, redirect: redirect, exp: time.Now().Add(5 * time.Minute)}
+	s.oauth.codes[code] = grant{account: account, user: user, challenge: challenge, redirect: redirect, exp: s.cfg.Now().Add(5 * time.Minute)}
 	s.mu.Unlock()
 	return code
 }
@@ -131,7 +131,7 @@ func (s *Sandbox) userToken(w http.ResponseWriter, r *http.Request) {
 		c, ok := s.oauth.codes[r.Form.Get("code")]
 		delete(s.oauth.codes, r.Form.Get("code")) // a code works once
 		switch {
-		case !ok || time.Now().After(c.exp):
+		case !ok || s.cfg.Now().After(c.exp):
 			httpx.WriteJSON(w, http.StatusBadRequest, oauthError{"Invalid authorization code", "invalid_grant"})
 			return
 		case c.redirect != r.Form.Get("redirect_uri"):
@@ -153,7 +153,7 @@ func (s *Sandbox) userToken(w http.ResponseWriter, r *http.Request) {
 		g = c
 	}
 	access, refresh := "sandbox-user."+randomID(), "sandbox-refresh."+randomID()
-	g.exp = time.Now().Add(s.cfg.TokenLifetime)
+	g.exp = s.cfg.Now().Add(s.cfg.TokenLifetime)
 	s.oauth.access[access] = g
 	s.oauth.refresh[refresh] = g
 	httpx.WriteJSON(w, http.StatusOK, map[string]any{
@@ -173,7 +173,7 @@ func (s *Sandbox) usersMe(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	g, ok := s.oauth.access[trimBearer(tok)]
 	s.mu.Unlock()
-	if !ok || time.Now().After(g.exp) {
+	if !ok || s.cfg.Now().After(g.exp) {
 		httpx.WriteJSON(w, http.StatusUnauthorized, zoomError{124, "Invalid access token."})
 		return
 	}

@@ -4,6 +4,10 @@
 // each one. `make run` points geomux at it, so that the whole round trip can
 // be tried without a Zoom account; tests use it as their fake Zoom.
 //
+// It enforces Zoom's per-account rate limits on chat messages, and answers
+// over them as Zoom does (see RateLimit), so that geomux meets the 429s it
+// will meet in production.
+//
 // It also serves an example regional backend (POST /example-backend) that
 // implements geomux's backend contract.
 package sandbox
@@ -39,6 +43,14 @@ type Config struct {
 	// RedirectURI is the app's OAuth redirect URI, where the sandbox's
 	// "Marketplace" install (GET /marketplace/install) sends the browser.
 	RedirectURI string
+	// RateLimit limits the chat messages of each account; the zero value is
+	// a Zoom Pro account's (20 a second). Tests that are not about rate
+	// limits and send bursts set RateLimit.PerSecond to -1.
+	RateLimit RateLimit
+	// Now is the sandbox's clock: for token expiry and for the rate limits'
+	// windows (a test can pass a UTC midnight without waiting for it).
+	// time.Now when nil.
+	Now func() time.Time
 }
 
 // App is a chatbot app the sandbox knows.
@@ -69,6 +81,8 @@ type Sandbox struct {
 	issued    int
 	delivered []Delivered
 	oauth     oauthState
+
+	limits *limiter
 }
 
 // New returns a sandbox for the app cfg. Every message it accepts is printed
@@ -77,7 +91,11 @@ func New(cfg Config, out io.Writer) *Sandbox {
 	if cfg.TokenLifetime == 0 {
 		cfg.TokenLifetime = time.Hour
 	}
-	s := &Sandbox{cfg: cfg, out: out, tokens: map[string]issued{}, mux: http.NewServeMux(), oauth: newOAuthState()}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &Sandbox{cfg: cfg, out: out, tokens: map[string]issued{}, mux: http.NewServeMux(), oauth: newOAuthState(),
+		limits: newLimiter(cfg.RateLimit)}
 	s.mux.HandleFunc("POST /oauth/token", s.token)
 	s.mux.HandleFunc("GET /oauth/authorize", s.authorizePage)
 	s.mux.HandleFunc("POST /oauth/authorize", s.authorize)
@@ -88,7 +106,45 @@ func New(cfg Config, out io.Writer) *Sandbox {
 	return s
 }
 
-func (s *Sandbox) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.mux.ServeHTTP(w, r) }
+func (s *Sandbox) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h, pattern := s.mux.Handler(r)
+	if pattern == "" {
+		// No route: answer a 404 or 405 in Zoom's error shape, not
+		// ServeMux's plain text, so that a client decoding Zoom's errors
+		// reads it too.
+		var c statusOnly
+		h.ServeHTTP(&c, r)
+		if c.code == http.StatusNotFound || c.code == http.StatusMethodNotAllowed {
+			if allow := c.Header().Get("Allow"); allow != "" {
+				w.Header().Set("Allow", allow)
+			}
+			httpx.WriteJSON(w, c.code, zoomError{c.code, http.StatusText(c.code)})
+			return
+		}
+	}
+	h.ServeHTTP(w, r)
+}
+
+// statusOnly keeps the status and headers a handler answers, and drops its
+// body.
+type statusOnly struct {
+	header http.Header
+	code   int
+}
+
+func (c *statusOnly) Header() http.Header {
+	if c.header == nil {
+		c.header = http.Header{}
+	}
+	return c.header
+}
+func (c *statusOnly) WriteHeader(code int) { c.code = code }
+func (c *statusOnly) Write(b []byte) (int, error) {
+	if c.code == 0 {
+		c.code = http.StatusOK
+	}
+	return len(b), nil
+}
 
 // Delivered returns the messages accepted so far.
 func (s *Sandbox) Delivered() []Delivered {
@@ -96,6 +152,11 @@ func (s *Sandbox) Delivered() []Delivered {
 	defer s.mu.Unlock()
 	return append([]Delivered(nil), s.delivered...)
 }
+
+// Limited is how many chat messages the sandbox refused (429) for being over
+// an account's per-second (qps) or per-day (daily) limit. It prints nothing
+// per refusal: a burst would flood the output.
+func (s *Sandbox) Limited() (qps, daily int) { return s.limits.limited() }
 
 // TokensIssued is how many tokens the sandbox has issued.
 func (s *Sandbox) TokensIssued() int {
@@ -143,7 +204,7 @@ func (s *Sandbox) token(w http.ResponseWriter, r *http.Request) {
 	}
 	tok := "sandbox." + randomID()
 	s.mu.Lock()
-	s.tokens[tok] = issued{app: app, expires: time.Now().Add(s.cfg.TokenLifetime)}
+	s.tokens[tok] = issued{app: app, expires: s.cfg.Now().Add(s.cfg.TokenLifetime)}
 	s.issued++
 	s.mu.Unlock()
 	httpx.WriteJSON(w, http.StatusOK, map[string]any{
@@ -162,7 +223,8 @@ func (s *Sandbox) message(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	iss, known := s.tokens[tok]
 	s.mu.Unlock()
-	if !ok || !known || time.Now().After(iss.expires) {
+	now := s.cfg.Now()
+	if !ok || !known || now.After(iss.expires) {
 		httpx.WriteJSON(w, http.StatusUnauthorized, zoomError{7010, "Invalid access token."})
 		return
 	}
@@ -196,19 +258,25 @@ func (s *Sandbox) message(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteJSON(w, http.StatusNotFound, zoomError{7002, "Invalid robot_jid."})
 		return
 	}
+	if refused, ok := s.limits.take(m.AccountID, now); !ok {
+		writeRefusal(w, refused)
+		return
+	}
 	var texts []string
 	for _, b := range content.Body {
 		if b.Text != "" {
 			texts = append(texts, b.Text)
 		}
 	}
-	d := Delivered{MessageID: messageID(), Token: tok, ClientID: iss.app.ClientID, Message: m, Text: strings.Join(texts, "\n"), At: time.Now()}
+	d := Delivered{MessageID: messageID(), Token: tok, ClientID: iss.app.ClientID, Message: m, Text: strings.Join(texts, "\n"), At: now}
 	s.mu.Lock()
 	s.delivered = append(s.delivered, d)
-	s.mu.Unlock()
+	// Under the lock: out may be a plain buffer (a test's), and concurrent
+	// messages must not interleave their lines.
 	if s.out != nil {
 		fmt.Fprintf(s.out, "[zoom sandbox] message %s to %s (account %s): %s\n", d.MessageID, m.ToJID, m.AccountID, d.Text)
 	}
+	s.mu.Unlock()
 	httpx.WriteJSON(w, http.StatusCreated, map[string]string{
 		"message_id": d.MessageID, "robot_jid": m.RobotJID, "sent_time": d.At.UTC().Format("2006-01-02 15:04:05"),
 		"to_jid": m.ToJID, "user_jid": m.UserJID,

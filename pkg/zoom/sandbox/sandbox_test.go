@@ -31,8 +31,15 @@ type env struct {
 
 func start(t *testing.T, lifetime time.Duration) *env {
 	t.Helper()
+	return startWith(t, sandbox.Config{TokenLifetime: lifetime})
+}
+
+// startWith serves a sandbox for cfg, whose main app is clientID's.
+func startWith(t *testing.T, cfg sandbox.Config) *env {
+	t.Helper()
+	cfg.ClientID, cfg.ClientSecret, cfg.BotJID = clientID, clientSecret, botJID
 	out := &bytes.Buffer{}
-	sb := sandbox.New(sandbox.Config{ClientID: clientID, ClientSecret: clientSecret, BotJID: botJID, TokenLifetime: lifetime}, out)
+	sb := sandbox.New(cfg, out)
 	srv := httptest.NewServer(sb)
 	t.Cleanup(srv.Close)
 	return &env{sb: sb, srv: srv, out: out}
@@ -332,5 +339,38 @@ func TestExampleBackend(t *testing.T) {
 
 	if rec := callBackend(t, http.HandlerFunc(sandbox.ExampleBackend), []byte("not json")); rec.Code != http.StatusBadRequest {
 		t.Errorf("not JSON: status = %d, want 400", rec.Code)
+	}
+}
+
+// A path or method the sandbox does not serve is answered in Zoom's error
+// shape, as a client decoding Zoom's errors expects.
+func TestUnknownRoute(t *testing.T) {
+	e := start(t, 0)
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		allow        string
+	}{
+		{http.MethodGet, "/v2/no/such/api", http.StatusNotFound, ""},
+		{http.MethodGet, "/v2/im/chat/messages", http.StatusMethodNotAllowed, "POST"},
+	} {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			req, _ := http.NewRequest(tc.method, e.srv.URL+tc.path, nil)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var m map[string]any
+			if err := json.NewDecoder(resp.Body).Decode(&m); err != nil {
+				t.Fatalf("answer is not JSON: %v", err)
+			}
+			if resp.StatusCode != tc.status || code(m) != tc.status || m["message"] != http.StatusText(tc.status) {
+				t.Errorf("answer = %d %v, want %d {code %d, message %q}", resp.StatusCode, m, tc.status, tc.status, http.StatusText(tc.status))
+			}
+			if got := resp.Header.Get("Allow"); !strings.Contains(got, tc.allow) || (tc.allow == "") != (got == "") {
+				t.Errorf("Allow = %q, want %q", got, tc.allow)
+			}
+		})
 	}
 }
