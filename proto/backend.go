@@ -71,3 +71,14 @@ type AccountRecord struct {
 	APIURL    string    `json:"api_url,omitempty"`
 	UpdatedAt time.Time `json:"updated_at"`
 }
+
+// PaceRecord is an account's entry in its region's pacing bucket
+// (RegionPacingBucket, keyed by account id): what the region's workers
+// learnt of the account's Zoom rate limits. No content.
+type PaceRecord struct {
+	// Rate is the messages per second the account was last paced at.
+	Rate float64 `json:"rate"`
+	// HeldUntil, when in the future, is when Zoom's daily message limit of
+	// the account resets: its replies are held until then.
+	HeldUntil time.Time `json:"held_until,omitzero"`
+}

@@ -28,3 +28,14 @@ func ParkKey(accountID string) string {
 	sum := sha256.Sum256([]byte(accountID))
 	return hex.EncodeToString(sum[:8])
 }
+
+// ConversationKey is the opaque subject token of a conversation (see
+// zoom.Conversation): 64 bits of the SHA-256 of its identity, hex. The empty
+// conversation is the account's own (AccountConversation).
+func ConversationKey(conversation string) string {
+	if conversation == "" {
+		return AccountConversation
+	}
+	sum := sha256.Sum256([]byte(conversation))
+	return hex.EncodeToString(sum[:8])
+}

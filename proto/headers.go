@@ -18,6 +18,10 @@ const (
 	// HeaderApp is the Zoom app (its name in the config) the event came
 	// through: its webhook path, its signature, its bot replies.
 	HeaderApp = "Geomux-App"
+	// HeaderConversation is set by the router: the opaque key of the
+	// event's conversation (ConversationKey), which orders the region's
+	// events. It is the last token of the event's region subject.
+	HeaderConversation = "Geomux-Conversation"
 	// HeaderParkReason says why the router parked an event: "no_region",
 	// or "conflict" (its app is pinned to a region the directory contradicts).
 	HeaderParkReason = "Geomux-Park-Reason"
@@ -48,6 +52,10 @@ const (
 	HeaderFirstAttempt = "Geomux-First-Attempt"
 	HeaderLastAttempt  = "Geomux-Last-Attempt"
 )
+
+// HeaderSkippedOver on a dead letter says that its conversation went on
+// without it: the events after it in its conversation were handled.
+const HeaderSkippedOver = "Geomux-Skipped-Over"
 
 // HeaderReplay marks an event an operator put back from the dead-letter
 // queue; its value is the dead-letter entry's id.

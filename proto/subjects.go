@@ -1,8 +1,11 @@
 package proto
 
 import (
+	"fmt"
 	"regexp"
+	"strconv"
 	"strings"
+	"time"
 )
 
 // Subjects and streams of the hub: what ingress writes and the router reads.
@@ -31,9 +34,15 @@ const (
 	DirectorySubject = "geomux.directory"
 )
 
-// WorkersConsumer is the regional workers' durable consumer on a region's
-// events stream.
-const WorkersConsumer = "workers"
+// WorkersConsumer is the durable consumer of the regional workers on
+// partition p of a region's events stream.
+func WorkersConsumer(p int) string {
+	return fmt.Sprintf("workers-%02d", p)
+}
+
+// LegacyWorkersConsumer is the one consumer of earlier versions, on the
+// whole events stream; it is removed when the partitioned ones are set up.
+const LegacyWorkersConsumer = "workers"
 
 // ParkedSubjects is the subject filter of ParkedStream.
 const ParkedSubjects = parkedPrefix + "*"
@@ -45,9 +54,73 @@ func ParkedSubject(accountID string) string {
 	return parkedPrefix + ParkKey(accountID)
 }
 
-// RegionEventsSubject is the subject the router publishes a region's events on.
-func RegionEventsSubject(region string) string {
+// RegionEventSubject is the subject the router publishes an event of a
+// region on: geomux.region.<region>.events.<account key>.<conversation key>,
+// both keys opaque hashes (ParkKey, ConversationKey), so that no customer
+// identifier appears in a subject. The region's stream files it under a
+// partition (RegionEventsFilter): every event of one conversation lands on
+// one stored subject, in the order it was published.
+func RegionEventSubject(region, accountID, conversationKey string) string {
+	if conversationKey == "" {
+		conversationKey = AccountConversation
+	}
+	return regionEventsPrefix(region) + "." + ParkKey(accountID) + "." + conversationKey
+}
+
+// RegionEventsSubjects are the subjects a region's events stream takes:
+// the events as the router publishes them, and the subject of the single
+// stream of earlier versions (its events form one conversation).
+func RegionEventsSubjects(region string) []string {
+	return []string{regionEventsPrefix(region) + ".*.*", LegacyRegionEventsSubject(region)}
+}
+
+// LegacyRegionEventsSubject is where geomux before partitions put a region's
+// events; a stream upgraded in place may still hold some.
+func LegacyRegionEventsSubject(region string) string {
+	return regionEventsPrefix(region)
+}
+
+// RegionEventsPartitionFilter is the stored subjects of partition p of a
+// region's events stream: geomux.region.<region>.events.<p>.<account key>.<conversation key>.
+func RegionEventsPartitionFilter(region string, p int) string {
+	return regionEventsPrefix(region) + "." + strconv.Itoa(p) + ".*.*"
+}
+
+// RegionConversationFilter matches every stored subject of one
+// conversation, whatever its partition: the stream's first message on it
+// is the conversation's next event.
+func RegionConversationFilter(region, accountKey, conversationKey string) string {
+	return regionEventsPrefix(region) + ".*." + accountKey + "." + conversationKey
+}
+
+// RegionAccountEventsFilter matches every stored event of an account.
+func RegionAccountEventsFilter(region, accountID string) string {
+	return regionEventsPrefix(region) + ".*." + ParkKey(accountID) + ".*"
+}
+
+// RegionEventsPartitionTransform is the destination of the stream's subject
+// transform: the account's key picks one of n partitions, so that an
+// account's events are in one partition and partitions are consumed apart.
+func RegionEventsPartitionTransform(region string, n int) string {
+	return regionEventsPrefix(region) + ".{{partition(" + strconv.Itoa(n) + ",1)}}.{{wildcard(1)}}.{{wildcard(2)}}"
+}
+
+func regionEventsPrefix(region string) string {
 	return "geomux.region." + region + ".events"
+}
+
+// SplitRegionEventSubject reads the account and conversation keys of a
+// stored event subject of region; ok is false for the legacy subject.
+func SplitRegionEventSubject(region, subject string) (accountKey, conversationKey string, ok bool) {
+	rest, found := strings.CutPrefix(subject, regionEventsPrefix(region)+".")
+	if !found {
+		return "", "", false
+	}
+	parts := strings.Split(rest, ".")
+	if len(parts) != 3 {
+		return "", "", false
+	}
+	return parts[1], parts[2], true
 }
 
 // RegionEventsStream is the stream of a region that holds its events until a
@@ -55,6 +128,10 @@ func RegionEventsSubject(region string) string {
 func RegionEventsStream(region string) string {
 	return "GEOMUX_" + streamToken(region) + "_EVENTS"
 }
+
+// AccountConversation is the conversation key of events that belong to no
+// chat (app_deauthorized, and events of earlier versions without one).
+const AccountConversation = "_"
 
 // RegionDeadLetterSubject is where a region's worker puts events it could not
 // handle.
@@ -75,9 +152,43 @@ func RegionAdvisoryStream(region string) string {
 }
 
 // RegionMaxDeliveriesSubject is the advisory JetStream publishes when an event
-// of the region has been delivered retry.max_attempts times without an ack.
+// of the region has been delivered as often as the workers' consumers allow
+// without a verdict (any partition).
 func RegionMaxDeliveriesSubject(region string) string {
-	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + RegionEventsStream(region) + "." + WorkersConsumer
+	return "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + RegionEventsStream(region) + ".*"
+}
+
+// RegionHoldsSubject is where a region's workers answer, to the hub's admin
+// API, which accounts Zoom's daily limit holds (request/reply; a
+// HoldsAnswer). Account ids and times only.
+func RegionHoldsSubject(region string) string {
+	return "geomux.region." + region + ".holds"
+}
+
+// HoldsQueue is the queue group of the workers answering RegionHoldsSubject.
+const HoldsQueue = "geomux-holds"
+
+// Hold is an account whose Zoom replies are held until its daily message
+// limit resets.
+type Hold struct {
+	AccountID string    `json:"account_id"`
+	Region    string    `json:"region"`
+	HeldUntil time.Time `json:"held_until"`
+	// Rate is the messages per second its sends were last paced at.
+	Rate float64 `json:"rate"`
+}
+
+// HoldsAnswer is the answer on RegionHoldsSubject.
+type HoldsAnswer struct {
+	Holds []Hold `json:"holds"`
+	Error string `json:"error,omitempty"`
+}
+
+// RegionPacingBucket is the KV bucket where a region's workers share what
+// they learnt of each account's Zoom rate limits: the pace of its sends and
+// a hold until Zoom's daily limit resets. Keys are account ids; no content.
+func RegionPacingBucket(region string) string {
+	return "geomux-" + region + "-pacing"
 }
 
 // RegionAuditSubject is where every operator action on the region's dead

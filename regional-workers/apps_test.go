@@ -34,7 +34,7 @@ func TestRepliesAsTheEventsApp(t *testing.T) {
 
 	send := func(app, text string, n int64) {
 		body := zoomtest.BotNotification("acct", text, n)
-		m := nats.NewMsg(proto.RegionEventsSubject("eu"))
+		m := nats.NewMsg(eventSubject("eu", "acct", zoom.EventBotNotification, body))
 		m.Data = body
 		for k, v := range map[string]string{proto.HeaderEventID: proto.EventID(body), jetstream.MsgIDHeader: proto.EventID(body),
 			proto.HeaderEventType: zoom.EventBotNotification, proto.HeaderAccountID: "acct", proto.HeaderApp: app} {

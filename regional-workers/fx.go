@@ -59,17 +59,21 @@ func registerWorkers(p WorkersParams) error {
 			h = &HTTPBackend{URL: r.BackendURL, Region: r.Name, Timeout: r.Timeout.D(), Client: p.HTTP}
 		}
 		opts := Options{
-			Region:         r.Name,
-			BotJID:         p.Config.Zoom.DefaultApp().BotJID,
-			DefaultApp:     p.Config.Zoom.DefaultApp().Name,
-			Apps:           apps,
-			Retry:          p.Config.Retry,
-			Concurrency:    p.Config.Worker.Concurrency,
-			HandlerTimeout: p.Config.Worker.HandlerTimeout.D(),
-			Streams:        natsx.StreamOptionsFrom(p.Config),
-			Refresher:      p.Zoom,
-			UserToken:      r.UserToken,
-			Directory:      directoryOn{p.Regions[r.Name].JS, natsx.StreamOptionsFrom(p.Config)},
+			Region:             r.Name,
+			BotJID:             p.Config.Zoom.DefaultApp().BotJID,
+			DefaultApp:         p.Config.Zoom.DefaultApp().Name,
+			Apps:               apps,
+			Retry:              p.Config.Retry,
+			Concurrency:        p.Config.Worker.Concurrency,
+			MemoryBudget:       int64(p.Config.Worker.MemoryBudget),
+			AccountConcurrency: p.Config.Worker.AccountConcurrency,
+			BackendConcurrency: p.Config.Worker.BackendConcurrency,
+			Pace:               p.Config.Worker.ZoomPace,
+			HandlerTimeout:     p.Config.Worker.HandlerTimeout.D(),
+			Streams:            natsx.StreamOptionsFrom(p.Config),
+			Refresher:          p.Zoom,
+			UserToken:          r.UserToken,
+			Directory:          directoryOn{p.Regions[r.Name].JS, natsx.StreamOptionsFrom(p.Config)},
 		}
 		if r.VaultKey != "" {
 			k, err := vault.ParseKey(r.VaultKey)
@@ -89,8 +93,12 @@ func registerWorkers(p WorkersParams) error {
 	}
 	p.Lifecycle.Append(fx.Hook{
 		OnStart: func(ctx context.Context) error {
-			for _, w := range all {
+			for i, w := range all {
 				if err := w.Start(ctx); err != nil {
+					// fx stops only what started: undo the regions before.
+					for _, s := range all[:i] {
+						_ = s.Stop(ctx)
+					}
 					return err
 				}
 			}

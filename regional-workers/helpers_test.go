@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -19,6 +20,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/geomux/geomux/pkg/config"
 	"github.com/geomux/geomux/pkg/httpx"
@@ -67,9 +69,17 @@ type fakeZoom struct {
 // the request to the sandbox.
 func newFakeZoom(t *testing.T, fail func(n int) (status int, retryAfter string)) *fakeZoom {
 	t.Helper()
+	// No rate limit: tests of pacing set one (newFakeZoomWith).
+	z := newFakeZoomWith(t, sandbox.RateLimit{PerSecond: -1})
+	z.failureFunc = fail
+	return z
+}
+
+// newFakeZoomWith serves a sandbox enforcing limits.
+func newFakeZoomWith(t *testing.T, limits sandbox.RateLimit) *fakeZoom {
+	t.Helper()
 	z := &fakeZoom{
-		SB:          sandbox.New(sandbox.Config{ClientID: clientID, ClientSecret: clientSecret, BotJID: botJID}, nil),
-		failureFunc: fail,
+		SB: sandbox.New(sandbox.Config{ClientID: clientID, ClientSecret: clientSecret, BotJID: botJID, RateLimit: limits}, nil),
 	}
 	srv := httptest.NewServer(http.HandlerFunc(z.serve))
 	t.Cleanup(srv.Close)
@@ -298,7 +308,7 @@ func testOptions(region string) workers.Options {
 func startWorker(t *testing.T, js jetstream.JetStream, h workers.Handler, zc workers.Sender, opts workers.Options) (*workers.Worker, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	w := workers.New(js, h, zc, opts, workers.NewMetrics(reg), zap.NewNop())
+	w := workers.New(js, h, zc, opts, workers.NewMetrics(reg), testLogger(t))
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
 	if err := w.Start(ctx); err != nil {
@@ -326,17 +336,33 @@ type published struct {
 // publish puts an event on a region's subject as the router does.
 func publish(t *testing.T, js jetstream.JetStream, region, eventType, account string, body []byte) published {
 	t.Helper()
-	p := published{ID: proto.EventID(body), Body: body, ReceivedAt: time.Now().UTC()}
-	m := nats.NewMsg(proto.RegionEventsSubject(region))
-	m.Data = body
-	m.Header.Set(proto.HeaderEventID, p.ID)
+	p := newPublished(body)
+	m := newEventMsg(region, account, p)
 	m.Header.Set(proto.HeaderEventType, eventType)
+	m.Header.Set(proto.HeaderConversation, proto.ConversationKey(zoom.Conversation(eventType, body)))
+	m.Subject = eventSubject(region, account, eventType, body)
+	publishMsg(t, js, m)
+	return p
+}
+
+// newPublished is a bot_notification body about to be published.
+func newPublished(body []byte) published {
+	return published{ID: proto.EventID(body), Body: body, ReceivedAt: time.Now().UTC()}
+}
+
+// newEventMsg is the message the router publishes for a bot_notification
+// of account.
+func newEventMsg(region, account string, p published) *nats.Msg {
+	m := nats.NewMsg(eventSubject(region, account, zoom.EventBotNotification, p.Body))
+	m.Data = p.Body
+	m.Header.Set(proto.HeaderEventID, p.ID)
+	m.Header.Set(proto.HeaderEventType, zoom.EventBotNotification)
 	m.Header.Set(proto.HeaderAccountID, account)
 	m.Header.Set(proto.HeaderReceivedAt, p.ReceivedAt.Format(proto.TimeFormat))
 	m.Header.Set(proto.HeaderRegion, region)
+	m.Header.Set(proto.HeaderConversation, proto.ConversationKey(zoom.Conversation(zoom.EventBotNotification, p.Body)))
 	m.Header.Set(jetstream.MsgIDHeader, p.ID)
-	publishMsg(t, js, m)
-	return p
+	return m
 }
 
 func publishMsg(t *testing.T, js jetstream.JetStream, m *nats.Msg) {
@@ -373,20 +399,55 @@ func waitEventsGone(t *testing.T, js jetstream.JetStream, region string) {
 		"stream %s to be empty", name)
 }
 
-// consumerInfo is the workers' consumer of a region.
+// eventSubject is the subject the router publishes an event on.
+func eventSubject(region, account, eventType string, body []byte) string {
+	return proto.RegionEventSubject(region, account, proto.ConversationKey(zoom.Conversation(eventType, body)))
+}
+
+// consumerInfo is the workers' consumers of a region, added up over the
+// partitions.
 func consumerInfo(t *testing.T, js jetstream.JetStream, region string) *jetstream.ConsumerInfo {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	c, err := js.Consumer(ctx, proto.RegionEventsStream(region), proto.WorkersConsumer)
-	if err != nil {
-		t.Fatalf("consumer of %s: %v", region, err)
+	sum := &jetstream.ConsumerInfo{}
+	for p := range natsx.DefaultPartitions {
+		c, err := js.Consumer(ctx, proto.RegionEventsStream(region), proto.WorkersConsumer(p))
+		if err != nil {
+			t.Fatalf("consumer %d of %s: %v", p, region, err)
+		}
+		info, err := c.Info(ctx)
+		if err != nil {
+			t.Fatalf("consumer info of %s: %v", region, err)
+		}
+		if p == 0 {
+			sum.Config = info.Config
+		}
+		sum.NumAckPending += info.NumAckPending
+		sum.NumPending += info.NumPending
+		sum.NumRedelivered += info.NumRedelivered
+		sum.NumWaiting += info.NumWaiting
 	}
-	info, err := c.Info(ctx)
-	if err != nil {
-		t.Fatalf("consumer info of %s: %v", region, err)
+	return sum
+}
+
+// pendingConsumer is the workers' consumer of a region that has an event
+// waiting: the one of its account's partition.
+func pendingConsumer(t *testing.T, js jetstream.JetStream, region string) jetstream.Consumer {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	for p := range natsx.DefaultPartitions {
+		c, err := js.Consumer(ctx, proto.RegionEventsStream(region), proto.WorkersConsumer(p))
+		if err != nil {
+			t.Fatalf("consumer %d of %s: %v", p, region, err)
+		}
+		if info, err := c.Info(ctx); err == nil && info.NumPending > 0 {
+			return c
+		}
 	}
-	return info
+	t.Fatalf("no consumer of %s has an event waiting", region)
+	return nil
 }
 
 // deadLetters returns the region's dead letters, oldest first.
@@ -586,4 +647,63 @@ func assertFinishedRecord(t *testing.T, kv jetstream.KeyValue, id string, sent i
 	if !st.Done || st.Sent != sent || len(st.Messages) != 0 {
 		t.Errorf("record of %s = %s; want done, %d sent, no content", id, raw, sent)
 	}
+}
+
+// testLogger logs to the test's output when GEOMUXTEST_LOG is set.
+func testLogger(t *testing.T) *zap.Logger {
+	if os.Getenv("GEOMUXTEST_LOG") == "" {
+		return zap.NewNop()
+	}
+	return zaptest.NewLogger(t)
+}
+
+// exhaustDeliveries plays workers that die during every attempt: it takes
+// the region's events and hands them back until JetStream delivers them no
+// more (the consumers' MaxDeliver), and returns how many deliveries it took.
+// An event still in another delivery's ack wait is waited for.
+func exhaustDeliveries(t *testing.T, js jetstream.JetStream, region string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*waitFor+time.Minute)
+	defer cancel()
+	taken := 0
+	for ctx.Err() == nil {
+		got := 0
+		for p := range natsx.DefaultPartitions {
+			c, err := js.Consumer(ctx, proto.RegionEventsStream(region), proto.WorkersConsumer(p))
+			if err != nil {
+				t.Fatalf("consumer %d of %s: %v", p, region, err)
+			}
+			batch, err := c.FetchNoWait(16)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for m := range batch.Messages() {
+				got++
+				if err := m.Nak(); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		taken += got
+		if ci := consumerInfo(t, js, region); got == 0 && ci.NumAckPending == 0 && ci.NumPending == 0 {
+			return taken
+		}
+	}
+	t.Fatalf("deliveries of region %s never ran out", region)
+	return taken
+}
+
+// newServer serves h on loopback until the test ends, and returns its URL.
+func newServer(t *testing.T, h http.Handler) string {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// readBody reads a request's body and puts it back for the next reader.
+func readBody(r *http.Request) []byte {
+	b, _ := io.ReadAll(r.Body)
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	return b
 }

@@ -4,12 +4,11 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/geomux/geomux/pkg/natsx/natstest"
 	"github.com/geomux/geomux/pkg/zoom"
@@ -202,6 +201,10 @@ func TestStopHandsNothingToTheHandlerAfterGivingUp(t *testing.T) {
 	// Nothing is lost: both come back to a new worker, which replies once
 	// to each. By then the stopped worker has long done whatever it would.
 	startWorker(t, ns.JS, workers.Echo, zoomClient(t, z), opts)
+	defer func() {
+		ci := consumerInfo(t, ns.JS, "us")
+		t.Logf("DEBUG pending %d ackpending %d redelivered %d stream %d", ci.NumPending, ci.NumAckPending, ci.NumRedelivered, streamMsgs(t, ns.JS, proto.RegionEventsStream("us")))
+	}()
 	natstest.Eventually(t, 4*stopTestHandlerTimeout+15*time.Second, func() bool { return len(z.SB.Delivered()) == 2 },
 		"both events redelivered to the new worker")
 	waitEventsGone(t, ns.JS, "us")
@@ -220,43 +223,25 @@ func TestStopHandsNothingToTheHandlerAfterGivingUp(t *testing.T) {
 	}
 }
 
-// A delivery beyond the last attempt means the last attempt was cut short (a
-// crash after taking the event): the event is dead-lettered, not handled.
-func TestInterruptedLastAttemptIsDeadLettered(t *testing.T) {
+// An event whose worker dies during every attempt uses no attempt (none
+// finished), but its deliveries are bounded: once they run out the event is
+// dead-lettered, not handled.
+func TestEventWhoseWorkerAlwaysDiesIsDeadLettered(t *testing.T) {
 	t.Parallel()
 	ns := natstest.Start(t, "")
 	z := newFakeZoom(t, nil)
 	opts := testOptions("us")
 	opts.Retry.MaxAttempts = 1
 
-	// Set the region up, then stop: the next worker is the one after the crash.
+	// Set the region up, then stop: the next worker is the one after the crashes.
 	w, _ := startWorker(t, ns.JS, workers.Echo, zoomClient(t, z), opts)
 	if _, err := stopWithin(t, w, waitFor); err != nil {
 		t.Fatal(err)
 	}
 	body := zoomtest.BotNotification("acct", "crash", 1)
 	ev := publish(t, ns.JS, "us", zoom.EventBotNotification, "acct", body)
-
-	// The crashed worker's attempt: it took the event and never finished.
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
-	cons, err := ns.JS.Consumer(ctx, proto.RegionEventsStream("us"), proto.WorkersConsumer)
-	if err != nil {
-		t.Fatal(err)
-	}
-	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(waitFor))
-	if err != nil {
-		t.Fatal(err)
-	}
-	taken := 0
-	for m := range batch.Messages() {
-		taken++
-		if err := m.Nak(); err != nil { // redelivered at once instead of after the ack wait
-			t.Fatal(err)
-		}
-	}
-	if taken != 1 {
-		t.Fatalf("crashed worker took %d events, want 1", taken)
+	if n := exhaustDeliveries(t, ns.JS, "us"); n != workers.ConsumerConfig(opts, 0).MaxDeliver {
+		t.Fatalf("the crashing workers took the event %d times, want %d", n, workers.ConsumerConfig(opts, 0).MaxDeliver)
 	}
 
 	var called sync.Mutex
@@ -271,7 +256,7 @@ func TestInterruptedLastAttemptIsDeadLettered(t *testing.T) {
 	dl := waitDeadLetter(t, ns.JS, "us")
 	for k, want := range map[string]string{
 		proto.HeaderDeadReason: proto.DeadReasonMaxAttempts,
-		proto.HeaderAttempts:   "1",
+		proto.HeaderAttempts:   strconv.Itoa(workers.ConsumerConfig(opts, 0).MaxDeliver),
 		proto.HeaderEventID:    ev.ID,
 		proto.HeaderDeadStatus: "",
 	} {

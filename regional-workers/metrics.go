@@ -12,6 +12,14 @@ type Metrics struct {
 	Failed          *prometheus.CounterVec
 	HandleSeconds   *prometheus.HistogramVec
 	EndToEndSeconds *prometheus.HistogramVec
+	// InHand is the events a region's worker holds (running or waiting).
+	InHand *prometheus.GaugeVec
+	// BackendInFlight is the backend calls running.
+	BackendInFlight *prometheus.GaugeVec
+	// BackendSlowDowns counts the backend's requests to slow down.
+	BackendSlowDowns *prometheus.CounterVec
+	// ZoomLimited counts Zoom's 429s, by type: qps or daily.
+	ZoomLimited *prometheus.CounterVec
 }
 
 var buckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300}
@@ -35,6 +43,18 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		EndToEndSeconds: f.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "geomux_worker_end_to_end_seconds", Help: "Time from ingress receiving an event to its replies being sent.", Buckets: buckets,
 		}, []string{"region"}),
+		InHand: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "geomux_worker_events_in_hand", Help: "Events a region's worker holds: running, or waiting their account's or conversation's turn.",
+		}, []string{"region"}),
+		BackendInFlight: f.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "geomux_worker_backend_in_flight", Help: "Calls to a region's backend running.",
+		}, []string{"region"}),
+		BackendSlowDowns: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "geomux_worker_backend_slow_downs_total", Help: "Backend answers (429 or 503 with Retry-After) that paused a region's calls.",
+		}, []string{"region"}),
+		ZoomLimited: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "geomux_worker_zoom_rate_limited_total", Help: "Zoom sends answered 429, by type: qps (per-second limit, retried at a slower pace) or daily (the account held until the reset).",
+		}, []string{"region", "type"}),
 	}
 }
 
@@ -49,4 +69,10 @@ func (m *Metrics) init(region string, apps []string) {
 	for _, r := range []string{"permanent", "max_attempts"} {
 		m.Failed.WithLabelValues(region, r)
 	}
+	for _, t := range []string{"qps", "daily"} {
+		m.ZoomLimited.WithLabelValues(region, t)
+	}
+	m.InHand.WithLabelValues(region)
+	m.BackendInFlight.WithLabelValues(region)
+	m.BackendSlowDowns.WithLabelValues(region)
 }

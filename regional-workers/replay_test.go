@@ -268,7 +268,7 @@ func (m killedBeforeAck) Ack() error                      { return m.die() }
 func (m killedBeforeAck) DoubleAck(context.Context) error { return m.die() }
 
 // The handler timeout of the kill tests: JetStream redelivers the event of a
-// killed worker after the ack wait, 2×it+5s.
+// killed worker after the ack wait (workers.AckWait).
 const killTestHandlerTimeout = 250 * time.Millisecond
 
 // A worker killed between sending the Zoom reply and acknowledging the event
@@ -431,9 +431,9 @@ func TestWorkerStoppedBetweenTwoRepliesResumes(t *testing.T) {
 	assertFinishedRecord(t, kv, ev.ID, 2)
 }
 
-// A worker killed between the reply and the ack on the event's last
-// delivery leaves it to the dead-letter keeper (max deliveries), though its
-// reply went out. Replaying that dead letter must not send the reply again:
+// A worker killed between the reply and the ack, then workers dying on
+// every later delivery, leave the event to the dead-letter keeper (max
+// deliveries), though its reply went out. Replaying that dead letter must not send the reply again:
 // "replies that already went out are not sent again" (geomux dlq replay).
 func TestReplayOfFinishedEventSendsNothingAgain(t *testing.T) {
 	t.Parallel()
@@ -460,7 +460,9 @@ func TestReplayOfFinishedEventSendsNothingAgain(t *testing.T) {
 	kv := repliesKV(t, ns.JS, "us")
 	assertFinishedRecord(t, kv, ev.ID, 1)
 
-	// Its only delivery's ack wait runs out: the keeper dead-letters it.
+	// Its delivery's ack wait runs out, and workers dying on it take every
+	// delivery left: the keeper dead-letters it.
+	exhaustDeliveries(t, ns.JS, "us")
 	_, reg := startWorker(t, ns.JS, h, zoomClient(t, z), opts)
 	natstest.Eventually(t, 4*opts.HandlerTimeout+15*time.Second, func() bool { return len(deadLetters(t, ns.JS, "us")) > 0 },
 		"the keeper to dead-letter the event")

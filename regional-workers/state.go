@@ -27,6 +27,11 @@ type replyState struct {
 	MessageIDs []string            `json:"message_ids,omitempty"`
 	Done       bool                `json:"done,omitempty"`
 
+	// Attempts is how many attempts failed: an event is tried at most
+	// retry.max_attempts times, whatever JetStream's delivery count says
+	// (it also counts hand-backs that used no attempt).
+	Attempts int `json:"attempts,omitempty"`
+
 	LastError   string    `json:"last_error,omitempty"`
 	LastStatus  int       `json:"last_status,omitempty"`
 	LastAttempt time.Time `json:"last_attempt,omitzero"`

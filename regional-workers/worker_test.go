@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -122,7 +123,7 @@ func TestLateRedeliveryIsHandledOnce(t *testing.T) {
 	waitEventsGone(t, ns.JS, "us")
 	// The same event, as the router publishes it once the window is over:
 	// a Msg-Id JetStream no longer remembers.
-	m := nats.NewMsg(proto.RegionEventsSubject("us"))
+	m := nats.NewMsg(eventSubject("us", "acct", zoom.EventBotNotification, body))
 	m.Data = body
 	for _, h := range [][2]string{{proto.HeaderEventID, first.ID}, {proto.HeaderEventType, zoom.EventBotNotification},
 		{proto.HeaderAccountID, "acct"}, {proto.HeaderRegion, "us"}, {jetstream.MsgIDHeader, first.ID + "-later"}} {
@@ -767,7 +768,7 @@ func TestEventWithoutGeomuxHeadersIsDeadLettered(t *testing.T) {
 	bodies := map[string]string{}
 	for i, tc := range cases {
 		body := zoomtest.BotNotification("acct", tc.name, int64(i))
-		m := natsMsg(proto.RegionEventsSubject("us"), body, tc.headers)
+		m := natsMsg(eventSubject("us", "acct", zoom.EventBotNotification, body), body, tc.headers)
 		publishMsg(t, ns.JS, m)
 		bodies[string(body)] = tc.name
 	}
@@ -856,9 +857,13 @@ func TestStartSetsUpRegion(t *testing.T) {
 		t.Errorf("replies bucket: %v", err)
 	}
 	ci := consumerInfo(t, ns.JS, "ap-south")
-	if ci.Config.MaxDeliver != opts.Retry.MaxAttempts || ci.Config.AckPolicy != jetstream.AckExplicitPolicy || ci.Config.MaxAckPending != 12 {
-		t.Errorf("consumer config: max deliver %d ack policy %s max ack pending %d; want max_attempts, explicit, 12",
-			ci.Config.MaxDeliver, ci.Config.AckPolicy, ci.Config.MaxAckPending)
+	want := workers.ConsumerConfig(opts, 0)
+	if ci.Config.MaxDeliver <= opts.Retry.MaxAttempts || ci.Config.MaxDeliver != want.MaxDeliver || ci.Config.AckPolicy != jetstream.AckExplicitPolicy || ci.Config.MaxAckPending != want.MaxAckPending {
+		t.Errorf("consumer config: max deliver %d ack policy %s max ack pending %d; want above max_attempts (%d), explicit, %d",
+			ci.Config.MaxDeliver, ci.Config.AckPolicy, ci.Config.MaxAckPending, want.MaxDeliver, want.MaxAckPending)
+	}
+	if !slices.Contains(ci.Config.FilterSubjects, proto.RegionEventsPartitionFilter("ap-south", 0)) {
+		t.Errorf("partition 0 consumer filters %q, want its partition's subjects", ci.Config.FilterSubjects)
 	}
 	if ci.Config.AckWait <= opts.HandlerTimeout {
 		t.Errorf("ack wait %v is not longer than the handler timeout %v", ci.Config.AckWait, opts.HandlerTimeout)
@@ -938,7 +943,8 @@ func httptestWrap(t *testing.T, b *fakeBackend, f func(http.ResponseWriter, *htt
 	return srv.URL
 }
 
-// No more than Concurrency events are handled at once.
+// No more than BackendConcurrency handler calls run at once, while more
+// events are held.
 func TestConcurrencyIsBounded(t *testing.T) {
 	t.Parallel()
 	ns := natstest.Start(t, "")
@@ -967,10 +973,11 @@ func TestConcurrencyIsBounded(t *testing.T) {
 		return nil, ctx.Err()
 	})
 	opts := testOptions("us")
-	opts.Concurrency = concurrency
+	opts.BackendConcurrency = concurrency
 	startWorker(t, ns.JS, h, zoomClient(t, z), opts)
 	for i := range events {
-		publish(t, ns.JS, "us", "bot_installed", "acct", zoomtest.BotNotification("acct", "x", int64(i)))
+		acct := fmt.Sprintf("acct-%d", i) // conversations of their own
+		publish(t, ns.JS, "us", "bot_installed", acct, zoomtest.BotNotification(acct, "x", int64(i)))
 	}
 	// The slots are full and more events have reached the worker: had it no
 	// bound, they would be in the handler too.

@@ -130,7 +130,7 @@ func (r *Router) unparkOne(ctx context.Context, m *jetstream.RawStreamMsg) error
 	h.Del(proto.HeaderParkReason)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if _, err := r.regionJS[region].PublishMsg(pctx, &nats.Msg{Subject: proto.RegionEventsSubject(region), Header: h, Data: m.Data}); err != nil {
+	if _, err := r.regionJS[region].PublishMsg(pctx, &nats.Msg{Subject: regionSubject(region, h, m.Data), Header: h, Data: m.Data}); err != nil {
 		return err
 	}
 	if _, err := natsx.DeleteMsg(pctx, r.parked, m.Sequence, false); err != nil {

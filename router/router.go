@@ -320,7 +320,7 @@ func (r *Router) handle(in jetstream.Msg) {
 		return
 	}
 	if ok {
-		out.Subject = proto.RegionEventsSubject(region)
+		out.Subject = regionSubject(region, h, out.Data)
 		h.Set(proto.HeaderRegion, region)
 		h.Del(proto.HeaderParkReason)
 	} else {
@@ -454,4 +454,16 @@ func (r *Router) regionOf(account string) (string, bool) {
 		return "", false
 	}
 	return rec.Region, true
+}
+
+// regionSubject is the subject an event goes to in its region: its account's
+// and its conversation's keys, which order the region's work. The
+// conversation is read from the body once and kept in the event's headers.
+func regionSubject(region string, h nats.Header, body []byte) string {
+	key := h.Get(proto.HeaderConversation)
+	if key == "" {
+		key = proto.ConversationKey(zoom.Conversation(h.Get(proto.HeaderEventType), body))
+		h.Set(proto.HeaderConversation, key)
+	}
+	return proto.RegionEventSubject(region, h.Get(proto.HeaderAccountID), key)
 }

@@ -216,7 +216,7 @@ func TestRerouteIsDeduplicated(t *testing.T) {
 	id := f.publish("twice")
 	natstest.Eventually(t, 10*time.Second, func() bool { return f.count(proto.RegionEventsStream("us")) == 1 }, "routed")
 	// Replay the same transit message as a redelivery would present it.
-	m := nats.NewMsg(proto.RegionEventsSubject("us"))
+	m := nats.NewMsg(proto.RegionEventSubject("us", "twice", ""))
 	m.Header.Set(jetstream.MsgIDHeader, id)
 	ack, err := f.nats.JS.PublishMsg(context.Background(), m)
 	if err != nil {

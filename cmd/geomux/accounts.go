@@ -28,8 +28,10 @@ func newAccountsCmd() *cobra.Command {
 	var f accountsFlags
 	cmd := &cobra.Command{
 		Use:   "accounts",
-		Short: "List the accounts' regions, and the accounts whose pinned app contradicts the directory",
-		Long: `List every account of the directory with its region, then every conflict:
+		Short: "List the accounts' regions, the accounts Zoom's daily limit holds, and conflicts",
+		Long: `List every account of the directory with its region, then the accounts
+whose replies are held until Zoom's daily message limit resets (and until
+when), then every conflict:
 an account whose events came through an app pinned to one region (zoom.apps
 region) while the directory gives the account another. The router parks
 such events rather than choose; settle a conflict by moving the account
@@ -95,6 +97,10 @@ func listAccounts(out io.Writer, base, token string, f accountsFlags) error {
 	var conflicts struct {
 		Conflicts []directory.Conflict `json:"conflicts"`
 	}
+	var holds struct {
+		Holds      []directory.Hold `json:"holds"`
+		Unanswered []string         `json:"unanswered"`
+	}
 	if !f.conflicts {
 		if err := get("/admin/v1/accounts", &accounts); err != nil {
 			return err
@@ -102,6 +108,14 @@ func listAccounts(out io.Writer, base, token string, f accountsFlags) error {
 	}
 	if err := get("/admin/v1/conflicts", &conflicts); err != nil {
 		return err
+	}
+	if !f.conflicts {
+		if err := get("/admin/v1/holds", &holds); err != nil {
+			return err
+		}
+	}
+	if holds.Holds == nil {
+		holds.Holds = []directory.Hold{}
 	}
 	if accounts.Accounts == nil {
 		accounts.Accounts = []proto.AccountRecord{}
@@ -113,7 +127,11 @@ func listAccounts(out io.Writer, base, token string, f accountsFlags) error {
 		if f.conflicts {
 			return printJSON(out, map[string]any{"conflicts": conflicts.Conflicts})
 		}
-		return printJSON(out, map[string]any{"accounts": accounts.Accounts, "conflicts": conflicts.Conflicts})
+		v := map[string]any{"accounts": accounts.Accounts, "conflicts": conflicts.Conflicts, "holds": holds.Holds}
+		if len(holds.Unanswered) > 0 {
+			v["holds_unanswered"] = holds.Unanswered
+		}
+		return printJSON(out, v)
 	}
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	if !f.conflicts {
@@ -125,6 +143,9 @@ func listAccounts(out io.Writer, base, token string, f accountsFlags) error {
 			return err
 		}
 		fmt.Fprintf(out, "%d accounts with a region\n", len(accounts.Accounts))
+		if err := printHolds(out, holds.Holds, holds.Unanswered); err != nil {
+			return err
+		}
 	}
 	if len(conflicts.Conflicts) == 0 {
 		fmt.Fprintln(out, "no conflicts")
@@ -141,5 +162,27 @@ func listAccounts(out io.Writer, base, token string, f accountsFlags) error {
 		return err
 	}
 	fmt.Fprintf(out, "%d conflicts: their events are parked. Settle one by moving the account to its app's region (PUT /admin/v1/accounts/<id>) or by changing the app's pin; the events then flow.\n", len(conflicts.Conflicts))
+	return nil
+}
+
+// printHolds lists the accounts whose replies wait for Zoom's daily limit.
+func printHolds(out io.Writer, holds []directory.Hold, unanswered []string) error {
+	for _, u := range unanswered {
+		fmt.Fprintf(out, "held accounts of region %s\n", u)
+	}
+	if len(holds) == 0 {
+		fmt.Fprintln(out, "no account held by Zoom's daily limit")
+		return nil
+	}
+	fmt.Fprintln(out)
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "HELD: ACCOUNT\tREGION\tUNTIL\tPACE (MSG/S)")
+	for _, h := range holds {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f\n", h.AccountID, h.Region, h.HeldUntil.UTC().Format(time.RFC3339), h.Rate)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "%d accounts held: Zoom's daily message limit is reached; their replies go out, in order, when it resets.\n", len(holds))
 	return nil
 }

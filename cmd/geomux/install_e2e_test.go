@@ -23,6 +23,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/geomux/geomux/pkg/config"
+	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/pkg/natsx/natstest"
 	"github.com/geomux/geomux/pkg/vault"
 	"github.com/geomux/geomux/pkg/zoom/zoomtest"
@@ -693,15 +694,20 @@ func (p *pipeline) backendSaw(region, account, event string) int {
 // their stream (none waiting, none in hand).
 func (p *pipeline) regionIdle(region string) bool {
 	p.t.Helper()
-	c, err := p.js.Consumer(p.t.Context(), proto.RegionEventsStream(region), proto.WorkersConsumer)
-	if err != nil {
-		p.t.Fatalf("workers of %s: %v", region, err)
+	for part := range natsx.DefaultPartitions {
+		c, err := p.js.Consumer(p.t.Context(), proto.RegionEventsStream(region), proto.WorkersConsumer(part))
+		if err != nil {
+			p.t.Fatalf("workers of %s: %v", region, err)
+		}
+		info, err := c.Info(p.t.Context())
+		if err != nil {
+			p.t.Fatalf("workers of %s: %v", region, err)
+		}
+		if info.NumPending != 0 || info.NumAckPending != 0 || info.NumRedelivered != 0 {
+			return false
+		}
 	}
-	info, err := c.Info(p.t.Context())
-	if err != nil {
-		p.t.Fatalf("workers of %s: %v", region, err)
-	}
-	return info.NumPending == 0 && info.NumAckPending == 0 && info.NumRedelivered == 0
+	return true
 }
 
 // assertErased checks that region keeps nothing of account and that the

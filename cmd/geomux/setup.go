@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"time"
@@ -99,22 +100,30 @@ func setup(ctx context.Context, out io.Writer, cfg config.Config) error {
 			}
 			say(system, "stream", sc.Name)
 		}
-		for _, kc := range []jetstream.KeyValueConfig{natsx.RepliesConfig(r.Name, so), natsx.RegionVaultConfig(r.Name, so)} {
+		for _, kc := range []jetstream.KeyValueConfig{natsx.RepliesConfig(r.Name, so), natsx.RegionVaultConfig(r.Name, so), natsx.RegionPacingConfig(r.Name, so)} {
 			if _, err := natsx.EnsureKeyValue(ctx, js, kc); err != nil {
 				return err
 			}
 			say(system, "bucket", kc.Bucket)
 		}
-		consumers := []struct {
+		// A work-queue stream refuses overlapping consumers: the single
+		// consumer of earlier versions goes before the partitions' come.
+		if err := js.DeleteConsumer(ctx, proto.RegionEventsStream(r.Name), proto.LegacyWorkersConsumer); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
+			return fmt.Errorf("remove the consumer of an earlier version from %s: %w", proto.RegionEventsStream(r.Name), err)
+		}
+		type consumer struct {
 			stream string
 			cfg    jetstream.ConsumerConfig
-		}{
-			{proto.RegionEventsStream(r.Name), workers.ConsumerConfig(workers.Options{
-				Region: r.Name, Retry: cfg.Retry, Concurrency: cfg.Worker.Concurrency, HandlerTimeout: cfg.Worker.HandlerTimeout.D(),
-			})},
-			{proto.RegionAdvisoryStream(r.Name), dlq.KeeperConsumerConfig(r.Name)},
-			{proto.RegionControlStream(r.Name), router.ControlConsumerConfig()},
 		}
+		var consumers []consumer
+		for _, c := range workers.ConsumerConfigs(workers.Options{
+			Region: r.Name, Retry: cfg.Retry, Concurrency: cfg.Worker.Concurrency, HandlerTimeout: cfg.Worker.HandlerTimeout.D(),
+		}, cfg.Worker.Partitions) {
+			consumers = append(consumers, consumer{proto.RegionEventsStream(r.Name), c})
+		}
+		consumers = append(consumers,
+			consumer{proto.RegionAdvisoryStream(r.Name), dlq.KeeperConsumerConfig(r.Name)},
+			consumer{proto.RegionControlStream(r.Name), router.ControlConsumerConfig()})
 		for _, c := range consumers {
 			if _, err := so.Consumer(ctx, js, c.stream, c.cfg); err != nil {
 				return err

@@ -603,11 +603,11 @@ func TestRegionStoreEncryptedAtRest(t *testing.T) {
 	for _, encrypted := range []bool{true, false} {
 		s := startSystem(t, "eu", 1, t.TempDir(), encrypted)
 		ctx := context.Background()
-		if _, err := jsFor(t, s, "deployer").CreateStream(ctx, jetstream.StreamConfig{Name: "CANARY", Subjects: []string{proto.RegionEventsSubject("eu")}}); err != nil {
+		if _, err := jsFor(t, s, "deployer").CreateStream(ctx, jetstream.StreamConfig{Name: "CANARY", Subjects: proto.RegionEventsSubjects("eu")}); err != nil {
 			t.Fatal(err)
 		}
 		// The operator may put events back in the region (a replay).
-		if _, err := jsFor(t, s, "operator").Publish(ctx, proto.RegionEventsSubject("eu"), []byte(canary("eu", 999))); err != nil {
+		if _, err := jsFor(t, s, "operator").Publish(ctx, proto.RegionEventSubject("eu", "canary", ""), []byte(canary("eu", 999))); err != nil {
 			t.Fatal(err)
 		}
 		s.stopAll() // flushed and closed

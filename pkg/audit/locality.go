@@ -159,7 +159,7 @@ func owner(name string, cfg config.Config) string {
 		for _, n := range []string{
 			proto.RegionEventsStream(r.Name), proto.RegionDeadLetterStream(r.Name), proto.RegionAdvisoryStream(r.Name),
 			proto.RegionAuditStream(r.Name), proto.RegionControlStream(r.Name),
-			"KV_" + proto.RegionRepliesBucket(r.Name), "KV_" + proto.RegionVaultBucket(r.Name),
+			"KV_" + proto.RegionRepliesBucket(r.Name), "KV_" + proto.RegionVaultBucket(r.Name), "KV_" + proto.RegionPacingBucket(r.Name),
 		} {
 			if name == n {
 				return r.Name

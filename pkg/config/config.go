@@ -250,15 +250,51 @@ type Router struct {
 	ParkTTL Duration `yaml:"park_ttl"`
 }
 
-// Worker configures the regional workers.
+// Worker configures the regional workers. Each region's worker holds the
+// events it takes from JetStream in memory, bounded by MemoryBudget and
+// Concurrency, and schedules them: round robin across accounts (at most
+// AccountConcurrency of one account at once), one event at a time per
+// conversation, at most BackendConcurrency backend calls at once, and each
+// account's Zoom sends paced (ZoomPace).
 type Worker struct {
-	// Concurrency is how many events one region's worker handles at once.
+	// Concurrency is how many events one region's worker holds at once
+	// (running or waiting their turn); MemoryBudget bounds them too.
 	Concurrency int `yaml:"concurrency"`
-	// HandlerTimeout bounds the handling of one event (backend call and
-	// replies); past it the attempt counts as a transient failure.
+	// MemoryBudget bounds the bytes of the events one region's worker holds
+	// (their bodies and headers plus a fixed cost each). Past it, the worker
+	// takes no more: the backlog waits in JetStream, on disk.
+	MemoryBudget Size `yaml:"memory_budget"`
+	// Partitions is how many partitions a region's events stream has, each
+	// with its consumer; an account's events are all in one. Set it before
+	// the first start: changing it later keeps the order of conversations,
+	// but events already stored stay in their old partition's subjects.
+	Partitions int `yaml:"partitions"`
+	// AccountConcurrency is how many events of one account a region's worker
+	// handles at once: a noisy account cannot take every slot.
+	AccountConcurrency int `yaml:"account_concurrency"`
+	// BackendConcurrency caps the concurrent calls to a region's backend. A
+	// backend answering 429 or 503 with Retry-After halves it and pauses
+	// the region's calls for that long; it grows back by one per success.
+	BackendConcurrency int `yaml:"backend_concurrency"`
+	// ZoomPace is how fast one account's messages go to Zoom.
+	ZoomPace ZoomPace `yaml:"zoom_pace"`
+	// HandlerTimeout bounds one backend call and one Zoom call of an
+	// attempt; past it the attempt counts as a transient failure.
 	HandlerTimeout Duration `yaml:"handler_timeout"`
 	// DeadLetterMaxAge is how long a region keeps an event it gave up on.
 	DeadLetterMaxAge Duration `yaml:"dead_letter_max_age"`
+}
+
+// ZoomPace paces each account's sends to Zoom, which limits chat messages
+// per account and per second by the account's plan (2/s Free, 20/s Pro,
+// 60/s Business and up). The pace is learnt from Zoom's answers: it starts
+// at InitialRate, grows by one message per second each second the account
+// has more to send, and halves on a per-second 429, within [1, MaxRate].
+type ZoomPace struct {
+	// InitialRate is the messages per second an account starts at.
+	InitialRate float64 `yaml:"initial_rate"`
+	// MaxRate is the most messages per second an account is paced to.
+	MaxRate float64 `yaml:"max_rate"`
 }
 
 // Region is one data region and how its events are handled.
@@ -318,6 +354,20 @@ type Sandbox struct {
 	// zoom.api_base_url at http://<listen>/v2 and zoom.oauth_base_url at
 	// http://<listen>.
 	Listen string `yaml:"listen"`
+	// RateLimit is the per-account limits on chat messages the sandbox
+	// enforces, answering over them with Zoom's 429s.
+	RateLimit SandboxRateLimit `yaml:"rate_limit"`
+}
+
+// SandboxRateLimit limits each account's chat messages, as Zoom does (shared
+// by all the apps on the account). The defaults are a Zoom Pro account's.
+type SandboxRateLimit struct {
+	// PerSecond is how many messages an account may send in any one second;
+	// -1 for no limit. Zoom's: 2 (Free), 20 (Pro), 60 (Business and up).
+	PerSecond int `yaml:"per_second"`
+	// PerDay is how many messages an account may send in one UTC day; 0 for
+	// no limit. Zoom Free's is 2000.
+	PerDay int `yaml:"per_day"`
 }
 
 // Handlers a region can use.
@@ -344,7 +394,8 @@ func Default() Config {
 			PublishTimeout: Duration(2 * time.Second),
 			MaxClockSkew:   Duration(5 * time.Minute),
 		},
-		Admin: Admin{Listen: "127.0.0.1:8081"},
+		Admin:   Admin{Listen: "127.0.0.1:8081"},
+		Sandbox: Sandbox{RateLimit: SandboxRateLimit{PerSecond: 20}},
 		Zoom: Zoom{
 			APIBaseURL:   "https://api.zoom.us/v2",
 			OAuthBaseURL: "https://zoom.us",
@@ -359,9 +410,14 @@ func Default() Config {
 		},
 		Router: Router{ParkTTL: Duration(24 * time.Hour)},
 		Worker: Worker{
-			Concurrency:      32,
-			HandlerTimeout:   Duration(20 * time.Second),
-			DeadLetterMaxAge: Duration(30 * 24 * time.Hour),
+			Concurrency:        8192,
+			MemoryBudget:       64 << 20,
+			Partitions:         16,
+			AccountConcurrency: 32,
+			BackendConcurrency: 1024,
+			ZoomPace:           ZoomPace{InitialRate: 10, MaxRate: 100},
+			HandlerTimeout:     Duration(20 * time.Second),
+			DeadLetterMaxAge:   Duration(30 * 24 * time.Hour),
 		},
 		ShutdownTimeout: Duration(30 * time.Second),
 	}

@@ -135,11 +135,7 @@ func (c *Config) problems(roles []Role) []string {
 		if c.Retry.HTTPRetries < 0 || c.Retry.HTTPRetries > 10 {
 			p.add("retry.http_retries", "must be between 0 and 10")
 		}
-		if c.Worker.Concurrency < 1 || c.Worker.Concurrency > 4096 {
-			p.add("worker.concurrency", "must be between 1 and 4096")
-		}
-		p.atLeast("worker.handler_timeout", c.Worker.HandlerTimeout, 100*time.Millisecond)
-		p.atLeast("worker.dead_letter_max_age", c.Worker.DeadLetterMaxAge, time.Hour)
+		p.worker(c.Worker)
 		if c.ShutdownTimeout.D() >= time.Second && c.ShutdownTimeout.D() < c.Worker.HandlerTimeout.D()+3*time.Second {
 			p.add("shutdown_timeout", fmt.Sprintf("must be at least worker.handler_timeout + 3s (%s): a stop lets the events in hand finish", c.Worker.HandlerTimeout.D()+3*time.Second))
 		}
@@ -210,6 +206,12 @@ func (c *Config) problems(roles []Role) []string {
 	}
 	if c.Sandbox.Listen != "" {
 		p.hostPort("sandbox.listen", c.Sandbox.Listen)
+		if r := c.Sandbox.RateLimit.PerSecond; r < 1 && r != -1 {
+			p.add("sandbox.rate_limit.per_second", "must be at least 1, or -1 for no limit")
+		}
+		if c.Sandbox.RateLimit.PerDay < 0 {
+			p.add("sandbox.rate_limit.per_day", "must be at least 0 (0: no limit)")
+		}
 	}
 	p.atLeast("shutdown_timeout", c.ShutdownTimeout, time.Second)
 	// A rule two roles share is said once.
@@ -262,6 +264,31 @@ func (p *problems) apps(c *Config) {
 }
 
 type problems []string
+
+// worker checks the worker section.
+func (p *problems) worker(w Worker) {
+	p.between("worker.concurrency", w.Concurrency, 1, 1<<16)
+	if w.MemoryBudget < 1<<20 {
+		p.add("worker.memory_budget", "must be at least 1MiB")
+	}
+	p.between("worker.partitions", w.Partitions, 1, 256)
+	p.between("worker.account_concurrency", w.AccountConcurrency, 1, 1<<16)
+	p.between("worker.backend_concurrency", w.BackendConcurrency, 1, 1<<16)
+	if w.ZoomPace.InitialRate < 1 || w.ZoomPace.InitialRate > 10000 {
+		p.add("worker.zoom_pace.initial_rate", "must be between 1 and 10000 messages per second")
+	}
+	if w.ZoomPace.MaxRate < w.ZoomPace.InitialRate || w.ZoomPace.MaxRate > 10000 {
+		p.add("worker.zoom_pace.max_rate", "must be at least worker.zoom_pace.initial_rate and at most 10000")
+	}
+	p.atLeast("worker.handler_timeout", w.HandlerTimeout, 100*time.Millisecond)
+	p.atLeast("worker.dead_letter_max_age", w.DeadLetterMaxAge, time.Hour)
+}
+
+func (p *problems) between(key string, v, least, most int) {
+	if v < least || v > most {
+		p.add(key, fmt.Sprintf("must be between %d and %d", least, most))
+	}
+}
 
 func (p *problems) add(key, msg string) { *p = append(*p, key+": "+msg) }
 

@@ -24,9 +24,11 @@ import (
 //	DELETE /admin/v1/accounts/{accountId}
 //	GET    /admin/v1/accounts                               every account
 //	GET    /admin/v1/conflicts                              accounts whose pinned app and directory disagree
+//	GET    /admin/v1/holds                                  accounts whose replies wait for Zoom's daily limit to reset
 type API struct {
 	dir       *Directory
 	conflicts *Conflicts
+	holds     *Holds
 	regions   []string
 	log       *zap.Logger
 }
@@ -42,6 +44,12 @@ func (a *API) WithConflicts(c *Conflicts) *API {
 	return a
 }
 
+// WithHolds serves the held accounts too.
+func (a *API) WithHolds(h *Holds) *API {
+	a.holds = h
+	return a
+}
+
 // Routes are the API's admin routes.
 func (a *API) Routes() []admin.Route {
 	routes := []admin.Route{
@@ -52,6 +60,9 @@ func (a *API) Routes() []admin.Route {
 	}
 	if a.conflicts != nil {
 		routes = append(routes, admin.Route{Pattern: "GET /admin/v1/conflicts", Handler: http.HandlerFunc(a.listConflicts)})
+	}
+	if a.holds != nil {
+		routes = append(routes, admin.Route{Pattern: "GET /admin/v1/holds", Handler: http.HandlerFunc(a.listHolds)})
 	}
 	return routes
 }
@@ -154,6 +165,18 @@ func (a *API) listConflicts(w http.ResponseWriter, r *http.Request) {
 		cs = []Conflict{}
 	}
 	admin.WriteJSON(w, http.StatusOK, map[string]any{"conflicts": cs, "count": len(cs)})
+}
+
+func (a *API) listHolds(w http.ResponseWriter, r *http.Request) {
+	hs, unanswered := a.holds.List(r.Context())
+	if hs == nil {
+		hs = []Hold{}
+	}
+	body := map[string]any{"holds": hs, "count": len(hs)}
+	if len(unanswered) > 0 {
+		body["unanswered"] = unanswered
+	}
+	admin.WriteJSON(w, http.StatusOK, body)
 }
 
 func (a *API) unavailable(w http.ResponseWriter, err error) {

@@ -31,8 +31,12 @@ var Module = fx.Module("directory",
 		NewConflicts,
 		NewInstaller,
 		func(i directory.Installer) directory.Recorder { return i },
-		platformfx.AsAdminRoute(func(d *directory.Directory, cf *directory.Conflicts, c config.Config, log *zap.Logger) []admin.Route {
-			return directory.NewAPI(d, c.RegionNames(), log.Named("admin")).WithConflicts(cf).Routes()
+		platformfx.AsAdminRoute(func(d *directory.Directory, cf *directory.Conflicts, regions natsfx.Regions, c config.Config, log *zap.Logger) []admin.Route {
+			h := &directory.Holds{Regions: map[string]*nats.Conn{}}
+			for name, r := range regions {
+				h.Regions[name] = r.Conn
+			}
+			return directory.NewAPI(d, c.RegionNames(), log.Named("admin")).WithConflicts(cf).WithHolds(h).Routes()
 		}),
 	),
 	fx.Invoke(serve),

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -29,6 +31,9 @@ type StreamOptions struct {
 	TransitInMemory bool
 	// Regions place each region's streams and buckets.
 	Regions map[string]Placement
+	// Partitions is how many partitions a region's events stream has
+	// (worker.partitions); each is consumed apart.
+	Partitions int
 	// Bind makes Ensure* only check that streams, buckets and consumers
 	// exist, never create or change them: they are set up by `geomux setup`
 	// with a deployer's credentials.
@@ -67,6 +72,7 @@ func StreamOptionsFrom(c config.Config) StreamOptions {
 		TransitInMemory:  c.NATS.TransitStorage == "memory",
 		Regions:          map[string]Placement{},
 		Bind:             !c.NATS.ManageStreams,
+		Partitions:       c.Worker.Partitions,
 	}
 	for _, r := range c.Regions {
 		o.Regions[r.Name] = Placement{Replicas: r.NATS.Replicas, Tags: r.NATS.PlacementTags}
@@ -124,18 +130,71 @@ func ParkedStreamConfig(o StreamOptions) jetstream.StreamConfig {
 	return c
 }
 
-// RegionEventsConfig is the stream holding a region's events until a worker has handled them.
+// RegionEventsConfig is the stream holding a region's events until a worker
+// has handled them. A subject transform files each event under one of
+// Partitions partitions by its account (proto.RegionEventsPartitionTransform);
+// direct gets let a worker ask for a conversation's first event cheaply.
 func RegionEventsConfig(region string, o StreamOptions) jetstream.StreamConfig {
+	subjects := proto.RegionEventsSubjects(region)
 	c := jetstream.StreamConfig{
 		Name:        proto.RegionEventsStream(region),
 		Description: "geomux: events of region " + region,
-		Subjects:    []string{proto.RegionEventsSubject(region)},
+		Subjects:    subjects,
+		SubjectTransform: &jetstream.SubjectTransformConfig{
+			Source:      subjects[0],
+			Destination: proto.RegionEventsPartitionTransform(region, o.partitions()),
+		},
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
 		Duplicates:  MsgIDWindow,
 		Discard:     jetstream.DiscardNew,
+		AllowDirect: true,
 	}
 	o.Regions[region].stream(&c)
+	return c
+}
+
+// DefaultPartitions is the partitions of a region's events stream when the
+// config does not say.
+const DefaultPartitions = 16
+
+func (o StreamOptions) partitions() int {
+	if o.Partitions < 1 {
+		return DefaultPartitions
+	}
+	return o.Partitions
+}
+
+// PartitionsOf reads how many partitions an events stream has from its
+// subject transform (1 for a stream without one).
+func PartitionsOf(c jetstream.StreamConfig) int {
+	if c.SubjectTransform == nil {
+		return 1
+	}
+	d := c.SubjectTransform.Destination
+	i := strings.Index(d, "{{partition(")
+	if i < 0 {
+		return 1
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(strings.SplitN(d[i+len("{{partition("):], ",", 2)[0]))
+	if err != nil || n < 1 {
+		return 1
+	}
+	return n
+}
+
+// RegionPacingConfig is the bucket where a region's workers keep what they
+// learnt of each account's Zoom rate limits (proto.RegionPacingBucket).
+func RegionPacingConfig(region string, o StreamOptions) jetstream.KeyValueConfig {
+	c := jetstream.KeyValueConfig{
+		Bucket:      proto.RegionPacingBucket(region),
+		Description: "geomux: Zoom send pace and daily-limit holds of the accounts of region " + region,
+		History:     1,
+		// A pace not refreshed for a week is forgotten: Zoom plans change.
+		TTL:     7 * 24 * time.Hour,
+		Storage: jetstream.FileStorage,
+	}
+	o.Regions[region].kv(&c)
 	return c
 }
 

@@ -178,3 +178,46 @@ func ParseChat(body []byte) (Chat, error) {
 	}
 	return c, nil
 }
+
+// Conversation names the conversation an event belongs to, whose events a
+// region handles one at a time, in order: a channel ("channel:" and its JID
+// or id) or a user's 1:1 chat with the bot ("user:" and the user's JID or
+// id). Events of no chat (app_deauthorized, unknown events) belong to the
+// account as a whole: "". The result identifies customers' users; it is
+// hashed (proto.ConversationKey) before it goes anywhere.
+//
+//   - bot_notification, interactive_message_*, bot_installed: payload.toJid
+//     when it is a channel (…@conference.…), else the user (payload.userJid);
+//   - team_chat.*: payload.object.channel_id, else the operator
+//     (payload.operator_id);
+//   - anything else: the account.
+func Conversation(event string, body []byte) string {
+	p := gjson.GetBytes(body, "payload")
+	if !p.IsObject() {
+		return ""
+	}
+	switch {
+	case event == EventBotNotification || event == EventBotInstalled || strings.HasPrefix(event, "interactive_message_"):
+		to := p.Get("toJid").String()
+		if base, _, _ := strings.Cut(to, "/"); strings.Contains(base, "@conference.") {
+			return "channel:" + base
+		}
+		if u := p.Get("userJid").String(); u != "" {
+			return "user:" + u
+		}
+		if base, _, _ := strings.Cut(to, "/"); base != "" {
+			return "user:" + base
+		}
+	case strings.HasPrefix(event, "team_chat."):
+		if c := p.Get("object.channel_id").String(); c != "" {
+			return "channel:" + c
+		}
+		if u := p.Get("operator_id").String(); u != "" {
+			return "user:" + u
+		}
+	}
+	return ""
+}
+
+// EventBotInstalled is sent when a user installs the chatbot.
+const EventBotInstalled = "bot_installed"

@@ -43,6 +43,9 @@ type Entry struct {
 	ReceivedAt time.Time `json:"received_at"`
 	// Replays is how many times the event was put back before.
 	Replays int `json:"replays,omitempty"`
+	// SkippedOver says that the event's conversation went on without it:
+	// the events after it in its conversation were handled.
+	SkippedOver bool `json:"skipped_over,omitempty"`
 	// Payload is the Zoom event body as received; empty in listings.
 	Payload []byte `json:"payload,omitempty"`
 
@@ -58,6 +61,8 @@ type Failure struct {
 	Attempts     int
 	FirstAttempt time.Time
 	LastAttempt  time.Time
+	// SkippedOver: its conversation goes on without the event.
+	SkippedOver bool
 }
 
 // Describe returns the error text and HTTP status of a failure's cause.
@@ -85,12 +90,18 @@ func NewMsg(region string, data []byte, h nats.Header, streamSeq uint64, f Failu
 	out := nats.NewMsg(proto.RegionDeadLetterSubject(region))
 	out.Data = data
 	for k, v := range h {
+		if directGetHeader(k) {
+			continue
+		}
 		switch k {
 		case jetstream.MsgIDHeader, proto.HeaderDeadReason, proto.HeaderDeadError, proto.HeaderDeadStatus,
-			proto.HeaderAttempts, proto.HeaderFirstAttempt, proto.HeaderLastAttempt:
+			proto.HeaderAttempts, proto.HeaderFirstAttempt, proto.HeaderLastAttempt, proto.HeaderSkippedOver:
 			continue
 		}
 		out.Header[k] = v
+	}
+	if f.SkippedOver {
+		out.Header.Set(proto.HeaderSkippedOver, "true")
 	}
 	out.Header.Set(jetstream.MsgIDHeader, h.Get(proto.HeaderEventID)+"/"+strconv.FormatUint(streamSeq, 10))
 	out.Header.Set(proto.HeaderRegion, region)
@@ -123,6 +134,7 @@ func entryFrom(seq uint64, stored time.Time, h nats.Header, data []byte) Entry {
 	e.Status, _ = strconv.Atoi(h.Get(proto.HeaderDeadStatus))
 	e.Attempts, _ = strconv.Atoi(h.Get(proto.HeaderAttempts))
 	e.Replays, _ = strconv.Atoi(h.Get(headerReplays))
+	e.SkippedOver = h.Get(proto.HeaderSkippedOver) == "true"
 	e.FirstAttempt, _ = time.Parse(proto.TimeFormat, h.Get(proto.HeaderFirstAttempt))
 	e.LastAttempt, _ = time.Parse(proto.TimeFormat, h.Get(proto.HeaderLastAttempt))
 	e.ReceivedAt, _ = time.Parse(proto.TimeFormat, h.Get(proto.HeaderReceivedAt))
@@ -132,3 +144,15 @@ func entryFrom(seq uint64, stored time.Time, h nats.Header, data []byte) Entry {
 // headerReplays counts how many times an event was put back from the
 // dead-letter queue; it travels with the event and its next dead letter.
 const headerReplays = "Geomux-Replays"
+
+// directGetHeader reports whether k is a header JetStream adds to a message
+// read back with a direct get (Nats-Stream, Nats-Sequence, Nats-Subject,
+// Nats-Time-Stamp, ...): it describes that copy, not the event, and a stored
+// event carrying one would mislead every later direct get of it.
+func directGetHeader(k string) bool {
+	switch k {
+	case "Nats-Stream", "Nats-Sequence", "Nats-Subject", "Nats-Time-Stamp", "Nats-Last-Sequence", "Nats-Num-Pending", "Nats-Ttl", "Nats-Marker-Reason":
+		return true
+	}
+	return false
+}

@@ -136,6 +136,7 @@ func (k *Keeper) deadLetter(ctx context.Context, a advisory) error {
 		Attempts:     int(a.Deliveries),
 		FirstAttempt: ev.Time,
 		LastAttempt:  time.Now(),
+		SkippedOver:  true,
 	}
 	if msg, status, at, ok := k.lastError(ctx, ev.Header.Get(proto.HeaderAccountID), id); ok {
 		f.Error, f.Status, f.LastAttempt = msg, status, at

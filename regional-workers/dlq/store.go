@@ -154,12 +154,16 @@ func (s *Store) Replay(ctx context.Context, id uint64) error {
 	if err != nil {
 		return err
 	}
-	out := nats.NewMsg(proto.RegionEventsSubject(s.region))
+	// Back at the end of its conversation: the events after it went on.
+	out := nats.NewMsg(proto.RegionEventSubject(s.region, e.AccountID, e.header.Get(proto.HeaderConversation)))
 	out.Data = e.Payload
 	for k, v := range e.header {
+		if directGetHeader(k) {
+			continue
+		}
 		switch k {
 		case proto.HeaderDeadReason, proto.HeaderDeadError, proto.HeaderDeadStatus, proto.HeaderAttempts,
-			proto.HeaderFirstAttempt, proto.HeaderLastAttempt, jetstream.MsgIDHeader:
+			proto.HeaderFirstAttempt, proto.HeaderLastAttempt, proto.HeaderSkippedOver, jetstream.MsgIDHeader:
 			continue
 		}
 		out.Header[k] = v

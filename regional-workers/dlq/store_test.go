@@ -95,6 +95,7 @@ func newEvent(account, text string, n int64) event {
 	h.Set(proto.HeaderAccountID, account)
 	h.Set(proto.HeaderReceivedAt, ev.ReceivedAt.Format(proto.TimeFormat))
 	h.Set(proto.HeaderRegion, region)
+	h.Set(proto.HeaderConversation, proto.ConversationKey("user:u"+strconv.FormatInt(n, 10)))
 	h.Set(proto.HeaderTraceparent, fmt.Sprintf("00-%032x-%016x-01", n+1, n+1))
 	h.Set(proto.HeaderZoomTrackingID, "tracking-"+strconv.FormatInt(n, 10))
 	h.Set(proto.HeaderZoomRequestID, "request-"+strconv.FormatInt(n, 10))
@@ -105,7 +106,7 @@ func newEvent(account, text string, n int64) event {
 
 // msg is the event's message on the region's events subject.
 func (ev event) msg() *nats.Msg {
-	m := nats.NewMsg(proto.RegionEventsSubject(region))
+	m := nats.NewMsg(proto.RegionEventSubject(region, ev.Header.Get(proto.HeaderAccountID), ev.Header.Get(proto.HeaderConversation)))
 	m.Data = ev.Body
 	for k, v := range ev.Header {
 		m.Header[k] = slices.Clone(v)
@@ -421,7 +422,7 @@ func TestReplay(t *testing.T) {
 		t.Fatal(err)
 	}
 	cons, err := ns.JS.CreateOrUpdateConsumer(ctx, proto.RegionEventsStream(region), jetstream.ConsumerConfig{
-		Durable: proto.WorkersConsumer, AckPolicy: jetstream.AckExplicitPolicy,
+		Durable: "test-worker", AckPolicy: jetstream.AckExplicitPolicy,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -466,8 +467,8 @@ func TestReplay(t *testing.T) {
 	if err := back.DoubleAck(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if back.Subject() != proto.RegionEventsSubject(region) {
-		t.Errorf("replayed on %q, want %q", back.Subject(), proto.RegionEventsSubject(region))
+	if back.Subject() != orig.Subject() {
+		t.Errorf("replayed on %q, want its conversation's %q", back.Subject(), orig.Subject())
 	}
 	if !bytes.Equal(back.Data(), ev.Body) {
 		t.Errorf("replayed body %s, want the original %s", back.Data(), ev.Body)

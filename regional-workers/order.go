@@ -1,0 +1,123 @@
+package workers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/geomux/geomux/pkg/logfields"
+	"github.com/geomux/geomux/proto"
+)
+
+// Keeping a conversation in order. Its events are stored on one subject of
+// the region's events stream (the router names it by the conversation), in
+// the order the router published them, and a work-queue stream keeps an
+// event until it is acknowledged or dead-lettered. So the stream itself
+// says which event of a conversation is next: its first message on that
+// subject. Before an attempt, the worker asks the stream (a direct get of
+// the first message on the conversation's subject): only that event may
+// go. Another worker process holding an earlier event, a retry waiting its
+// delay, or an event of a killed worker waiting for its redelivery all keep
+// their place, whichever process holds the later events. This is NATS's own
+// ordering: no lock, no coordinator.
+
+// place is where an event stands in its conversation.
+type place int
+
+const (
+	first    place = iota // its turn
+	notFirst              // an earlier event of its conversation is still there
+	gone                  // no longer in the stream: handled elsewhere
+)
+
+// turn asks the stream where it stands. An error counts as notFirst: the
+// event waits and asks again. An earlier event this worker finished a moment
+// ago may still be there (acknowledgements are not waited for): it is
+// passed over.
+func (w *Worker) turn(it *item) place {
+	ctx, cancel := context.WithTimeout(w.base, w.opts.HandlerTimeout)
+	defer cancel()
+	from := uint64(1)
+	var err error
+	var seq uint64
+	for range maxPassedOver {
+		seq, err = w.firstFrom(ctx, from, it.filter)
+		if err != nil || seq >= it.seq || !w.sched.recentlyFinished(seq) {
+			break
+		}
+		from = seq + 1
+	}
+	switch {
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return gone
+	case err != nil:
+		if w.base.Err() == nil {
+			w.log.Warn("Conversation's next event not known; the event waits", logfields.EventID(it.ev.ID), zap.Error(err))
+		}
+		return notFirst
+	case seq < it.seq:
+		return notFirst
+	case seq > it.seq:
+		return gone
+	}
+	return first
+}
+
+// firstFrom is the sequence of the first message at or after from on
+// filter. It asks any replica (a direct get) and, should none answer (a
+// region's servers coming back: their direct-get responders return only
+// once each is current), the stream's leader.
+func (w *Worker) firstFrom(ctx context.Context, from uint64, filter string) (uint64, error) {
+	m, err := w.events.GetMsg(ctx, from, jetstream.WithGetMsgSubject(filter))
+	if err == nil {
+		return m.Sequence, nil
+	}
+	if errors.Is(err, jetstream.ErrMsgNotFound) || ctx.Err() != nil {
+		return 0, err
+	}
+	return w.firstFromLeader(ctx, from, filter)
+}
+
+// firstFromLeader asks the stream's leader (STREAM.MSG.GET).
+func (w *Worker) firstFromLeader(ctx context.Context, from uint64, filter string) (uint64, error) {
+	req, err := json.Marshal(struct {
+		Seq    uint64 `json:"seq"`
+		NextBy string `json:"next_by_subj"`
+	}{from, filter})
+	if err != nil {
+		return 0, err
+	}
+	r, err := w.js.Conn().RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+proto.RegionEventsStream(w.opts.Region), req)
+	if err != nil {
+		return 0, err
+	}
+	var resp struct {
+		Message *struct {
+			Seq uint64 `json:"seq"`
+		} `json:"message"`
+		Error *struct {
+			Code        int    `json:"code"`
+			ErrCode     int    `json:"err_code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(r.Data, &resp); err != nil {
+		return 0, fmt.Errorf("stream message get: %w", err)
+	}
+	switch {
+	case resp.Error != nil && resp.Error.ErrCode == int(jetstream.JSErrCodeMessageNotFound):
+		return 0, jetstream.ErrMsgNotFound
+	case resp.Error != nil:
+		return 0, fmt.Errorf("stream message get: %d %s", resp.Error.Code, resp.Error.Description)
+	case resp.Message == nil:
+		return 0, errors.New("stream message get: empty answer")
+	}
+	return resp.Message.Seq, nil
+}
+
+// maxPassedOver bounds the events a turn passes over as finished here.
+const maxPassedOver = 16

@@ -1,0 +1,55 @@
+package workers
+
+import (
+	"context"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/geomux/geomux/pkg/logfields"
+	"github.com/geomux/geomux/pkg/natsx"
+)
+
+// saveState records an event's state. It runs even when the attempt's
+// context has expired: the record is what keeps a retry from sending twice.
+func (w *Worker) saveState(start time.Time, account, id string, st replyState, fields []zap.Field) {
+	if err := w.settle(func(ctx context.Context) error { return w.state.save(ctx, account, id, st) }); err != nil {
+		if fields == nil {
+			fields = []zap.Field{logfields.EventID(id)}
+		}
+		w.log.Error("Reply state not recorded; a redelivery may repeat replies", append(fields, zap.Error(err))...)
+	}
+}
+
+// settle does f, which records what became of an event or acknowledges it,
+// until it succeeds, retrying while NATS does not answer (a region's
+// servers restarting, a leader election): what it records is what keeps a
+// redelivery from asking the backend and sending the replies again. It
+// gives up after about an ack wait (keepInHand keeps the event from being
+// redelivered meanwhile), on an error that will not pass, or when a stop
+// gives up.
+func (w *Worker) settle(f func(context.Context) error) error {
+	until := time.Now().Add(w.ackWait - settleMargin)
+	wait := 50 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(w.base), min(settleAttempt, max(time.Until(until), 0)+time.Second))
+		err := f(ctx)
+		cancel()
+		if err == nil || !natsx.Transient(err) || time.Until(until) < wait {
+			return err
+		}
+		select {
+		case <-time.After(wait):
+		case <-w.base.Done():
+			return err
+		}
+		wait = min(2*wait, time.Second)
+	}
+}
+
+// settleAttempt bounds one attempt of settle; settleMargin is how long before
+// the ack wait's end settle gives up.
+const (
+	settleAttempt = 5 * time.Second
+	settleMargin  = 3 * time.Second
+)
