@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -190,6 +191,8 @@ func TestBadArgumentsAreOneLineAndExit2(t *testing.T) {
 		{"--geomux", "/nonexistent/geomux"},
 		{"--geomux", "bench_test.go", "--phases", "e2e", "--step", "1ms"},
 		{"--geomux", "bench_test.go", "--rounds", "0"},
+		{"--geomux", "bench_test.go", "--slow-for", "1s"},
+		{"--geomux", "bench_test.go", "--realistic-rate", "0"},
 		{"stray"},
 	} {
 		if code := run(args); code != 2 {
@@ -198,5 +201,131 @@ func TestBadArgumentsAreOneLineAndExit2(t *testing.T) {
 	}
 	if code := run([]string{"--help"}); code != 0 {
 		t.Errorf("--help: exit %d", code)
+	}
+}
+
+// The realistic-load phases' events are 1:1 chats: each account's users in
+// turn, toJid the user's own JID, each a valid bot_notification.
+func TestChatsAreOneToOneAndCycleThroughTheUsers(t *testing.T) {
+	tmpl, err := newTemplate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := newAccounts(benchRegions, 2)[4]
+	if a.region != "uk" || len(a.users) != usersPerAccount || a.users[0] != a.user {
+		t.Fatalf("account %+v", a)
+	}
+	if first := newAccounts(benchRegions, 5)[4]; first.id != a.id || first.users[7] != a.users[7] {
+		t.Fatal("a larger set of accounts does not begin with the smaller one")
+	}
+	seen := map[string]bool{}
+	next := steady(100, 2*usersPerAccount, func(int) (account, bool) { return a, false })
+	for i := 0; ; i++ {
+		s, ok := next()
+		if !ok {
+			if i != 2*usersPerAccount {
+				t.Fatalf("%d shots, want %d", i, 2*usersPerAccount)
+			}
+			break
+		}
+		if s.user != i%usersPerAccount || s.at != time.Duration(i)*10*time.Millisecond || tagRegion(s.tag) != "uk" || tagNoisy(s.tag) {
+			t.Fatalf("shot %d: %+v", i, s)
+		}
+		body := tmpl.renderChat(nil, a, a.users[s.user], a.users[s.user], int64(i), time.Now())
+		chat, err := zoom.ParseChat(body)
+		if err != nil || chat.ToJID != a.users[s.user] || chat.UserJID != a.users[s.user] || !strings.HasPrefix(chat.Text, fmt.Sprintf("b%d ", i)) {
+			t.Fatalf("ParseChat = %+v, %v", chat, err)
+		}
+		seen[chat.UserJID] = true
+	}
+	if len(seen) != usersPerAccount {
+		t.Fatalf("%d distinct users, want %d", len(seen), usersPerAccount)
+	}
+	if tg := tagOf(a, true); tagRegion(tg) != "uk" || !tagNoisy(tg) || tg >= tagCount {
+		t.Fatalf("tag %d", tg)
+	}
+}
+
+func TestZoomLimiterIsPerAccountAndSliding(t *testing.T) {
+	l := newZoomLimiter(3)
+	t0 := time.Now()
+	for i := range 3 {
+		if !l.take("a", t0.Add(time.Duration(i)*100*time.Millisecond)) {
+			t.Fatalf("message %d refused", i)
+		}
+	}
+	if l.take("a", t0.Add(999*time.Millisecond)) {
+		t.Fatal("a 4th message within the second was accepted")
+	}
+	if !l.take("b", t0.Add(999*time.Millisecond)) {
+		t.Fatal("another account's message was refused")
+	}
+	// The first message is a second old: one more fits, not two.
+	if !l.take("a", t0.Add(time.Second)) || l.take("a", t0.Add(time.Second+50*time.Millisecond)) {
+		t.Fatal("the window did not slide by one message")
+	}
+}
+
+// Over its limit the fake Zoom answers as Zoom does, and the refused reply
+// does not count as delivered; the profile counts sends and 429s.
+func TestFakeZoomAnswers429OverTheLimit(t *testing.T) {
+	accounts := newAccounts(benchRegions, 1)
+	f, err := startFakes(accounts, benchRegions)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.close()
+	tr := newTracker(10)
+	f.t.Store(tr)
+	p := &profile{zoomLimit: newZoomLimiter(2), zoomLatency: 20 * time.Millisecond}
+	f.profile.Store(p)
+	us := accounts[0]
+	send := func(seq int) (*http.Response, []byte) {
+		content := json.RawMessage(fmt.Sprintf(`{"body":[{"type":"message","text":"You said: b%d"}]}`, seq))
+		msg, _ := json.Marshal(zoom.Message{RobotJID: benchBotJID, ToJID: us.users[seq], UserJID: us.users[seq], AccountID: us.id, Content: content})
+		req, _ := http.NewRequest(http.MethodPost, f.zoomURL+"/v2/im/chat/messages", bytes.NewReader(msg))
+		req.Header.Set("Authorization", "Bearer "+benchToken)
+		began := time.Now()
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		if time.Since(began) < p.zoomLatency {
+			t.Errorf("answered within %s, before the profile's latency", time.Since(began))
+		}
+		body, _ := io.ReadAll(resp.Body)
+		return resp, body
+	}
+	for seq := range 2 {
+		if resp, _ := send(seq); resp.StatusCode != http.StatusCreated {
+			t.Fatalf("message %d: %d", seq, resp.StatusCode)
+		}
+	}
+	resp, body := send(2)
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("X-RateLimit-Type") != "QPS" || resp.Header.Get("X-RateLimit-Category") != "Medium" ||
+		string(body) != `{"code":429,"message":"You have reached the maximum per-second rate limit for this API. Try again later."}` {
+		t.Fatalf("over the limit: %d %v %s", resp.StatusCode, resp.Header, body)
+	}
+	if tr.replies[0].Load() != 1 || tr.replies[1].Load() != 1 || tr.replies[2].Load() != 0 || p.zoomSends.Load() != 3 || p.zoom429.Load() != 1 {
+		t.Fatalf("replies %d %d %d, sends %d, 429s %d", tr.replies[0].Load(), tr.replies[1].Load(), tr.replies[2].Load(), p.zoomSends.Load(), p.zoom429.Load())
+	}
+}
+
+func TestLognormalLatencyHasTheWantedPercentiles(t *testing.T) {
+	draw := lognormalLatency(300*time.Millisecond, 3*time.Second, 8*time.Second)
+	var d []time.Duration
+	for range 50000 {
+		d = append(d, draw())
+	}
+	d = sortedCopy(d)
+	if p50 := percentile(d, 0.5); p50 < 285 || p50 > 315 {
+		t.Errorf("p50 %.0f ms, want 300", p50)
+	}
+	if p99 := percentile(d, 0.99); p99 < 2700 || p99 > 3300 {
+		t.Errorf("p99 %.0f ms, want 3000", p99)
+	}
+	if top := d[len(d)-1]; top > 8*time.Second {
+		t.Errorf("max %s, over the ceiling", top)
 	}
 }

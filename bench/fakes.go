@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"math"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"strconv"
@@ -22,9 +24,10 @@ const (
 )
 
 // fakes serves Zoom and one backend per region on loopback, reporting what
-// they see to the current tracker.
+// they see to the current tracker, behaving as the current profile says.
 type fakes struct {
 	t        atomic.Pointer[tracker]
+	profile  atomic.Pointer[profile] // nil: the instant profile
 	zoomURL  string
 	backends map[string]string // region → URL
 	regionOf map[string]string // account id → region
@@ -87,7 +90,8 @@ var (
 	sentReply  = []byte(`{"message_id":"DWQ2A82E-9220-4600-AFB2-A028852E377C","robot_jid":"` + benchBotJID + `","sent_time":"2026-11-30 12:00:00","to_jid":"c@conference.xmpp.zoom.us","user_jid":"u@xmpp.zoom.us"}`)
 )
 
-// message is POST /v2/im/chat/messages: the reply reached Zoom.
+// message is POST /v2/im/chat/messages: the reply reached Zoom, unless the
+// profile's limit refuses it (then Zoom answers 429, and it did not).
 func (f *fakes) message(w http.ResponseWriter, r *http.Request) {
 	now := time.Now()
 	if r.Header.Get("Authorization") != "Bearer "+benchToken {
@@ -98,15 +102,40 @@ func (f *fakes) message(w http.ResponseWriter, r *http.Request) {
 	defer f.bufs.Put(buf)
 	buf.Reset()
 	_, _ = buf.ReadFrom(r.Body)
-	if seq, ok := seqAfter(buf.Bytes(), saidPrefix); ok {
+	p := f.profile.Load()
+	limited := false
+	if p != nil {
+		p.zoomSends.Add(1)
+		if p.zoomLimit != nil {
+			acct, _ := stringAfter(buf.Bytes(), accountPrefix)
+			if limited = !p.zoomLimit.take(acct, now); limited {
+				p.zoom429.Add(1)
+			}
+		}
+	}
+	if seq, ok := seqAfter(buf.Bytes(), saidPrefix); ok && !limited {
 		if t := f.t.Load(); t != nil {
 			t.reply(seq, now)
 		}
 	}
+	if p != nil && !p.pause(r, p.zoomLatency) {
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
+	if limited {
+		// Zoom's per-second limit: no Retry-After (shared/zoom, rate limits).
+		w.Header().Set("X-RateLimit-Category", "Medium")
+		w.Header().Set("X-RateLimit-Type", "QPS")
+		w.WriteHeader(http.StatusTooManyRequests)
+		_, _ = w.Write(zoomRateLimited)
+		return
+	}
 	w.WriteHeader(http.StatusCreated)
 	_, _ = w.Write(sentReply)
 }
+
+// zoomRateLimited is Zoom's answer over a per-second limit.
+var zoomRateLimited = []byte(`{"code":429,"message":"You have reached the maximum per-second rate limit for this API. Try again later."}`)
 
 var (
 	cmdPrefix     = []byte(`"cmd":"b`)
@@ -135,6 +164,9 @@ func (f *fakes) backend(region string) http.HandlerFunc {
 			}
 		}
 		out := append(append([]byte(nil), head...), strconv.FormatInt(seq, 10)...)
+		if p := f.profile.Load(); p != nil && p.backendLatency != nil && !p.pause(r, p.backendLatency()) {
+			return
+		}
 		out = append(out, `"}]}}]}`...)
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write(out)
@@ -168,4 +200,89 @@ func stringAfter(b, prefix []byte) (string, bool) {
 		return "", false
 	}
 	return string(b[:j]), true
+}
+
+// profile is how the fakes behave during a realistic-load phase: how long
+// the backends and Zoom take to answer, and Zoom's per-account limit. It
+// counts the chat messages Zoom was sent and refused during the phase. nil
+// is the instant profile: everything answers at once, nothing is limited.
+type profile struct {
+	backendLatency func() time.Duration // nil: at once
+	zoomLatency    time.Duration
+	zoomLimit      *zoomLimiter // nil: no limit
+
+	zoomSends, zoom429 atomic.Int64
+}
+
+// pause waits d before an answer to r, without holding up other requests;
+// false if r was given up meanwhile.
+func (p *profile) pause(r *http.Request, d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-tm.C:
+		return true
+	case <-r.Context().Done():
+		return false
+	}
+}
+
+// fixedLatency is a backend that always takes d.
+func fixedLatency(d time.Duration) func() time.Duration { return func() time.Duration { return d } }
+
+// lognormalLatency is a long-tailed latency: median, and 99th percentile
+// p99 (z = 2.326), never over ceiling (so that answers outlasting geomux's
+// backend timeout, and their retries, are not what is measured).
+func lognormalLatency(median, p99, ceiling time.Duration) func() time.Duration {
+	sigma := math.Log(float64(p99)/float64(median)) / 2.326
+	return func() time.Duration {
+		return min(time.Duration(float64(median)*math.Exp(sigma*rand.NormFloat64())), ceiling)
+	}
+}
+
+// zoomLimiter is Zoom's per-second limit on one account's chat messages
+// (the message's account_id, whichever app sends it): perSecond in any one
+// second, a sliding window as Zoom's sandbox counts it. A message over it
+// is refused and does not count.
+type zoomLimiter struct {
+	perSecond int
+
+	mu   sync.Mutex
+	sent map[string]*window
+}
+
+// window holds the times of an account's last perSecond accepted messages,
+// a ring whose oldest entry is at next once it is full.
+type window struct {
+	at   []time.Time
+	next int
+}
+
+func newZoomLimiter(perSecond int) *zoomLimiter {
+	return &zoomLimiter{perSecond: perSecond, sent: map[string]*window{}}
+}
+
+// take counts a message of account sent at now, or reports that it is over
+// the limit.
+func (l *zoomLimiter) take(account string, now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w := l.sent[account]
+	if w == nil {
+		w = &window{at: make([]time.Time, 0, l.perSecond)}
+		l.sent[account] = w
+	}
+	switch {
+	case len(w.at) < l.perSecond:
+		w.at = append(w.at, now)
+	case now.Sub(w.at[w.next]) >= time.Second:
+		w.at[w.next] = now
+		w.next = (w.next + 1) % l.perSecond
+	default:
+		return false
+	}
+	return true
 }

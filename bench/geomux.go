@@ -130,3 +130,35 @@ func (g *geomuxProc) metric(name string, labels ...string) (float64, error) {
 	}
 	return sum, nil
 }
+
+// metricByLabel reads the samples of a metric from g's /metrics, summed by
+// the value of one label; found is false when g exports no such metric.
+func (g *geomuxProc) metricByLabel(name, label string) (values map[string]float64, found bool, err error) {
+	resp, err := http.Get("http://" + g.admin + "/metrics")
+	if err != nil {
+		return nil, false, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, false, err
+	}
+	values = map[string]float64{}
+	key := label + `="`
+	for _, line := range strings.Split(string(b), "\n") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
+			continue
+		}
+		var v float64
+		if _, err := fmt.Sscan(line[strings.LastIndexByte(line, ' ')+1:], &v); err != nil {
+			continue
+		}
+		found = true
+		var lv string
+		if i := strings.Index(line, key); i >= 0 {
+			lv, _, _ = strings.Cut(line[i+len(key):], `"`)
+		}
+		values[lv] += v
+	}
+	return values, found, nil
+}

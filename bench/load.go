@@ -26,19 +26,33 @@ const benchSecret = "bench-webhook-secret"
 // account is a Zoom account of the load, with its region.
 type account struct {
 	id, region, channel, user string
+	// users are the account's people who chat with the bot one to one
+	// (the realistic-load phases): usersPerAccount JIDs, users[0] = user.
+	users []string
 }
 
+// usersPerAccount is how many people of each account talk to the bot in
+// the realistic-load phases, each in a 1:1 chat of their own.
+const usersPerAccount = 20
+
 // newAccounts returns n accounts per region, with ids shaped like Zoom's
-// (22 URL-safe characters).
+// (22 URL-safe characters). The accounts of a smaller n are the first ones
+// of a larger n.
 func newAccounts(regions []string, n int) []account {
 	var out []account
 	for i := range n {
 		for _, r := range regions {
 			h := sha256.Sum256([]byte(fmt.Sprintf("bench-%s-%d", r, i)))
 			id := base64.RawURLEncoding.EncodeToString(h[:16])
-			out = append(out, account{id: id, region: r,
+			a := account{id: id, region: r,
 				channel: fmt.Sprintf("%x@conference.xmpp.zoom.us", h[16:28]),
-				user:    fmt.Sprintf("%x@xmpp.zoom.us", h[20:30])})
+				user:    fmt.Sprintf("%x@xmpp.zoom.us", h[20:30])}
+			a.users = append(a.users, a.user)
+			for u := 1; u < usersPerAccount; u++ {
+				hu := sha256.Sum256([]byte(fmt.Sprintf("bench-%s-%d-user-%d", r, i, u)))
+				a.users = append(a.users, fmt.Sprintf("%x@xmpp.zoom.us", hu[:10]))
+			}
+			out = append(out, a)
 		}
 	}
 	return out
@@ -80,8 +94,15 @@ func newTemplate() (*eventTemplate, error) {
 	return t, nil
 }
 
-// render returns the body of event seq of account a.
+// render returns the body of event seq of account a, in its channel.
 func (t *eventTemplate) render(dst []byte, a account, seq int64, at time.Time) []byte {
+	return t.renderChat(dst, a, a.channel, a.user, seq, at)
+}
+
+// renderChat returns the body of event seq of account a: user wrote to the
+// bot in chat toJID (a channel, or for a 1:1 chat the user's own JID, as
+// Zoom sends it).
+func (t *eventTemplate) renderChat(dst []byte, a account, toJID, user string, seq int64, at time.Time) []byte {
 	for i, f := range t.fields {
 		dst = append(dst, t.lits[i]...)
 		switch f {
@@ -90,9 +111,9 @@ func (t *eventTemplate) render(dst []byte, a account, seq int64, at time.Time) [
 		case "account":
 			dst = strconv.AppendQuote(dst, a.id)
 		case "channel":
-			dst = strconv.AppendQuote(dst, a.channel)
+			dst = strconv.AppendQuote(dst, toJID)
 		case "user":
-			dst = strconv.AppendQuote(dst, a.user)
+			dst = strconv.AppendQuote(dst, user)
 		case "cmd":
 			dst = append(dst, `"b`...)
 			dst = strconv.AppendInt(dst, seq, 10)
@@ -105,10 +126,14 @@ func (t *eventTemplate) render(dst []byte, a account, seq int64, at time.Time) [
 // tracker follows each event of one geomux run from its send to its reply,
 // by its sequence number (carried in the user's text, "b<seq>").
 type tracker struct {
-	sentAt   []atomic.Int64 // unix nanoseconds at send; 0: not sent
-	e2e      []atomic.Int64 // nanoseconds from send to the first reply
-	replies  []atomic.Int32 // replies Zoom received
-	backend  []atomic.Int32 // calls each backend received
+	sentAt  []atomic.Int64 // unix nanoseconds at send; 0: not sent
+	e2e     []atomic.Int64 // nanoseconds from send to the first reply
+	replies []atomic.Int32 // replies Zoom received
+	backend []atomic.Int32 // calls each backend received
+	// tags are what the realistic-load phases count each event under
+	// (region and class, see tagOf); 0 for the instant profile.
+	tags     []atomic.Uint32
+	byTag    [tagCount]atomic.Int64 // events with at least one reply, by tag
 	next     atomic.Int64
 	accepted atomic.Int64 // answered 200
 	replied  atomic.Int64 // events with at least one reply
@@ -117,7 +142,8 @@ type tracker struct {
 
 func newTracker(capacity int) *tracker {
 	return &tracker{sentAt: make([]atomic.Int64, capacity), e2e: make([]atomic.Int64, capacity),
-		replies: make([]atomic.Int32, capacity), backend: make([]atomic.Int32, capacity)}
+		replies: make([]atomic.Int32, capacity), backend: make([]atomic.Int32, capacity),
+		tags: make([]atomic.Uint32, capacity)}
 }
 
 // reply records Zoom receiving a reply to event seq.
@@ -129,6 +155,7 @@ func (t *tracker) reply(seq int64, now time.Time) {
 		if s := t.sentAt[seq].Load(); s != 0 {
 			t.e2e[seq].Store(now.UnixNano() - s)
 		}
+		t.byTag[t.tags[seq].Load()%tagCount].Add(1)
 		t.replied.Add(1)
 	}
 }
@@ -161,15 +188,33 @@ func newGenerator(url string, accounts []account, tmpl *eventTemplate, t *tracke
 
 func (g *generator) close() { g.client.CloseIdleConnections() }
 
-// send posts the next event, signed as Zoom signs it, and returns its
-// status (0: no answer) and when it went out.
+// send posts the next event, of the next account in turn in its channel,
+// signed as Zoom signs it, and returns its status (0: no answer) and when it
+// went out.
 func (g *generator) send() (status int, sent time.Time) {
 	seq := g.t.next.Add(1) - 1
 	a := g.accounts[seq%int64(len(g.accounts))]
+	return g.post(seq, func(dst []byte, now time.Time) []byte { return g.tmpl.render(dst, a, seq, now) })
+}
+
+// sendChat posts the next event: a.users[user] writing to the bot in their
+// 1:1 chat with it, counted under tag.
+func (g *generator) sendChat(a account, user int, tag uint32) (status int, sent time.Time, seq int64) {
+	seq = g.t.next.Add(1) - 1
+	if seq < int64(len(g.t.tags)) {
+		g.t.tags[seq].Store(tag)
+	}
+	u := a.users[user%len(a.users)]
+	status, sent = g.post(seq, func(dst []byte, now time.Time) []byte { return g.tmpl.renderChat(dst, a, u, u, seq, now) })
+	return status, sent, seq
+}
+
+// post sends event seq, whose body render writes, signed as Zoom signs it.
+func (g *generator) post(seq int64, render func(dst []byte, now time.Time) []byte) (status int, sent time.Time) {
 	bp := g.bufs.Get().(*[]byte)
 	defer g.bufs.Put(bp)
 	now := time.Now()
-	body := g.tmpl.render((*bp)[:0], a, seq, now)
+	body := render((*bp)[:0], now)
 	*bp = body
 	ts := strconv.FormatInt(now.Unix(), 10)
 	req, _ := http.NewRequest(http.MethodPost, g.url, bytes.NewReader(body))

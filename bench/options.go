@@ -20,10 +20,14 @@ type options struct {
 	profileRate             float64
 	phases                  phaseSet
 	rounds                  int
+	// The realistic-load phases' rates and lengths.
+	slowRate, realisticRate float64
+	slowFor, realisticFor   time.Duration
 }
 
-// The phases of a run, in order.
-var allPhases = []string{"saturation", "e2e", "sync", "soak", "scale-out"}
+// The phases of a run, in order: the instant profile's, then the
+// realistic-load ones (realistic.go).
+var allPhases = []string{"saturation", "e2e", "sync", "soak", "scale-out", "slow", "burst", "pacing", "realistic"}
 
 // phaseSet is the phases to run (--phases).
 type phaseSet map[string]bool
@@ -86,6 +90,15 @@ func (o *options) check() error {
 	}
 	if o.soak < 0 || o.soakRate < 0 {
 		return fmt.Errorf("--soak and --soak-rate cannot be negative")
+	}
+	if o.slowRate <= 0 || o.realisticRate <= 0 {
+		return fmt.Errorf("--slow-rate and --realistic-rate must be positive")
+	}
+	if o.slowFor <= slowWarm {
+		return fmt.Errorf("--slow-for %s: more than %s (the warm-up it leaves out)", o.slowFor, slowWarm)
+	}
+	if o.realisticFor <= realisticWarm {
+		return fmt.Errorf("--realistic-for %s: more than %s (the warm-up it leaves out)", o.realisticFor, realisticWarm)
 	}
 	return nil
 }

@@ -15,8 +15,9 @@ import (
 
 // plot draws latency against offered rate, so that a reader sees the knee:
 // ack p50/p99/p99.9 and end-to-end p50/p99, on a log scale; as SVG at path,
-// and as PNG beside it.
-func (r *result) plot(path string) error {
+// and as PNG beside it. Without rate steps (--phases without e2e) there is
+// nothing to draw: drawn is false and nothing is written.
+func (r *result) plot(path string) (drawn bool, err error) {
 	p := plot.New()
 	p.Title.Text = "geomux: latency vs offered rate (" + strings.TrimSpace(r.Machine.CPU) + ")"
 	p.X.Label.Text = "offered rate, events/s (open loop)"
@@ -46,15 +47,18 @@ func (r *result) plot(path string) error {
 			lines = append(lines, s.name, xys)
 		}
 	}
+	if len(lines) == 0 {
+		return false, nil
+	}
 	if err := plotutil.AddLinePoints(p, lines...); err != nil {
-		return err
+		return false, err
 	}
 	for _, ext := range []string{".svg", ".png"} {
 		if err := p.Save(9*vg.Inch, 5.5*vg.Inch, strings.TrimSuffix(path, ".svg")+ext); err != nil {
-			return err
+			return false, err
 		}
 	}
-	return nil
+	return true, nil
 }
 
 func sortedKeys[V any](m map[string]V) []string {

@@ -22,6 +22,9 @@ type result struct {
 	SyncAlways []stepResult  `json:"sync_always_steps"`
 	Soak       *soak         `json:"soak,omitempty"`
 	ScaleOut   []scaleResult `json:"scale_out,omitempty"`
+	// Realistic is the realistic-load phases (slow, burst, pacing,
+	// realistic).
+	Realistic *realisticResult `json:"realistic_load,omitempty"`
 
 	// The summary the issue asks for, by name.
 	IngressVsChain     float64            `json:"ingress_vs_chain"`
@@ -122,14 +125,19 @@ func (r *result) summarise() {
 	add := func(name, want, unit string, got float64, met bool) {
 		r.Targets = append(r.Targets, target{Name: name, Want: want, Got: got, Unit: unit, Met: met})
 	}
-	add("ingress throughput vs chain baseline", ">= 0.95", "ratio", r.IngressVsChain, r.IngressVsChain >= 0.95)
-	add("ingress throughput vs net/http baseline", ">= 0.40", "ratio", r.IngressVsHTTP, r.IngressVsHTTP >= 0.40)
+	// A phase left out of --phases has no targets.
+	if len(s.Rounds.Ingress) > 0 {
+		add("ingress throughput vs chain baseline", ">= 0.95", "ratio", r.IngressVsChain, r.IngressVsChain >= 0.95)
+		add("ingress throughput vs net/http baseline", ">= 0.40", "ratio", r.IngressVsHTTP, r.IngressVsHTTP >= 0.40)
+	}
 	for _, c := range []struct{ rate, max float64 }{{2000, 2}, {8000, 10}} {
 		if st, ok := byRate[c.rate]; ok {
 			add(fmt.Sprintf("ack p99 at %.0f events/s", c.rate), fmt.Sprintf("<= %.0f", c.max), "ms", st.AckP99, st.AckP99 <= c.max && len(st.Errors) == 0)
 		}
 	}
-	add("end-to-end sustained rate", ">= 4000", "events/s", r.E2EMaxRate, r.E2EMaxRate >= 4000)
+	if len(r.Steps) > 0 {
+		add("end-to-end sustained rate", ">= 4000", "events/s", r.E2EMaxRate, r.E2EMaxRate >= 4000)
+	}
 	if st, ok := byRate[2000]; ok {
 		add("end-to-end p99 at 2000 events/s", "<= 50", "ms", st.E2EP99, st.E2EP99 <= 50 && st.Sustained)
 	}
@@ -147,10 +155,15 @@ func (r *result) summarise() {
 		ratio := two.TopReplyRate / max(one.TopReplyRate, 1)
 		add(fmt.Sprintf("scale-out: replies/s at %.0f offered, 2 instances vs 1", two.Steps[len(two.Steps)-1].Rate), ">= 1 (within 5%)", "ratio", ratio, ratio >= 0.95)
 	}
+	if r.Realistic != nil {
+		for _, p := range r.Realistic.phases() {
+			r.Targets = append(r.Targets, p.targets()...)
+		}
+	}
 }
 
-// write saves latest.json, latest.md and latency.svg (and .png) under dir, and prints
-// the table to w.
+// write saves latest.json, latest.md and latency.svg (and .png, when there
+// are rate steps) under dir, and prints the table to w.
 func (r *result) write(dir string, w io.Writer) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -166,10 +179,15 @@ func (r *result) write(dir string, w io.Writer) error {
 	if err := os.WriteFile(filepath.Join(dir, "latest.md"), []byte(md), 0o644); err != nil {
 		return err
 	}
-	if err := r.plot(filepath.Join(dir, "latency.svg")); err != nil {
+	drawn, err := r.plot(filepath.Join(dir, "latency.svg"))
+	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(w, "\n%s\nWritten: %s, latest.md, latency.svg, latency.png\n", md, filepath.Join(dir, "latest.json"))
+	plotted := ", latency.svg, latency.png"
+	if !drawn {
+		plotted = " (no rate steps: no latency plot)"
+	}
+	_, err = fmt.Fprintf(w, "\n%s\nWritten: %s, latest.md%s\n", md, filepath.Join(dir, "latest.json"), plotted)
 	return err
 }
 
@@ -179,16 +197,23 @@ func (r *result) table() string {
 	m := r.Machine
 	fmt.Fprintf(&b, "# geomux benchmark, %s\n\n", r.Started.Format("2006-01-02 15:04 UTC"))
 	fmt.Fprintf(&b, "%d cores (%s), %s, nats-server %s, geomux %s; everything on this machine; %.0f s.\n\n", m.Cores, m.CPU, m.Go, m.NATSServer, m.Geomux, r.Seconds)
-	s := r.Saturation
-	fmt.Fprintf(&b, "## Ingress at saturation (%d connections, closed loop; %d rounds, medians)\n\n| | events/s | CPU µs/event | geomux ingress's throughput as a fraction (median of the rounds' ratios) |\n|---|---:|---:|---:|\n", satConns, len(s.Rounds.Ingress))
-	cpu := func(name string) float64 { return s.CPUMicros[name] }
-	fmt.Fprintf(&b, "| (a) net/http answering 200 | %.0f | %.1f | %.2f |\n", s.HTTP, cpu("net/http baseline"), r.IngressVsHTTP)
-	fmt.Fprintf(&b, "| (b) verify + JetStream publish + ack | %.0f | %.1f | %.2f |\n", s.Chain, cpu("chain baseline"), r.IngressVsChain)
-	fmt.Fprintf(&b, "| geomux ingress | %.0f | %.1f | |\n", s.Ingress, cpu("geomux ingress"))
-	fmt.Fprintf(&b, "| (b) with sync_always | %.0f | %.1f | %.2f |\n", s.ChainSync, cpu("chain baseline, sync_always"), r.IngressSyncVsChain)
-	fmt.Fprintf(&b, "| geomux ingress with sync_always | %.0f | %.1f | |\n\n", s.IngressSync, cpu("geomux ingress, sync_always"))
-	b.WriteString("## End to end, open loop (everything in one process, embedded NATS)\n\n")
+	// The sections of the phases left out of --phases are left out.
+	if s := r.Saturation; len(s.Rounds.Ingress) > 0 {
+		fmt.Fprintf(&b, "## Ingress at saturation (%d connections, closed loop; %d rounds, medians)\n\n| | events/s | CPU µs/event | geomux ingress's throughput as a fraction (median of the rounds' ratios) |\n|---|---:|---:|---:|\n", satConns, len(s.Rounds.Ingress))
+		cpu := func(name string) float64 { return s.CPUMicros[name] }
+		fmt.Fprintf(&b, "| (a) net/http answering 200 | %.0f | %.1f | %.2f |\n", s.HTTP, cpu("net/http baseline"), r.IngressVsHTTP)
+		fmt.Fprintf(&b, "| (b) verify + JetStream publish + ack | %.0f | %.1f | %.2f |\n", s.Chain, cpu("chain baseline"), r.IngressVsChain)
+		fmt.Fprintf(&b, "| geomux ingress | %.0f | %.1f | |\n", s.Ingress, cpu("geomux ingress"))
+		fmt.Fprintf(&b, "| (b) with sync_always | %.0f | %.1f | %.2f |\n", s.ChainSync, cpu("chain baseline, sync_always"), r.IngressSyncVsChain)
+		fmt.Fprintf(&b, "| geomux ingress with sync_always | %.0f | %.1f | |\n\n", s.IngressSync, cpu("geomux ingress, sync_always"))
+	}
+	if len(r.Steps) > 0 || len(r.SyncAlways) > 0 {
+		b.WriteString("## End to end, open loop (everything in one process, embedded NATS)\n\n")
+	}
 	steps := func(title string, steps []stepResult) {
+		if len(steps) == 0 {
+			return
+		}
 		fmt.Fprintf(&b, "%s\n\n| offered/s | accepted/s | ack p50 | ack p99 | ack p99.9 | e2e p50 | e2e p99 | errors | CPU s/1000 | peak RSS MB | backlog/s | sustained |\n|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|---|\n", title)
 		for _, st := range steps {
 			fmt.Fprintf(&b, "| %.0f | %.0f | %.2f | %.2f | %.2f | %.2f | %.2f | %s | %.3f | %.0f | %.0f | %s |\n",
@@ -220,6 +245,11 @@ func (r *result) table() string {
 				fmt.Fprintf(&b, " %s %.2f,", name, top.CPUShare[name])
 			}
 			b.WriteString("\n\n")
+		}
+	}
+	if r.Realistic != nil {
+		for _, p := range r.Realistic.phases() {
+			p.markdown(&b)
 		}
 	}
 	b.WriteString("## Targets\n\n| target | want | got | met |\n|---|---|---:|---|\n")

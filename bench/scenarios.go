@@ -29,9 +29,12 @@ type bench struct {
 	o        options
 	dir      string
 	accounts []account
-	tmpl     *eventTemplate
-	fakes    *fakes
-	log      func(format string, args ...any)
+	// phaseAccounts are the realistic-load phases' accounts, the first of
+	// which are accounts.
+	phaseAccounts []account
+	tmpl          *eventTemplate
+	fakes         *fakes
+	log           func(format string, args ...any)
 }
 
 func benchmark(ctx context.Context, o options) error {
@@ -41,11 +44,12 @@ func benchmark(ctx context.Context, o options) error {
 	}
 	defer os.RemoveAll(dir)
 	b := &bench{o: o, dir: dir, accounts: newAccounts(benchRegions, accountsPerRegion),
-		log: func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }}
+		phaseAccounts: newAccounts(benchRegions, phaseAccountsPerRegion),
+		log:           func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) }}
 	if b.tmpl, err = newTemplate(); err != nil {
 		return err
 	}
-	if b.fakes, err = startFakes(b.accounts, benchRegions); err != nil {
+	if b.fakes, err = startFakes(b.phaseAccounts, benchRegions); err != nil {
 		return err
 	}
 	defer b.fakes.close()
@@ -83,6 +87,30 @@ func benchmark(ctx context.Context, o options) error {
 			}
 			res.ScaleOut = append(res.ScaleOut, s)
 		}
+	}
+	for _, ph := range []struct {
+		name string
+		run  func(context.Context) (*phaseResult, error)
+	}{
+		{"slow", b.slowPhase},
+		{"burst", b.burstPhase},
+		{"pacing", b.pacingPhase},
+		{"realistic", b.realisticPhase},
+	} {
+		if !o.phases[ph.name] {
+			continue
+		}
+		p, err := ph.run(ctx)
+		if err != nil {
+			return fmt.Errorf("%s: %w", ph.name, err)
+		}
+		if p.Misrouted > 0 {
+			return fmt.Errorf("%s: %d events reached another region's backend", ph.name, p.Misrouted)
+		}
+		if res.Realistic == nil {
+			res.Realistic = &realisticResult{}
+		}
+		res.Realistic.set(p)
 	}
 	if ctx.Err() != nil {
 		return ctx.Err()

@@ -131,11 +131,7 @@ func runStep(ctx context.Context, g *generator, w watched, rate float64, d time.
 			ok = n
 			continue
 		}
-		name := strconv.Itoa(status)
-		if status == 0 {
-			name = "no answer"
-		}
-		res.Errors[name] = n
+		res.Errors[statusName(status)] = n
 	}
 	res.AchievedRate = float64(ok) / d.Seconds()
 	res.ReplyRate = float64(repliedInWindow) / d.Seconds()
@@ -181,6 +177,14 @@ func runStep(ctx context.Context, g *generator, w watched, rate float64, d time.
 	res.Sustained = len(res.Errors) == 0 && res.AckP99 < 50 &&
 		(!e2e || (res.Unreplied == 0 && res.BacklogSlope < max(25, 0.02*rate)))
 	return res
+}
+
+// statusName names an answer's status, 0 being none.
+func statusName(status int) string {
+	if status == 0 {
+		return "no answer"
+	}
+	return strconv.Itoa(status)
 }
 
 // slope is the least-squares slope of ys over xs.

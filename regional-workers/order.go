@@ -41,15 +41,11 @@ const (
 func (w *Worker) turn(it *item) place {
 	ctx, cancel := context.WithTimeout(w.base, w.opts.HandlerTimeout)
 	defer cancel()
-	from := uint64(1)
-	var err error
-	var seq uint64
-	for range maxPassedOver {
-		seq, err = w.firstFrom(ctx, from, it.filter)
-		if err != nil || seq >= it.seq || !w.sched.recentlyFinished(seq) {
-			break
-		}
-		from = seq + 1
+	seq, err := w.firstAfterFinished(ctx, it, w.firstFrom)
+	if errors.Is(err, jetstream.ErrMsgNotFound) || (err == nil && seq > it.seq) {
+		// A replica answered, and may not have the event yet: only the
+		// stream's leader can say it is gone.
+		seq, err = w.firstAfterFinished(ctx, it, w.firstFromLeader)
 	}
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
@@ -67,6 +63,23 @@ func (w *Worker) turn(it *item) place {
 	return first
 }
 
+// firstAfterFinished is the first event of it's conversation, asked with
+// get, passing over those this worker finished a moment ago.
+func (w *Worker) firstAfterFinished(ctx context.Context, it *item, get func(context.Context, uint64, string) (uint64, error)) (uint64, error) {
+	from := uint64(1)
+	for range maxPassedOver {
+		seq, err := get(ctx, from, it.filter)
+		if err != nil || seq >= it.seq || !w.sched.recentlyFinished(seq) {
+			return seq, err
+		}
+		from = seq + 1
+	}
+	return from - 1, nil
+}
+
+// maxPassedOver bounds the events a turn passes over as finished here.
+const maxPassedOver = 16
+
 // firstFrom is the sequence of the first message at or after from on
 // filter. It asks any replica (a direct get) and, should none answer (a
 // region's servers coming back: their direct-get responders return only
@@ -82,7 +95,8 @@ func (w *Worker) firstFrom(ctx context.Context, from uint64, filter string) (uin
 	return w.firstFromLeader(ctx, from, filter)
 }
 
-// firstFromLeader asks the stream's leader (STREAM.MSG.GET).
+// firstFromLeader asks the stream's leader (STREAM.MSG.GET), which has
+// every message the stream acknowledged.
 func (w *Worker) firstFromLeader(ctx context.Context, from uint64, filter string) (uint64, error) {
 	req, err := json.Marshal(struct {
 		Seq    uint64 `json:"seq"`
@@ -118,6 +132,3 @@ func (w *Worker) firstFromLeader(ctx context.Context, from uint64, filter string
 	}
 	return resp.Message.Seq, nil
 }
-
-// maxPassedOver bounds the events a turn passes over as finished here.
-const maxPassedOver = 16
