@@ -198,12 +198,12 @@ func (w *Worker) Start(ctx context.Context) error {
 		w.metrics.Failed.WithLabelValues(region, reason).Inc()
 	}, w.log)
 	if err := w.keeper.Start(ctx); err != nil {
-		w.stopVault()
+		w.stopServices()
 		return err
 	}
 	if err := w.serveHolds(); err != nil {
 		_ = w.keeper.Stop(ctx)
-		w.stopVault()
+		w.stopServices()
 		return err
 	}
 	w.base, w.cancel = context.WithCancel(context.Background())
@@ -219,7 +219,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		w.cancel()
 		w.loops.Wait()
 		_ = w.keeper.Stop(ctx)
-		w.stopVault()
+		w.stopServices()
 		return fmt.Errorf("worker consume of region %s: %w", region, err)
 	}
 	w.running.Store(true)
@@ -351,13 +351,13 @@ func (w *Worker) Stop(ctx context.Context) error {
 	if kerr := w.keeper.Stop(ctx); err == nil {
 		err = kerr
 	}
-	w.stopVault()
+	w.stopServices()
 	return err
 }
 
-// stopVault stops the services the worker answers: the vault's handovers
-// and the held accounts.
-func (w *Worker) stopVault() {
+// stopServices stops the requests the worker answers: the vault's
+// handovers and the held accounts.
+func (w *Worker) stopServices() {
 	if w.vaultSv != nil {
 		_ = w.vaultSv.Stop()
 	}
