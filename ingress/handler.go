@@ -229,6 +229,7 @@ func (s *Handler) persist(w http.ResponseWriter, r *http.Request, a *app, body [
 	hd.Set(proto.HeaderAccountID, head.AccountID)
 	hd.Set(proto.HeaderReceivedAt, received.UTC().Format(proto.TimeFormat))
 	hd.Set(proto.HeaderApp, a.name)
+	hd.Set(proto.HeaderConversation, proto.ConversationKey(head.Conversation))
 	copyHeader(hd, proto.HeaderTraceparent, r.Header.Get("Traceparent"))
 	copyHeader(hd, proto.HeaderZoomTrackingID, r.Header.Get(zoom.HeaderTrackingID))
 	copyHeader(hd, proto.HeaderZoomRequestID, r.Header.Get(zoom.HeaderRequestID))

@@ -104,6 +104,8 @@ func TestAcceptedEventIsPersistedWithMetadata(t *testing.T) {
 		proto.HeaderTraceparent:    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
 		proto.HeaderZoomTrackingID: "v=2.0;clid=us06;rid=test",
 		proto.HeaderApp:            "default",
+		// The example is written in a channel: that is its conversation.
+		proto.HeaderConversation: proto.ConversationKey("channel:b1c841dc7b0b4a69287e6be05c7f93f25@conference.xmpp.zoom.us"),
 	}
 	for k, v := range want {
 		if got := m.Header.Get(k); got != v {

@@ -18,7 +18,8 @@ const (
 	// HeaderApp is the Zoom app (its name in the config) the event came
 	// through: its webhook path, its signature, its bot replies.
 	HeaderApp = "Geomux-App"
-	// HeaderConversation is set by the router: the opaque key of the
+	// HeaderConversation is set by the ingress (by the router for an event
+	// stored without it): the opaque key of the
 	// event's conversation (ConversationKey), which orders the region's
 	// events. It is the last token of the event's region subject.
 	HeaderConversation = "Geomux-Conversation"

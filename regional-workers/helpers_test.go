@@ -339,7 +339,7 @@ func publish(t *testing.T, js jetstream.JetStream, region, eventType, account st
 	p := newPublished(body)
 	m := newEventMsg(region, account, p)
 	m.Header.Set(proto.HeaderEventType, eventType)
-	m.Header.Set(proto.HeaderConversation, proto.ConversationKey(zoom.Conversation(eventType, body)))
+	m.Header.Set(proto.HeaderConversation, proto.ConversationKey(zoom.Conversation(body)))
 	m.Subject = eventSubject(region, account, eventType, body)
 	publishMsg(t, js, m)
 	return p
@@ -360,7 +360,7 @@ func newEventMsg(region, account string, p published) *nats.Msg {
 	m.Header.Set(proto.HeaderAccountID, account)
 	m.Header.Set(proto.HeaderReceivedAt, p.ReceivedAt.Format(proto.TimeFormat))
 	m.Header.Set(proto.HeaderRegion, region)
-	m.Header.Set(proto.HeaderConversation, proto.ConversationKey(zoom.Conversation(zoom.EventBotNotification, p.Body)))
+	m.Header.Set(proto.HeaderConversation, proto.ConversationKey(zoom.Conversation(p.Body)))
 	m.Header.Set(jetstream.MsgIDHeader, p.ID)
 	return m
 }
@@ -401,7 +401,7 @@ func waitEventsGone(t *testing.T, js jetstream.JetStream, region string) {
 
 // eventSubject is the subject the router publishes an event on.
 func eventSubject(region, account, eventType string, body []byte) string {
-	return proto.RegionEventSubject(region, account, proto.ConversationKey(zoom.Conversation(eventType, body)))
+	return proto.RegionEventSubject(region, account, proto.ConversationKey(zoom.Conversation(body)))
 }
 
 // consumerInfo is the workers' consumers of a region, added up over the

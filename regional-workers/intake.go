@@ -109,7 +109,13 @@ func (w *Worker) take(m jetstream.Msg) {
 		_ = m.InProgress()
 	}
 	it := w.newItem(m, cost)
-	switch w.sched.add(it) {
+	res, out := w.sched.add(it)
+	if out != nil {
+		// Taken in exchange for it: a later event of its conversation.
+		_ = out.msg().NakWithDelay(handBackDelay(out))
+		w.budget.release(out.cost)
+	}
+	switch res {
 	case kept:
 		return
 	case full:
@@ -146,14 +152,16 @@ func (w *Worker) newItem(m jetstream.Msg, cost int64) *item {
 }
 
 // handBackDelay is how long an event handed back without an attempt waits:
-// a second at first, doubling with each delivery up to a minute, spread.
+// a second at first, doubling with each delivery up to 8 s, spread over a
+// second. Short enough that an account's burst keeps its share of the
+// worker busy as it drains, long enough that the events waiting in
+// JetStream cost a few redeliveries a second each at most.
 func handBackDelay(it *item) time.Duration {
 	n := uint64(1)
 	if md := it.meta(); md != nil {
-		n = md.NumDelivered
+		n = max(md.NumDelivered, 1)
 	}
-	d := time.Second << min(n-1, 6)
-	return min(d, time.Minute) + rand.N(time.Second)
+	return time.Second<<min(n-1, 3) + rand.N(time.Second)
 }
 
 // keepInHand restarts the ack wait of every event held long enough for it

@@ -353,3 +353,52 @@ func askHolds(t *testing.T, ns *natstest.Server, region string) []proto.Hold {
 	}
 	return a.Holds
 }
+
+// An account holding its share of events still takes the first event of a
+// conversation it holds later events of: when that event comes back late
+// (its worker was killed, or the region's servers restarted before its
+// acknowledgement), the later ones wait for it, and handing it back as one
+// too many would leave the conversation stuck for as long as the account
+// stays full.
+func TestFullAccountTakesTheEventItsConversationWaitsFor(t *testing.T) {
+	t.Parallel()
+	ns := natstest.Start(t, "")
+	z := newFakeZoom(t, nil)
+	const n = 24 // three times what the account holds
+	var events []published
+	var owners []string
+	for i := range n {
+		events = append(events, newPublished(userEvent("bank", 0, fmt.Sprintf("bank %02d", i), int64(i))))
+		owners = append(owners, "bank")
+	}
+	publishAll(t, ns.JS, "us", events, owners)
+	opts := loadOptions("us")
+	opts.AccountConcurrency = 1 // holds 8 of the account's events
+	// A worker that took the conversation's first event and died: it comes
+	// back only after its ack wait, behind later events.
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	for _, cfg := range workers.ConsumerConfigs(opts, natsx.DefaultPartitions) {
+		if _, err := ns.JS.CreateOrUpdateConsumer(ctx, proto.RegionEventsStream("us"), cfg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	batch, err := pendingConsumer(t, ns.JS, "us").Fetch(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range batch.Messages() {
+		if got := chatOf(t, m.Data()).Text; got != "bank 00" {
+			t.Fatalf("the dead worker took %q, want the first event", got)
+		}
+	}
+	startWorker(t, ns.JS, &slowBackend{}, zoomClient(t, z), opts)
+	// The events handed back while it waited come back within 9 s each.
+	natstest.Eventually(t, time.Minute, func() bool { return len(z.SB.Delivered()) >= n }, "every event replied to")
+	for i, txt := range z.Texts() {
+		if want := fmt.Sprintf("bank %02d", i); txt != want {
+			t.Fatalf("reply %d is %q, want %q: out of order", i, txt, want)
+		}
+	}
+	assertOnce(t, z, n)
+}

@@ -143,22 +143,31 @@ const (
 
 // add queues an event taken from JetStream, unless it is a redelivery of an
 // event still held (its ack wait had run out; the held delivery is replaced),
-// its account already holds its share, or the scheduler is closed.
-func (s *scheduler) add(it *item) added {
+// its account already holds its share, or the scheduler is closed. An
+// event its conversation's held events wait for is taken over the share,
+// in exchange for the conversation's last event, returned to be handed back.
+func (s *scheduler) add(it *item) (added, *item) {
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
-		return closing
+		return closing, nil
 	}
 	if old, ok := s.bySeq[it.seq]; ok && it.err == nil {
 		old.d.Store(it.d.Load())
 		old.touch()
 		s.mu.Unlock()
-		return duplicate
+		return duplicate, nil
 	}
+	var out *item
 	if a := s.accounts[it.ev.AccountID]; a != nil && a.held >= s.maxHeld {
-		s.mu.Unlock()
-		return full
+		if !a.waitsFor(it) {
+			s.mu.Unlock()
+			return full, nil
+		}
+		out = a.convs[it.conversation].evictLast()
+		if out != nil {
+			s.dropHeld(out)
+		}
 	}
 	if it.err == nil {
 		s.bySeq[it.seq] = it
@@ -185,7 +194,31 @@ func (s *scheduler) add(it *item) added {
 	c.items[i] = it
 	s.makeReady(c, time.Now())
 	s.mu.Unlock()
-	return kept
+	return kept, out
+}
+
+// waitsFor reports whether a holds later events of it's conversation: they
+// wait for it (a redelivery after its ack wait ran out, say while the
+// region's servers were down), so it is taken over the account's share.
+// Handing it back instead would leave its conversation waiting on events
+// that cannot run, for as long as the account stays full. Called with s.mu
+// held.
+func (a *account) waitsFor(it *item) bool {
+	c := a.convs[it.conversation]
+	return it.err == nil && c != nil && len(c.items) > 0 && c.items[len(c.items)-1].seq > it.seq
+}
+
+// evictLast removes c's last event, unless it is the one running. Called
+// with s.mu held.
+func (c *conversation) evictLast() *item {
+	n := len(c.items)
+	if n == 0 || (n == 1 && c.busy) {
+		return nil
+	}
+	it := c.items[n-1]
+	c.items[n-1] = nil
+	c.items = c.items[:n-1]
+	return it
 }
 
 // makeReady queues c for its account if its first event may start now, or
@@ -359,10 +392,16 @@ func (s *scheduler) drop(it *item) {
 			break
 		}
 	}
+	s.dropHeld(it)
+}
+
+// dropHeld stops counting it, already out of its conversation's queue, as
+// held. Called with s.mu held.
+func (s *scheduler) dropHeld(it *item) {
 	if it.err == nil && s.bySeq[it.seq] == it {
 		delete(s.bySeq, it.seq)
 	}
-	c.acct.held--
+	it.conv.acct.held--
 	s.inHand.Dec()
 }
 

@@ -294,8 +294,11 @@ func ConsumerConfigs(o Options, n int) []jetstream.ConsumerConfig {
 // deliveryGuard is how many deliveries beyond retry.max_attempts an event
 // may have before JetStream gives up on it: hand-backs that use no attempt
 // (its account over its share, its conversation waiting, a daily-limit
-// hold, a stop) come back after up to a minute each, so this is hours.
-const deliveryGuard = 500
+// hold, a stop) come back after up to 9 s each (a hold: at the reset), so
+// this is over four hours of an account's backlog draining; a worker that
+// dies in every attempt (each delivery lost at its ack wait) is stopped
+// after about as long.
+const deliveryGuard = 2000
 
 // lastError is what the keeper learns of an event's last failed attempt.
 func (w *Worker) lastError(ctx context.Context, account, id string) (string, int, time.Time, bool) {

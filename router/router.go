@@ -462,7 +462,7 @@ func (r *Router) regionOf(account string) (string, bool) {
 func regionSubject(region string, h nats.Header, body []byte) string {
 	key := h.Get(proto.HeaderConversation)
 	if key == "" {
-		key = proto.ConversationKey(zoom.Conversation(h.Get(proto.HeaderEventType), body))
+		key = proto.ConversationKey(zoom.Conversation(body))
 		h.Set(proto.HeaderConversation, key)
 	}
 	return proto.RegionEventSubject(region, h.Get(proto.HeaderAccountID), key)

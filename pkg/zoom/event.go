@@ -32,6 +32,8 @@ type Head struct {
 	AccountID string
 	// PlainToken is payload.plainToken of endpoint.url_validation.
 	PlainToken string
+	// Conversation names the event's conversation (see Conversation).
+	Conversation string
 }
 
 // ParseHead reads the routing fields of a webhook body. It is on the
@@ -47,7 +49,7 @@ func ParseHead(body []byte) (Head, error) {
 	}
 	var t [2]gjson.Result
 	firstFields(top, headKeys[:], t[:])
-	var p [3]gjson.Result
+	var p [len(payloadKeys)]gjson.Result
 	if !isObjectOrAbsent(t[1]) {
 		return Head{}, ErrNotJSON
 	}
@@ -63,12 +65,13 @@ func ParseHead(body []byte) (Head, error) {
 	if h.Event == "" {
 		return Head{}, ErrNoEvent
 	}
+	h.Conversation = conversation(h.Event, p[3:])
 	return h, nil
 }
 
 var (
 	headKeys    = [2]string{"event", "payload"}
-	payloadKeys = [3]string{"accountId", "account_id", "plainToken"}
+	payloadKeys = [...]string{"accountId", "account_id", "plainToken", "toJid", "userJid", "object", "operator_id"}
 	chatKeys    = [3]string{"toJid", "userJid", "cmd"}
 )
 
@@ -191,29 +194,41 @@ func ParseChat(body []byte) (Chat, error) {
 //   - team_chat.*: payload.object.channel_id, else the operator
 //     (payload.operator_id);
 //   - anything else: the account.
-func Conversation(event string, body []byte) string {
-	p := gjson.GetBytes(body, "payload")
-	if !p.IsObject() {
-		return ""
+func Conversation(body []byte) string {
+	h, _ := ParseHead(body)
+	return h.Conversation
+}
+
+// conversation is Conversation from the payload's toJid, userJid, object
+// and operator_id. It reads them leniently: a field of another type than
+// Zoom's counts as absent (the event is routed all the same).
+func conversation(event string, f []gjson.Result) string {
+	str := func(r gjson.Result) string {
+		if r.Type != gjson.String {
+			return ""
+		}
+		return r.Str
 	}
+	to, user, object, operator := str(f[0]), str(f[1]), f[2], str(f[3])
 	switch {
 	case event == EventBotNotification || event == EventBotInstalled || strings.HasPrefix(event, "interactive_message_"):
-		to := p.Get("toJid").String()
-		if base, _, _ := strings.Cut(to, "/"); strings.Contains(base, "@conference.") {
+		base, _, _ := strings.Cut(to, "/")
+		switch {
+		case strings.Contains(base, "@conference."):
 			return "channel:" + base
-		}
-		if u := p.Get("userJid").String(); u != "" {
-			return "user:" + u
-		}
-		if base, _, _ := strings.Cut(to, "/"); base != "" {
+		case user != "":
+			return "user:" + user
+		case base != "":
 			return "user:" + base
 		}
 	case strings.HasPrefix(event, "team_chat."):
-		if c := p.Get("object.channel_id").String(); c != "" {
-			return "channel:" + c
+		if object.IsObject() {
+			if c := str(object.Get("channel_id")); c != "" {
+				return "channel:" + c
+			}
 		}
-		if u := p.Get("operator_id").String(); u != "" {
-			return "user:" + u
+		if operator != "" {
+			return "user:" + operator
 		}
 	}
 	return ""

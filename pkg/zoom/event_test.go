@@ -13,14 +13,15 @@ func TestParseHeadExamples(t *testing.T) {
 		// app_deauthorized and team_chat.* carry payload.account_id.
 		"app_deauthorized":      {Event: "app_deauthorized", AccountID: "AAAAAABBBB"},
 		"app_deauthorized_2":    {Event: "app_deauthorized", AccountID: "MXEuWmOmTsKWUswrfpPslg"},
-		"team_chat_app_mention": {Event: "team_chat.app_mention", AccountID: "asgVcjZnWWRLWvv_GtyGuaxg"},
+		"team_chat_app_mention": {Event: "team_chat.app_mention", AccountID: "asgVcjZnWWRLWvv_GtyGuaxg", Conversation: "channel:8AmQ0WOoQ1O3a84yYFc2xQ"},
 		// Chatbot events carry payload.accountId.
-		"bot_installed":                       {Event: "bot_installed", AccountID: "CDSCdcsdv"},
-		"bot_notification":                    {Event: zoom.EventBotNotification, AccountID: "gVcjZnWWRLWvv_GtyGuaxg"},
-		"interactive_message_actions":         {Event: "interactive_message_actions", AccountID: "gVcjZnWWRLWvv_GtyGuaxg"},
-		"interactive_message_editable":        {Event: "interactive_message_editable", AccountID: "gVcjZnWWRLWvv_GtyGuaxg"},
-		"interactive_message_fields_editable": {Event: "interactive_message_fields_editable", AccountID: "gVcjZnWWRLWvv_GtyGuaxg"},
-		"interactive_message_select":          {Event: "interactive_message_select", AccountID: "gVcjZnWWRLWvv_GtyGuaxg"},
+		// Their conversation: a channel (toJid @conference.), else the user.
+		"bot_installed":                       {Event: "bot_installed", AccountID: "CDSCdcsdv", Conversation: "user:fvdfvfdvfd@xmpp.zoom.us"},
+		"bot_notification":                    {Event: zoom.EventBotNotification, AccountID: "gVcjZnWWRLWvv_GtyGuaxg", Conversation: "channel:b1c841dc7b0b4a69287e6be05c7f93f25@conference.xmpp.zoom.us"},
+		"interactive_message_actions":         {Event: "interactive_message_actions", AccountID: "gVcjZnWWRLWvv_GtyGuaxg", Conversation: "user:kdykjnimt4kpd8kkdqt9fq@xmpp.zoom.us"},
+		"interactive_message_editable":        {Event: "interactive_message_editable", AccountID: "gVcjZnWWRLWvv_GtyGuaxg", Conversation: "user:kdykjnimt4kpd8kkdqt9fq@xmpp.zoom.us"},
+		"interactive_message_fields_editable": {Event: "interactive_message_fields_editable", AccountID: "gVcjZnWWRLWvv_GtyGuaxg", Conversation: "user:kdykjnimt4kpd8kkdqt9fq@xmpp.zoom.us"},
+		"interactive_message_select":          {Event: "interactive_message_select", AccountID: "gVcjZnWWRLWvv_GtyGuaxg", Conversation: "user:kdykjnimt4kpd8kkdqt9fq@xmpp.zoom.us"},
 		// The challenge has no account, only a token.
 		"endpoint_url_validation": {Event: zoom.EventURLValidation, PlainToken: "qgg8vlvZRS6UYooatFL8Aw"},
 	}
@@ -41,6 +42,27 @@ func TestParseHeadExamples(t *testing.T) {
 				t.Errorf("ParseHead = %+v, want %+v", got, w)
 			}
 		})
+	}
+}
+
+// Conversation per event type, as the README documents it; a field of
+// another type than Zoom's counts as absent, and never fails the event.
+func TestConversation(t *testing.T) {
+	for _, c := range []struct{ name, body, want string }{
+		{"1:1 chat", `{"event":"bot_notification","payload":{"toJid":"u1@xmpp.zoom.us","userJid":"u1@xmpp.zoom.us"}}`, "user:u1@xmpp.zoom.us"},
+		{"channel, with a resource", `{"event":"bot_notification","payload":{"toJid":"c1@conference.xmpp.zoom.us/robot","userJid":"u1@xmpp.zoom.us"}}`, "channel:c1@conference.xmpp.zoom.us"},
+		{"no userJid: toJid's user", `{"event":"interactive_message_select","payload":{"toJid":"u2@xmpp.zoom.us/robot"}}`, "user:u2@xmpp.zoom.us"},
+		{"team chat channel", `{"event":"team_chat.channel_app_added","payload":{"operator_id":"op","object":{"channel_id":"ch"}}}`, "channel:ch"},
+		{"team chat without a channel", `{"event":"team_chat.link_shared","payload":{"operator_id":"op"}}`, "user:op"},
+		{"the account's own", `{"event":"app_deauthorized","payload":{"account_id":"a","user_id":"u"}}`, ""},
+		{"an unknown event", `{"event":"meeting.started","payload":{"toJid":"u1@xmpp.zoom.us"}}`, ""},
+		{"userJid a number", `{"event":"bot_notification","payload":{"toJid":"u3@xmpp.zoom.us","userJid":7}}`, "user:u3@xmpp.zoom.us"},
+		{"object a string", `{"event":"team_chat.app_mention","payload":{"object":"x","operator_id":"op"}}`, "user:op"},
+		{"no payload", `{"event":"bot_notification"}`, ""},
+	} {
+		if got := zoom.Conversation([]byte(c.body)); got != c.want {
+			t.Errorf("%s: Conversation = %q, want %q", c.name, got, c.want)
+		}
 	}
 }
 

@@ -233,12 +233,47 @@ func FuzzParseHead(f *testing.F) {
 					want.AccountID, _ = payload["account_id"].(string)
 				}
 				want.PlainToken, _ = payload["plainToken"].(string)
+				var rawPayload map[string]json.RawMessage
+				_ = json.Unmarshal(rawTop[pk], &rawPayload)
+				if objKeys, isObj := objectKeys(rawPayload["object"]); isObj && !unique(objKeys) {
+					return
+				}
+				want.Conversation = conversationOracle(h.Event, payload)
 			}
 		}
 		if h != want {
 			t.Fatalf("ParseHead(%q) = %+v, want %+v (from the body decoded into a map)", body, h, want)
 		}
 	})
+}
+
+// conversationOracle is zoom.Conversation's rules, read from the payload
+// decoded into a map.
+func conversationOracle(event string, payload map[string]any) string {
+	str := func(m map[string]any, k string) string { s, _ := m[k].(string); return s }
+	switch {
+	case event == "bot_notification" || event == "bot_installed" || strings.HasPrefix(event, "interactive_message_"):
+		to, _, _ := strings.Cut(str(payload, "toJid"), "/")
+		if strings.Contains(to, "@conference.") {
+			return "channel:" + to
+		}
+		if u := str(payload, "userJid"); u != "" {
+			return "user:" + u
+		}
+		if to != "" {
+			return "user:" + to
+		}
+	case strings.HasPrefix(event, "team_chat."):
+		if obj, ok := payload["object"].(map[string]any); ok {
+			if c := str(obj, "channel_id"); c != "" {
+				return "channel:" + c
+			}
+		}
+		if op := str(payload, "operator_id"); op != "" {
+			return "user:" + op
+		}
+	}
+	return ""
 }
 
 // objectKeys lists the keys of the JSON object raw, repeats included, in
