@@ -68,6 +68,7 @@ func TestExternalNATSDownAndBack(t *testing.T) {
 
 	cc := config.Default().NATS
 	cc.URL = "nats://" + addr
+	cc.Auth.NkeySeedFile = natsx.SeedFile(sc.StoreDir, natsx.RoleProcess)
 	nc, err := natsx.Connect(cc, nil, "ingress-test", zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
@@ -131,7 +132,7 @@ func TestStoreFull(t *testing.T) {
 	c.StoreDir, c.Listen = t.TempDir(), ""
 	c.MaxStore = 2 << 20
 	ns := startServer(t, c)
-	nc, err := natsx.Connect(c, ns, "ingress-test", zap.NewNop())
+	nc, err := natsx.Connect(natsx.WithLocalAuth(c, natsx.RoleProcess), ns, "ingress-test", zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

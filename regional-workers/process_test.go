@@ -22,6 +22,7 @@ import (
 
 	"github.com/geomux/geomux/pkg/config"
 	"github.com/geomux/geomux/pkg/httpx"
+	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/pkg/natsx/natstest"
 	"github.com/geomux/geomux/pkg/zoom"
 	"github.com/geomux/geomux/proto"
@@ -36,6 +37,7 @@ import (
 
 const (
 	envWorkerNATS    = "GEOMUXTEST_WORKER_NATS"
+	envWorkerSeed    = "GEOMUXTEST_WORKER_SEED"
 	envWorkerZoom    = "GEOMUXTEST_WORKER_ZOOM"
 	envWorkerBackend = "GEOMUXTEST_WORKER_BACKEND"
 )
@@ -47,7 +49,12 @@ const workerProcessTimeout = 2 * time.Second
 // runWorkerProcess runs a worker of region us until SIGTERM, as a worker
 // process of its own.
 func runWorkerProcess() int {
-	nc, err := nats.Connect(os.Getenv(envWorkerNATS))
+	key, err := nats.NkeyOptionFromSeed(os.Getenv(envWorkerSeed))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	nc, err := nats.Connect(os.Getenv(envWorkerNATS), key)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -96,10 +103,11 @@ type workerProcess struct {
 	err    error
 }
 
-func startWorkerProcess(t *testing.T, natsURL, zoomURL, backendURL string) *workerProcess {
+func startWorkerProcess(t *testing.T, ns *natstest.Server, zoomURL, backendURL string) *workerProcess {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), envWorkerNATS+"="+natsURL, envWorkerZoom+"="+zoomURL, envWorkerBackend+"="+backendURL)
+	cmd.Env = append(os.Environ(), envWorkerNATS+"="+ns.NS.ClientURL(), envWorkerSeed+"="+natsx.SeedFile(ns.StoreDir, natsx.RoleProcess),
+		envWorkerZoom+"="+zoomURL, envWorkerBackend+"="+backendURL)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -195,13 +203,13 @@ func TestConversationOrderAcrossProcessesAndKill(t *testing.T) {
 		publishAll(t, ns.JS, "us", events, owners)
 	}
 	// The first process takes the first half of every conversation...
-	victim := startWorkerProcess(t, ns.NS.ClientURL(), z.URL, backendURL)
+	victim := startWorkerProcess(t, ns, z.URL, backendURL)
 	wave(0, each/2)
 	natstest.Eventually(t, waitFor, func() bool { return len(z.SB.Delivered()) >= convs*each/8 }, "some replies")
 	// ...and is killed with events of each in hand; the second process
 	// gets the second half at once, and the first half's rest only once
 	// the killed process's ack wait is over.
-	startWorkerProcess(t, ns.NS.ClientURL(), z.URL, backendURL)
+	startWorkerProcess(t, ns, z.URL, backendURL)
 	if err := victim.cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}

@@ -47,6 +47,7 @@ func TestUnreachableRegionHoldsUpNoOther(t *testing.T) {
 	eu := startEU()
 	cc := config.Default().NATS
 	cc.URL = "nats://" + addr
+	cc.Auth.NkeySeedFile = natsx.SeedFile(euCfg.StoreDir, natsx.RoleProcess)
 	nc, err := natsx.Connect(cc, nil, "router-eu", zap.NewNop())
 	if err != nil {
 		t.Fatal(err)

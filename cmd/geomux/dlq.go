@@ -102,8 +102,12 @@ func connectCLI(c config.NATS) (*nats.Conn, error) {
 	}
 	c.URL = url
 	c.ConnectTimeout = config.Duration(5 * time.Second)
+	c = natsx.WithLocalAuth(c, natsx.RoleOperator)
 	nc, err := natsx.Connect(c, nil, "geomux-cli", zap.NewNop())
 	if err != nil {
+		if errors.Is(err, nats.ErrAuthorization) && c.Auth == (config.NATSAuth{}) {
+			return nil, fmt.Errorf("%v: the embedded server admits only its own keys; run the CLI with geomux's config, whose nats.store_dir holds them (%s)", err, natsx.AuthDir(c.StoreDir))
+		}
 		return nil, fmt.Errorf("%v (is geomux running, and is this the region's NATS?)", err)
 	}
 	return nc, nil

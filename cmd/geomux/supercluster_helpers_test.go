@@ -55,12 +55,23 @@ type ncSystem struct {
 // port finds a free loopback port.
 func port(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	return ports(t, 1)[0]
+}
+
+// ports finds n free loopback ports, all different: each stays taken until
+// all are found, so that none is handed out twice.
+func ports(t *testing.T, n int) []int {
+	t.Helper()
+	out := make([]int, n)
+	for i := range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer l.Close()
+		out[i] = l.Addr().(*net.TCPAddr).Port
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return out
 }
 
 func secret() string {
@@ -109,10 +120,9 @@ func startSystem(t *testing.T, name string, n int, keysDir string, encrypted boo
 		keyVars[strings.ToUpper(role)+"_NKEY"] = pub
 	}
 	clusterPW, jsKey := secret(), secret()
-	clients := make([]int, n)
-	routes := make([]int, n)
+	free := ports(t, 3*n)
+	clients, routes, monitors := free[:n], free[n:2*n], free[2*n:]
 	for i := range n {
-		clients[i], routes[i] = port(t), port(t)
 		s.urls = append(s.urls, fmt.Sprintf("nats://127.0.0.1:%d", clients[i]))
 	}
 	var routeURLs []string
@@ -130,7 +140,7 @@ func startSystem(t *testing.T, name string, n int, keysDir string, encrypted boo
 		vars := map[string]string{
 			"SERVER_NAME":      fmt.Sprintf("%s-%d", name, i),
 			"CLIENT_LISTEN":    fmt.Sprintf("127.0.0.1:%d", clients[i]),
-			"MONITOR_LISTEN":   fmt.Sprintf("127.0.0.1:%d", port(t)),
+			"MONITOR_LISTEN":   fmt.Sprintf("127.0.0.1:%d", monitors[i]),
 			"CLUSTER_LISTEN":   cluster,
 			"CLUSTER_ROUTES":   "[" + strings.Join(routeURLs, ", ") + "]",
 			"CLUSTER_PASSWORD": clusterPW,
@@ -186,7 +196,8 @@ func (s *ncSystem) start(i int) *natsProc {
 		}
 		select {
 		case err := <-p.exited:
-			s.t.Errorf("system %s server %d exited at start (%v): %s", s.name, i, err, out.String())
+			logged, _ := os.ReadFile(filepath.Join(dir, "nats-server.log"))
+			s.t.Errorf("system %s server %d exited at start (%v): %s\n%s", s.name, i, err, out.String(), lastLines(logged, 10))
 			return nil
 		case <-time.After(20 * time.Millisecond):
 		}
@@ -310,4 +321,10 @@ func runTool(env []string, args ...string) (int, string) {
 		code = -1
 	}
 	return code, string(out)
+}
+
+// lastLines is the end of a log: its last n lines.
+func lastLines(b []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }

@@ -64,7 +64,8 @@ func newDeployment(t *testing.T, encrypted bool) *deployment {
 	if code, out := runTool(d.env("deployer"), "setup", "--config", scConfig("deployer.yaml")); code != 0 {
 		t.Fatalf("geomux setup: exit %d\n%s", code, out)
 	}
-	ingressPort, ingressAdmin, routerAdmin := port(t), port(t), port(t)
+	free := ports(t, 3)
+	ingressPort, ingressAdmin, routerAdmin := free[0], free[1], free[2]
 	d.ingress = fmt.Sprintf("127.0.0.1:%d", ingressPort)
 	d.admin = fmt.Sprintf("127.0.0.1:%d", routerAdmin)
 	for _, r := range scRegions {

@@ -44,6 +44,13 @@ type NATS struct {
 	// Listen is the loopback host:port where the embedded server also accepts
 	// clients (the CLI, other geomux processes). Empty: in-process only.
 	Listen string `yaml:"listen"`
+	// ListenWithoutAuth opens nats.listen to any local process, as before
+	// geomux required credentials there (a warning is logged at every
+	// start). By default the embedded server admits only the keys it
+	// generated under nats.store_dir/auth (NATS nkeys: one for geomux's
+	// processes, one for the operators' CLI), which geomux and the CLI find
+	// from the same config.
+	ListenWithoutAuth bool `yaml:"listen_without_auth"`
 	// DedupWindow is how long a re-delivered Zoom event is recognised and
 	// dropped. Zoom retries up to about 85 minutes after the first attempt.
 	DedupWindow Duration `yaml:"dedup_window"`

@@ -48,7 +48,7 @@ func serve(t *testing.T, srv *natstest.Server, h *handoffs) (*Directory, Remote)
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = sub.Unsubscribe() })
-	nc, err := nats.Connect("", nats.InProcessServer(srv.NS))
+	nc, err := nats.Connect("", nats.InProcessServer(srv.NS), srv.Auth(t))
 	if err != nil {
 		t.Fatal(err)
 	}

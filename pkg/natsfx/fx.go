@@ -47,7 +47,7 @@ func NewConn(p ConnParams) (*nats.Conn, error) {
 		}
 		p.Log.Info("Embedded NATS started", zap.String("store_dir", p.Config.NATS.StoreDir), zap.String("listen", p.Config.NATS.Listen))
 	}
-	nc, err := natsx.Connect(c, ns, "geomux-"+p.Target.Name, p.Log)
+	nc, err := natsx.Connect(natsx.WithLocalAuth(c, natsx.RoleProcess), ns, "geomux-"+p.Target.Name, p.Log)
 	if err != nil {
 		if ns != nil {
 			ns.Shutdown()

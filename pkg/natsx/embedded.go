@@ -21,7 +21,8 @@ const maxPayload = 2 << 20
 
 // StartEmbedded starts a single-node nats-server with JetStream inside this
 // process, storing under c.StoreDir and, if c.Listen is set, also accepting
-// clients there. The caller owns it and must call Shutdown.
+// clients there: only those with its keys (auth.go), unless
+// c.ListenWithoutAuth. The caller owns it and must call Shutdown.
 func StartEmbedded(c config.NATS, log *zap.Logger) (*server.Server, error) {
 	opts := &server.Options{
 		ServerName: "geomux",
@@ -48,6 +49,18 @@ func StartEmbedded(c config.NATS, log *zap.Logger) (*server.Server, error) {
 			// nats-server reads 0 as its default port (4222), not "any".
 			opts.Port = server.RANDOM_PORT
 		}
+	}
+	if c.ListenWithoutAuth {
+		if c.Listen != "" {
+			log.Warn("Embedded NATS admits any local process on nats.listen: nats.listen_without_auth is set; anyone on this machine can read and change every region's data",
+				zap.String("listen", c.Listen))
+		}
+	} else {
+		users, err := embeddedUsers(c.StoreDir)
+		if err != nil {
+			return nil, err
+		}
+		opts.Nkeys = users
 	}
 	if c.Listen != "" {
 		// nats-server only logs a port it cannot bind; check first so that a

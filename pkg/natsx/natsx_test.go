@@ -87,8 +87,12 @@ func TestStartEmbeddedListens(t *testing.T) {
 		t.Errorf("store dir = %s, want under %s", got, c.StoreDir)
 	}
 
-	// A client (the CLI, another process) reaches it over TCP.
-	nc, err := nats.Connect("nats://"+addr, nats.Timeout(2*time.Second))
+	// A client (the CLI, another process) reaches it over TCP, with a key.
+	key, err := nats.NkeyOptionFromSeed(natsx.SeedFile(c.StoreDir, natsx.RoleOperator))
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect("nats://"+addr, nats.Timeout(2*time.Second), key)
 	if err != nil {
 		t.Fatalf("connect over TCP to %s: %v", addr, err)
 	}
@@ -97,7 +101,7 @@ func TestStartEmbeddedListens(t *testing.T) {
 		t.Errorf("max payload = %d, want at least 2 MiB for a 1 MiB Zoom body", got)
 	}
 	// And the in-process connection works too.
-	inproc, err := natsx.Connect(c, ns, "test", zap.NewNop())
+	inproc, err := natsx.Connect(natsx.WithLocalAuth(c, natsx.RoleProcess), ns, "test", zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -691,7 +691,7 @@ func TestConcurrentAccessTokenOneVault(t *testing.T) {
 
 func secondConn(t *testing.T, s store) *nats.Conn {
 	t.Helper()
-	nc, err := nats.Connect("", nats.InProcessServer(s.ns.NS))
+	nc, err := nats.Connect("", nats.InProcessServer(s.ns.NS), s.ns.Auth(t))
 	if err != nil {
 		t.Fatal(err)
 	}

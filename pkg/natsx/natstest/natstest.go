@@ -45,7 +45,7 @@ func StartWith(t testing.TB, c config.NATS) *Server {
 	if err != nil {
 		t.Fatalf("natstest: start server: %v", err)
 	}
-	nc, err := natsx.Connect(c, ns, "test", zap.NewNop())
+	nc, err := natsx.Connect(natsx.WithLocalAuth(c, natsx.RoleProcess), ns, "test", zap.NewNop())
 	if err != nil {
 		ns.Shutdown()
 		t.Fatalf("natstest: connect: %v", err)
@@ -57,6 +57,17 @@ func StartWith(t testing.TB, c config.NATS) *Server {
 	s := &Server{NS: ns, Conn: nc, JS: js, StoreDir: storeDir}
 	t.Cleanup(s.Stop)
 	return s
+}
+
+// Auth is the option that authenticates a connection of the test's own to
+// the server (with geomux's processes' key), e.g. over its listener.
+func (s *Server) Auth(t testing.TB) nats.Option {
+	t.Helper()
+	o, err := nats.NkeyOptionFromSeed(natsx.SeedFile(s.StoreDir, natsx.RoleProcess))
+	if err != nil {
+		t.Fatalf("natstest: credentials: %v", err)
+	}
+	return o
 }
 
 // Stop closes the connection and shuts the server down (idempotent).
