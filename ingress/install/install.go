@@ -82,7 +82,10 @@ type Handler struct {
 	nonces Nonces
 	seal   sealer
 	log    *zap.Logger
-	now    func() time.Time
+	// sampled logs what strangers can cause (refused states, codes, posts).
+	sampled *zap.Logger
+	limit   *limiter
+	now     func() time.Time
 }
 
 // New returns the flow's handler.
@@ -91,15 +94,15 @@ func New(opts Options, dir Recorder, z Zoom, nonces Nonces, log *zap.Logger) (*H
 	if err != nil {
 		return nil, err
 	}
-	return &Handler{opts: opts, dir: dir, zoom: z, nonces: nonces, seal: s, log: log, now: time.Now}, nil
+	return &Handler{opts: opts, dir: dir, zoom: z, nonces: nonces, seal: s, log: log, sampled: sampledLogger(log), limit: newLimiter(), now: time.Now}, nil
 }
 
 // Mount adds the flow's routes to mux.
 func (h *Handler) Mount(mux *http.ServeMux) {
 	mux.HandleFunc("GET "+PathInstall, h.page)
-	mux.HandleFunc("POST "+PathInstall, h.start)
-	mux.HandleFunc("GET "+PathCallback, h.callback)
-	mux.HandleFunc("POST "+PathRegion, h.chosen)
+	mux.Handle("POST "+PathInstall, h.sameSite(h.start))
+	mux.HandleFunc("GET "+PathCallback, h.limited(h.callback))
+	mux.Handle("POST "+PathRegion, h.sameSite(h.chosen))
 }
 
 // stateTTL is how long an install may take from the region choice to Zoom's
@@ -188,7 +191,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 	}
 	claims, err := h.verifyState(state)
 	if err != nil {
-		h.log.Info("Install state refused", logfields.Reason(err.Error()))
+		h.sampled.Info("Install state refused", logfields.Reason(err.Error()))
 		h.problem(w, http.StatusBadRequest, "This installation link is not valid", err.Error()+" Please start again.", true)
 		return
 	}
@@ -246,7 +249,7 @@ func (h *Handler) exchange(w http.ResponseWriter, r *http.Request, code, verifie
 	defer cancel()
 	tok, err := h.zoom.ExchangeCode(ctx, code, h.opts.redirectURI(), verifier)
 	if err != nil {
-		h.log.Warn("Install: code exchange failed", zap.Error(err))
+		h.sampled.Warn("Install: code exchange failed", zap.Error(err))
 		if retry.Retryable(err) {
 			h.problem(w, http.StatusBadGateway, "Zoom could not be reached", "Zoom did not answer in time. Please start again.", true)
 		} else {

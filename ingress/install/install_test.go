@@ -106,6 +106,7 @@ type envOpts struct {
 	zoomURL       string        // default: the sandbox's URL
 	tokenLifetime time.Duration // the sandbox's; default 1h
 	handoffErr    error
+	limited       bool // keep the callback's rate limit (off: tests call it often)
 }
 
 type env struct {
@@ -176,6 +177,9 @@ func newEnv(t *testing.T, o envOpts) *env {
 		t.Fatal(err)
 	}
 	install.SetNow(e.h, e.clock.now)
+	if !o.limited {
+		install.Unlimited(e.h)
+	}
 	e.h.Mount(mux)
 	return e
 }
@@ -1243,5 +1247,74 @@ func TestConcurrentInstallsIntoTwoRegions(t *testing.T) {
 	rec, found := e.record("acct-race")
 	if !found || !strings.Contains(ok.body, "("+rec.Region+")") {
 		t.Errorf("directory says %+v, but the installed page is:\n%s", rec, text(ok.body))
+	}
+}
+
+// A form post sent by another site's page is refused: an attacker cannot
+// start an install, or choose the region of a pending one, in an admin's
+// browser. The flow's own pages (same origin, or a client that sends no
+// browser headers) go on.
+func TestCrossSitePostsRefused(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	b := newBrowser(t)
+	for _, path := range []string{install.PathInstall, install.PathRegion} {
+		for _, h := range []map[string]string{
+			{"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"},
+			{"Sec-Fetch-Site": "same-site"},
+			{"Origin": "https://evil.example"},
+		} {
+			req, err := http.NewRequest(http.MethodPost, e.url+path, strings.NewReader(url.Values{"region": {"eu"}, "nonce": {"n"}}.Encode()))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			for k, v := range h {
+				req.Header.Set(k, v)
+			}
+			p := b.do(req)
+			e.checkPage(p, http.StatusForbidden, "Not installed", "this site&#39;s own install page")
+			if p.location != "" || setCookie(p, installCookie) != nil {
+				t.Errorf("POST %s with %v: redirected to %q or set a cookie", path, h, p.location)
+			}
+		}
+	}
+	req, _ := http.NewRequest(http.MethodPost, e.url+install.PathInstall, strings.NewReader(url.Values{"region": {"eu"}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", e.url)
+	req.Header.Set("Sec-Fetch-Site", "same-origin")
+	if p := b.do(req); p.status != http.StatusSeeOther || !strings.HasPrefix(p.location, e.zoomURL+"/oauth/authorize?") {
+		t.Errorf("the install page's own post: status %d to %q, want 303 to Zoom", p.status, p.location)
+	}
+	if len(e.tokenRequests()) != 0 {
+		t.Error("a refused post reached Zoom")
+	}
+}
+
+// A flood of callbacks with junk codes costs Zoom a bounded number of
+// token requests: past the limit they are answered 429 with Retry-After.
+func TestCallbackFloodIsLimited(t *testing.T) {
+	e := newEnv(t, envOpts{limited: true})
+	b := newBrowser(t)
+	var limited int
+	for i := range 200 {
+		p := b.get(e.url + install.PathCallback + "?code=junk-" + strconv.Itoa(i))
+		switch p.status {
+		case http.StatusTooManyRequests:
+			limited++
+			if p.header.Get("Retry-After") == "" {
+				t.Fatal("429 without Retry-After")
+			}
+			e.checkPage(p, http.StatusTooManyRequests, "Too many installation attempts")
+		case http.StatusBadRequest:
+		default:
+			t.Fatalf("callback %d: status %d", i, p.status)
+		}
+	}
+	// One address: its burst, and about one a second after it.
+	if n := len(e.tokenRequests()); n > 15 {
+		t.Errorf("200 junk callbacks made %d token requests to Zoom, want the limit's few", n)
+	}
+	if limited < 180 {
+		t.Errorf("%d of 200 junk callbacks refused 429, want nearly all past the limit", limited)
 	}
 }

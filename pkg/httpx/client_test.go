@@ -268,3 +268,57 @@ func TestDefaultOptions(t *testing.T) {
 		t.Errorf("DefaultOptions = %+v", o)
 	}
 }
+
+// Hundreds of calls at once (a slow backend) keep their connections: a
+// second round opens none, where cleanhttp's pool of 100 idle connections
+// in all made it dial most of them anew.
+func TestManyConcurrentCallsReuseConnections(t *testing.T) {
+	const n = 300
+	var opened atomic.Int64
+	release := make(chan struct{})
+	var inFlight atomic.Int64
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		inFlight.Add(1)
+		<-release
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			opened.Add(1)
+		}
+	}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	c := httpx.NewClient(httpx.Options{}, zap.NewNop())
+	round := func() {
+		inFlight.Store(0)
+		done := make(chan error, n)
+		for range n {
+			go func() {
+				resp, err := c.Get(srv.URL)
+				if err == nil {
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+				}
+				done <- err
+			}()
+		}
+		for inFlight.Load() < n {
+			time.Sleep(time.Millisecond) // polling the condition: all n at the server at once
+		}
+		for range n {
+			release <- struct{}{}
+		}
+		for range n {
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	round()
+	first := opened.Load()
+	round()
+	if again := opened.Load() - first; again > 0 {
+		t.Errorf("a second round of %d concurrent calls opened %d new connections (first round: %d), want none", n, again, first)
+	}
+}
