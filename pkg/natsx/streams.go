@@ -156,7 +156,7 @@ func RegionEventsConfig(region string, o StreamOptions) jetstream.StreamConfig {
 
 // DefaultPartitions is the partitions of a region's events stream when the
 // config does not say.
-const DefaultPartitions = 16
+const DefaultPartitions = 4
 
 func (o StreamOptions) partitions() int {
 	if o.Partitions < 1 {
