@@ -48,7 +48,8 @@ test-short: ## Run every test without the race detector (faster)
 
 # The load benchmark (bench/, README "Performance"): baselines, open-loop
 # rate steps end to end, sync_always, a 2-minute memory run and scale-out on
-# separate processes; under 5 minutes on 2 cores. Results: bench/results/.
+# separate processes, then the realistic-load phases; about 12 minutes on 2
+# cores. Results: bench/results/.
 BENCH_ARGS ?=
 # Micro-benchmarks run each for BENCHTIME (go test -benchtime).
 BENCHTIME ?= 300ms

@@ -168,8 +168,11 @@ func (s *Handler) webhook(w http.ResponseWriter, r *http.Request, a *app) {
 	head, err := zoom.ParseHead(body)
 	if err != nil {
 		reason := "not_json"
-		if errors.Is(err, zoom.ErrNoEvent) {
+		switch {
+		case errors.Is(err, zoom.ErrNoEvent):
 			reason = "no_event"
+		case errors.Is(err, zoom.ErrDuplicateKey):
+			reason = "duplicate_key"
 		}
 		s.reject(w, a, http.StatusBadRequest, reason, err.Error())
 		return

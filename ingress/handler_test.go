@@ -176,6 +176,9 @@ func TestRejections(t *testing.T) {
 		{"no event", func() *http.Request {
 			return zoomtest.NewRequest(f.url, secret, []byte(`{"payload":{"accountId":"a"}}`), now)
 		}, 400, "no_event"},
+		{"account id twice", func() *http.Request {
+			return zoomtest.NewRequest(f.url, secret, []byte(`{"event":"bot_notification","payload":{"accountId":"eu1","accountId":"us1"}}`), now)
+		}, 400, "duplicate_key"},
 		{"no account", func() *http.Request {
 			return zoomtest.NewRequest(f.url, secret, []byte(`{"event":"bot_notification","payload":{}}`), now)
 		}, 400, "no_account"},

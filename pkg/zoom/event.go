@@ -21,6 +21,11 @@ const EventAppDeauthorized = "app_deauthorized"
 var (
 	ErrNotJSON = errors.New("zoom: body is not a JSON object")
 	ErrNoEvent = errors.New("zoom: body has no \"event\"")
+	// ErrDuplicateKey: a field geomux routes by appears twice in its object.
+	// Parsers disagree on which one counts (geomux reads the first, most
+	// read the last), so such a body could be routed by one value and
+	// handled by the backend with the other.
+	ErrDuplicateKey = errors.New("zoom: a field geomux routes by (event, payload, payload.accountId, account_id, toJid, userJid, object, operator_id, plainToken) appears twice")
 )
 
 // Head is what geomux reads of every webhook body to route it.
@@ -48,12 +53,12 @@ func ParseHead(body []byte) (Head, error) {
 		return Head{}, ErrNotJSON
 	}
 	var t [2]gjson.Result
-	firstFields(top, headKeys[:], t[:])
+	dupTop := firstFields(top, headKeys[:], t[:])
 	var p [len(payloadKeys)]gjson.Result
 	if !isObjectOrAbsent(t[1]) {
 		return Head{}, ErrNotJSON
 	}
-	firstFields(t[1], payloadKeys[:], p[:])
+	dupPayload := firstFields(t[1], payloadKeys[:], p[:])
 	str, valid := stringReader()
 	h := Head{Event: str(t[0]), AccountID: str(p[0]), PlainToken: str(p[2])}
 	if snake := str(p[1]); h.AccountID == "" {
@@ -64,6 +69,9 @@ func ParseHead(body []byte) (Head, error) {
 	}
 	if h.Event == "" {
 		return Head{}, ErrNoEvent
+	}
+	if dupTop || dupPayload {
+		return Head{}, ErrDuplicateKey
 	}
 	h.Conversation = conversation(h.Event, p[3:])
 	return h, nil
@@ -86,22 +94,26 @@ func parseObject(body []byte) (gjson.Result, bool) {
 }
 
 // firstFields sets out[i] to the first field of obj named keys[i], if obj is
-// an object that has one, in one pass over obj.
-func firstFields(obj gjson.Result, keys []string, out []gjson.Result) {
+// an object that has one, in one pass over obj, and reports whether one of
+// keys appears twice.
+func firstFields(obj gjson.Result, keys []string, out []gjson.Result) (dup bool) {
 	if !obj.IsObject() {
-		return
+		return false
 	}
-	left := len(keys)
 	obj.ForEach(func(k, v gjson.Result) bool {
 		for i, key := range keys {
-			if !out[i].Exists() && k.Str == key {
+			if k.Str == key {
+				if out[i].Exists() {
+					dup = true
+					return false
+				}
 				out[i] = v
-				left--
 				break
 			}
 		}
-		return left > 0
+		return true
 	})
+	return dup
 }
 
 func isObjectOrAbsent(v gjson.Result) bool {

