@@ -359,26 +359,11 @@ func rawFields(raw []byte) (fields []rawField, ok bool) {
 // objectKeys lists the keys of the JSON object raw, repeats included, in
 // order; ok is false if raw is not a JSON object.
 func objectKeys(raw []byte) (keys []string, ok bool) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return nil, false
+	fields, ok := rawFields(raw)
+	for _, f := range fields {
+		keys = append(keys, f.key)
 	}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return nil, false
-		}
-		k, isStr := tok.(string)
-		if !isStr {
-			return nil, false
-		}
-		keys = append(keys, k)
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
-			return nil, false
-		}
-	}
-	return keys, true
+	return keys, ok
 }
 
 // unique reports whether no key is repeated.
