@@ -93,7 +93,7 @@ type ServerParams struct {
 // listener stops accepting and in-flight requests finish (each bounded by the
 // publish timeout).
 func newServer(p ServerParams) *Server {
-	s := &Server{httpserver.New("ingress", p.Config.Ingress.Listen, p.Handler, p.Log)}
+	s := &Server{httpserver.New("ingress", p.Config.Ingress.Listen, p.Handler, p.Log).LimitConnections(p.Config.Ingress.MaxConnections)}
 	p.Health.Register("ingress", func() error {
 		if !s.Listening() {
 			return errors.New("not listening yet")

@@ -63,6 +63,7 @@ type Handler struct {
 	apps    map[string]*app
 
 	rejectLog *zap.Logger
+	clock     clockWatch
 }
 
 // app is one Zoom app the ingress serves, with its metrics at hand.
@@ -117,6 +118,7 @@ func NewHandler(js jetstream.JetStream, opts Options, m *Metrics, h *health.Regi
 		opts.Install.Mount(s.mux)
 	}
 	h.MountPublic(s.mux)
+	h.Register("clock", s.clock.check)
 	return s
 }
 
@@ -154,6 +156,12 @@ func (s *Handler) webhook(w http.ResponseWriter, r *http.Request, a *app) {
 	}
 
 	key, err := a.verifier.Verify(r.Header.Get(zoom.HeaderSignature), r.Header.Get(zoom.HeaderTimestamp), body)
+	switch {
+	case err == nil:
+		s.clock.fresh()
+	case errors.Is(err, zoom.ErrStaleTimestamp):
+		s.clock.stale(r.Header.Get(zoom.HeaderTimestamp), s.now())
+	}
 	if err != nil {
 		reason := map[error]string{
 			zoom.ErrMissingSignature: "missing_signature",

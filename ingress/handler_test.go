@@ -41,6 +41,7 @@ type fixture struct {
 	url     string
 	metrics *ingress.Metrics
 	stream  jetstream.Stream
+	health  *health.Registry
 }
 
 func newFixture(t *testing.T) *fixture {
@@ -52,13 +53,14 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatal(err)
 	}
 	m := ingress.NewMetrics(prometheus.NewRegistry())
+	reg := health.NewRegistry()
 	h := ingress.NewHandler(ns.JS, ingress.Options{
 		Verifier:       zoom.NewVerifier([]string{secret, oldSecret}, 5*time.Minute),
 		PublishTimeout: 2 * time.Second,
-	}, m, health.NewRegistry(), zap.NewNop())
+	}, m, reg, zap.NewNop())
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
-	return &fixture{handler: h, nats: ns, srv: srv, url: srv.URL + ingress.WebhookPath, metrics: m, stream: stream}
+	return &fixture{handler: h, nats: ns, srv: srv, url: srv.URL + ingress.WebhookPath, metrics: m, stream: stream, health: reg}
 }
 
 func (f *fixture) msgs(t *testing.T) uint64 {

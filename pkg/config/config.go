@@ -141,6 +141,11 @@ type Ingress struct {
 	PublishTimeout Duration `yaml:"publish_timeout"`
 	// MaxClockSkew is how far x-zm-request-timestamp may be from now.
 	MaxClockSkew Duration `yaml:"max_clock_skew"`
+	// MaxConnections caps the connections the listener holds open at once;
+	// past it, new ones wait in the kernel's queue until one closes, so
+	// that a flood of slow clients cannot use up the process's file
+	// descriptors.
+	MaxConnections int `yaml:"max_connections"`
 	// ShutdownDelay keeps the listener taking requests for this long after
 	// /readyz turned 503 at a stop, so that a load balancer has time to stop
 	// sending it any. 0 by default; a few seconds behind a load balancer.
@@ -403,6 +408,7 @@ func Default() Config {
 			Listen:         "127.0.0.1:8080",
 			PublishTimeout: Duration(2 * time.Second),
 			MaxClockSkew:   Duration(5 * time.Minute),
+			MaxConnections: 4096,
 		},
 		Admin:   Admin{Listen: "127.0.0.1:8081"},
 		Sandbox: Sandbox{RateLimit: SandboxRateLimit{PerSecond: 20}},

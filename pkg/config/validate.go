@@ -87,6 +87,9 @@ func (c *Config) problems(roles []Role) []string {
 			p.add("ingress.publish_timeout", "must be under 3s: Zoom gives up waiting after 3 s, so a slower answer is lost")
 		}
 		p.atLeast("ingress.max_clock_skew", c.Ingress.MaxClockSkew, time.Second)
+		if c.Ingress.MaxConnections < 16 {
+			p.add("ingress.max_connections", "must be at least 16 (4096 by default)")
+		}
 		if c.Ingress.ShutdownDelay < 0 || c.Ingress.ShutdownDelay >= c.ShutdownTimeout {
 			p.add("ingress.shutdown_delay", fmt.Sprintf("must be between 0 and shutdown_timeout (%s)", c.ShutdownTimeout))
 		}

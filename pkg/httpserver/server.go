@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"golang.org/x/net/netutil"
 
 	"github.com/geomux/geomux/pkg/logfields"
 )
@@ -23,6 +25,7 @@ type Server struct {
 	srv        *http.Server
 	ln         atomic.Pointer[net.Listener]
 	done       chan struct{}
+	maxConns   int
 }
 
 // New returns a server for h on addr; name says which listener it is in
@@ -37,9 +40,27 @@ func New(name, addr string, h http.Handler, log *zap.Logger) *Server {
 			WriteTimeout:      15 * time.Second,
 			IdleTimeout:       2 * time.Minute,
 			MaxHeaderBytes:    64 << 10,
-			ErrorLog:          zap.NewStdLog(log.Named("http")),
+			// The server logs each failed accept (out of file descriptors,
+			// say) and each bad TLS handshake: a flood of those is sampled.
+			ErrorLog: zap.NewStdLog(sampled(log.Named("http"))),
 		},
 	}
+}
+
+// LimitConnections caps the connections the server holds open at once:
+// past n, new ones wait in the kernel's accept queue until one closes.
+// Call it before Start.
+func (s *Server) LimitConnections(n int) *Server {
+	s.maxConns = n
+	return s
+}
+
+// sampled keeps the first lines of each message a second, then one in a
+// hundred.
+func sampled(log *zap.Logger) *zap.Logger {
+	return log.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
+		return zapcore.NewSamplerWithOptions(c, time.Second, 5, 100)
+	}))
 }
 
 // Start binds the address and serves in the background.
@@ -47,6 +68,9 @@ func (s *Server) Start(context.Context) error {
 	ln, err := net.Listen("tcp", s.addr)
 	if err != nil {
 		return fmt.Errorf("%s cannot listen on %s: %w", s.name, s.addr, err)
+	}
+	if s.maxConns > 0 {
+		ln = netutil.LimitListener(ln, s.maxConns)
 	}
 	s.ln.Store(&ln)
 	go func() {

@@ -93,9 +93,6 @@ func (v *Verifier) Verify(signature, timestamp string, body []byte) (*Key, error
 	if err != nil {
 		return nil, ErrBadTimestamp
 	}
-	if d := v.now().Sub(time.Unix(ts, 0)); d > v.maxSkew || d < -v.maxSkew {
-		return nil, ErrStaleTimestamp
-	}
 	if len(signature) != 3+2*sha256.Size || signature[:3] != "v0=" {
 		return nil, ErrBadSignature
 	}
@@ -115,6 +112,12 @@ func (v *Verifier) Verify(signature, timestamp string, body []byte) (*Key, error
 	}
 	if match == nil {
 		return nil, ErrBadSignature
+	}
+	// The timestamp is checked once the signature is known good, so that
+	// ErrStaleTimestamp says a genuine request came too late or too early:
+	// a replay, or this host's clock off (the ingress watches for that).
+	if d := v.now().Sub(time.Unix(ts, 0)); d > v.maxSkew || d < -v.maxSkew {
+		return nil, ErrStaleTimestamp
 	}
 	return match, nil
 }
