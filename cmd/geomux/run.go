@@ -147,10 +147,13 @@ func runApp(parent context.Context, cfg config.Config, target config.Target) err
 // announce logs when everything has started, and when stopping begins; at
 // that first moment of a stop, /readyz turns 503. Its hook is appended last:
 // it starts last and stops first.
-func announce(lc fx.Lifecycle, log *zap.Logger, h *health.Registry, target config.Target) {
+func announce(lc fx.Lifecycle, log *zap.Logger, h *health.Registry, target config.Target, cfg config.Config) {
 	fields := []zap.Field{logfields.Target(target.Name), zap.String("version", version)}
 	lc.Append(fx.Hook{
 		OnStart: func(context.Context) error {
+			for _, w := range cfg.Warnings {
+				log.Warn("Config warning", zap.String("warning", w))
+			}
 			log.Info("geomux started", fields...)
 			return nil
 		},

@@ -20,7 +20,10 @@ type Config struct {
 	Worker  Worker   `yaml:"worker"`
 	Regions []Region `yaml:"regions"`
 	Install Install  `yaml:"install"`
-	Sandbox Sandbox  `yaml:"sandbox"`
+	// Warnings are what loading found questionable but not wrong (a file
+	// of secrets others may read); the process logs them at start.
+	Warnings []string `yaml:"-"`
+	Sandbox  Sandbox  `yaml:"sandbox"`
 	// ShutdownTimeout bounds a graceful stop: in-flight requests finish,
 	// consumers drain, then the process exits.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`

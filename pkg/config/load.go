@@ -43,7 +43,16 @@ func Load(path string, environ []string, roles ...Role) (Config, error) {
 		return Config{}, fmt.Errorf("read config: %w", err)
 	}
 	defer f.Close()
-	return Read(path, f, environ, roles...)
+	c, err := Read(path, f, environ, roles...)
+	if err != nil {
+		return c, err
+	}
+	if st, err := f.Stat(); err == nil {
+		if w := readableByOthers(path, st.Mode(), &c); w != "" {
+			c.Warnings = append(c.Warnings, w)
+		}
+	}
+	return c, nil
 }
 
 // Read is Load for a config that is not in a file; name is used in messages.

@@ -194,9 +194,10 @@ func (c *Config) problems(roles []Role) []string {
 		}
 	}
 
+	p.demoSecretsInPublic(c)
 	if c.Install.Enabled() {
 		if u, err := url.Parse(c.Install.PublicURL); err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && isLoopbackHost(u.Hostname()))) || (u.Path != "" && u.Path != "/") {
-			p.add("install.public_url", fmt.Sprintf("%q is not an https URL without a path (http only for localhost), e.g. https://bot.example.com", c.Install.PublicURL))
+			p.add("install.public_url", fmt.Sprintf("%q is not an https URL without a path (http only for localhost), e.g. https://bot.example.com", RedactURL(c.Install.PublicURL)))
 		}
 		if has(RoleIngress) {
 			if len(c.Install.StateKey) < 32 {
@@ -327,14 +328,14 @@ func (p *problems) loopback(key, v string) {
 	}
 	host, _, _ := net.SplitHostPort(v)
 	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
-		p.add(key, fmt.Sprintf("%q must be a loopback address such as 127.0.0.1:4222: the embedded server has no authentication", v))
+		p.add(key, fmt.Sprintf("%q must be a loopback address such as 127.0.0.1:4222: the embedded server serves this machine only", v))
 	}
 }
 
 func (p *problems) httpURL(key, v string) {
 	u, err := url.Parse(v)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		p.add(key, fmt.Sprintf("%q is not an http(s) URL", v))
+		p.add(key, fmt.Sprintf("%q is not an http(s) URL", RedactURL(v)))
 	}
 }
 
@@ -359,7 +360,7 @@ func (p *problems) natsURL(key, v string) {
 	for _, u := range strings.Split(v, ",") {
 		pu, err := url.Parse(strings.TrimSpace(u))
 		if err != nil || pu.Host == "" || !slices.Contains([]string{"nats", "tls", "ws", "wss"}, pu.Scheme) {
-			p.add(key, fmt.Sprintf("%q is not a NATS URL (write nats://host:4222; separate several with commas)", u))
+			p.add(key, fmt.Sprintf("%q is not a NATS URL (write nats://host:4222; separate several with commas)", RedactURL(u)))
 		}
 	}
 }

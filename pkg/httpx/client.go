@@ -4,14 +4,18 @@ package httpx
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/go-cleanhttp"
 	"github.com/hashicorp/go-retryablehttp"
 	"go.uber.org/zap"
 
+	"github.com/geomux/geomux/pkg/config"
 	"github.com/geomux/geomux/pkg/retry"
 )
 
@@ -106,7 +110,44 @@ func retryAfter(resp *http.Response) (time.Duration, bool) {
 // each attempt; those go to debug.
 type leveled struct{ l *zap.Logger }
 
-func (l leveled) Error(msg string, kv ...any) { l.l.Sugar().Debugw(msg, kv...) }
-func (l leveled) Info(msg string, kv ...any)  { l.l.Sugar().Debugw(msg, kv...) }
-func (l leveled) Debug(msg string, kv ...any) { l.l.Sugar().Debugw(msg, kv...) }
-func (l leveled) Warn(msg string, kv ...any)  { l.l.Sugar().Debugw(msg, kv...) }
+func (l leveled) Error(msg string, kv ...any) { l.l.Sugar().Debugw(msg, redacted(kv)...) }
+func (l leveled) Info(msg string, kv ...any)  { l.l.Sugar().Debugw(msg, redacted(kv)...) }
+func (l leveled) Debug(msg string, kv ...any) { l.l.Sugar().Debugw(msg, redacted(kv)...) }
+func (l leveled) Warn(msg string, kv ...any)  { l.l.Sugar().Debugw(msg, redacted(kv)...) }
+
+// redacted is go-retryablehttp's key-value pairs with every URL shown
+// without credentials or query (a backend's URL may carry a key in
+// either), and errors, which quote the URL, reduced to the same.
+func redacted(kv []any) []any {
+	out := make([]any, len(kv))
+	for i, v := range kv {
+		switch v := v.(type) {
+		case *url.URL:
+			out[i] = config.RedactURL(v.String())
+		case url.URL:
+			out[i] = config.RedactURL(v.String())
+		case *http.Request:
+			out[i] = v.Method + " " + config.RedactURL(v.URL.String())
+		case error:
+			out[i] = redactError(v)
+		case string:
+			if strings.Contains(v, "://") {
+				out[i] = config.RedactURL(v)
+			} else {
+				out[i] = v
+			}
+		default:
+			out[i] = v
+		}
+	}
+	return out
+}
+
+// redactError is err's message, its URL (a *url.Error's) redacted.
+func redactError(err error) string {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Op + " " + config.RedactURL(ue.URL) + ": " + ue.Err.Error()
+	}
+	return err.Error()
+}

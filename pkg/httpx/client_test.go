@@ -3,11 +3,14 @@ package httpx_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"go.uber.org/zap/zaptest/observer"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -320,5 +323,33 @@ func TestManyConcurrentCallsReuseConnections(t *testing.T) {
 	round()
 	if again := opened.Load() - first; again > 0 {
 		t.Errorf("a second round of %d concurrent calls opened %d new connections (first round: %d), want none", n, again, first)
+	}
+}
+
+// At debug level the client logs its requests and retries: never a URL's
+// password or query (a backend's key), nor one inside an error.
+func TestDebugLogsRedactURLs(t *testing.T) {
+	srv, _ := server(t, status(500, "", ""), status(200, "", "ok"))
+	core, logs := observer.New(zap.DebugLevel)
+	c := httpx.NewClient(httpx.Options{Retries: 2, WaitMin: time.Millisecond, WaitMax: time.Millisecond}, zap.New(core))
+	u := strings.Replace(srv.URL, "http://", "http://svc:hunter2@", 1) + "/chat?api_key=k3y"
+	if _, _, err := post(t, c, u); err != nil {
+		t.Fatal(err)
+	}
+	// A failing call's error names its URL too.
+	if _, _, err := post(t, c, "http://svc:hunter2@127.0.0.1:1/chat?api_key=k3y"); err == nil {
+		t.Fatal("a call to a closed port succeeded")
+	}
+	if logs.Len() == 0 {
+		t.Fatal("no debug lines: nothing checked")
+	}
+	for _, e := range logs.All() {
+		line := e.Message
+		for k, v := range e.ContextMap() {
+			line += " " + k + "=" + fmt.Sprint(v)
+		}
+		if strings.Contains(line, "hunter2") || strings.Contains(line, "k3y") {
+			t.Errorf("a debug line shows a secret: %s", line)
+		}
 	}
 }
