@@ -270,7 +270,8 @@ func (s *Handler) persist(w http.ResponseWriter, r *http.Request, a *app, body [
 
 func (s *Handler) unavailable(w http.ResponseWriter, a *app, err error, fields []zap.Field) {
 	a.publishFailures.Inc()
-	s.log.Warn("Event not persisted; answered 503 so that Zoom retries", append(fields, zap.Error(err))...)
+	// Sampled: while the store is full or away, every request comes here.
+	s.rejectLog.Warn("Event not persisted; answered 503 so that Zoom retries", append(fields, zap.Error(err))...)
 	w.Header().Set("Retry-After", strconv.Itoa(300))
 	httpx.WriteJSON(w, http.StatusServiceUnavailable, errorBody{Error: "event could not be stored; retry later"})
 }

@@ -67,7 +67,26 @@ func NewConn(p ConnParams) (*nats.Conn, error) {
 		}
 		return nil
 	})
+	stopKeeping := func() {}
+	if ns != nil {
+		if jsc := ns.JetStreamConfig(); jsc != nil {
+			ctx, cancel := context.WithCancel(context.Background())
+			kept := make(chan struct{})
+			go func() {
+				defer close(kept)
+				natsx.KeepJetStream(ctx, ns, *jsc, jetStreamRetry, p.Log.Named("nats"))
+			}()
+			stopKeeping = func() { cancel(); <-kept }
+		}
+		p.Health.Register("jetstream", func() error {
+			if !ns.JetStreamEnabled() {
+				return errors.New("the embedded JetStream is off (out of disk space?); geomux turns it back on once it can")
+			}
+			return nil
+		})
+	}
 	p.Lifecycle.Append(fx.StopHook(func(ctx context.Context) error {
+		stopKeeping()
 		err := drain(ctx, nc)
 		if ns != nil {
 			ns.Shutdown()
@@ -78,6 +97,10 @@ func NewConn(p ConnParams) (*nats.Conn, error) {
 	}))
 	return nc, nil
 }
+
+// jetStreamRetry is how often the embedded server's JetStream is tried
+// again once nats-server turned it off.
+const jetStreamRetry = 2 * time.Second
 
 func drain(ctx context.Context, nc *nats.Conn) error {
 	if err := nc.Drain(); err != nil {

@@ -4,9 +4,11 @@
 package natsx
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strconv"
 	"time"
 
@@ -95,3 +97,44 @@ func (l serverLogger) Fatalf(format string, v ...any)  { l.s.Errorf(format, v...
 func (l serverLogger) Errorf(format string, v ...any)  { l.s.Errorf(format, v...) }
 func (l serverLogger) Debugf(format string, v ...any)  { l.s.Debugf(format, v...) }
 func (l serverLogger) Tracef(format string, v ...any)  {}
+
+// KeepJetStream turns the embedded server's JetStream back on after
+// nats-server turned it off, which it does when a write fails for lack of
+// disk space ("JetStream out of resources, will be DISABLED"): without
+// this, every event would be answered 503 until a restart, though space
+// came back. Every interval until ctx is done, it tries again with the
+// configuration JetStream started with (cfg, from ns.JetStreamConfig() at
+// start): the streams, consumers and buckets come back from the store.
+func KeepJetStream(ctx context.Context, ns *server.Server, cfg server.JetStreamConfig, every time.Duration, log *zap.Logger) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	down := false
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if ns.JetStreamEnabled() {
+			if down {
+				log.Info("Embedded JetStream is back")
+				down = false
+			}
+			continue
+		}
+		if !down {
+			log.Error("Embedded JetStream is off (nats-server turns it off when the disk is full); events are answered 503 until it is back",
+				zap.String("store_dir", cfg.StoreDir))
+			down = true
+		}
+		c := cfg
+		// EnableJetStream adds "jetstream" to the store directory, which
+		// ns.JetStreamConfig() reports with it.
+		if filepath.Base(c.StoreDir) == server.JetStreamStoreDir {
+			c.StoreDir = filepath.Dir(c.StoreDir)
+		}
+		if err := ns.EnableJetStream(&c); err != nil {
+			log.Debug("Embedded JetStream not back yet", zap.Error(err))
+		}
+	}
+}
