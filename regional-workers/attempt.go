@@ -52,8 +52,7 @@ func (w *Worker) attempt(it *item) (o outcome) {
 		}
 	}()
 	if it.bad != nil {
-		w.deadLetter(it, proto.DeadReasonPermanent, it.bad, 0, fields)
-		return outcome{verdict: finished}
+		return w.deadLetter(it, proto.DeadReasonPermanent, it.bad, 0, fields)
 	}
 	switch w.turn(it) {
 	case notFirst:
@@ -197,11 +196,9 @@ func (w *Worker) failed(it *item, start time.Time, st replyState, err error, fie
 	}
 	switch {
 	case !retry.Retryable(err):
-		w.deadLetter(it, proto.DeadReasonPermanent, err, attempt, fields)
-		return outcome{verdict: finished}
+		return w.deadLetter(it, proto.DeadReasonPermanent, err, attempt, fields)
 	case attempt >= w.opts.Retry.MaxAttempts:
-		w.deadLetter(it, proto.DeadReasonMaxAttempts, err, attempt, fields)
-		return outcome{verdict: finished}
+		return w.deadLetter(it, proto.DeadReasonMaxAttempts, err, attempt, fields)
 	}
 	// A server may ask for a day: a chat reply that late is worth less than
 	// trying again within maxRetryDelay.

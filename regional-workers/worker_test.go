@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/pkg/natsx/natstest"
 	"github.com/geomux/geomux/pkg/zoom"
 	"github.com/geomux/geomux/pkg/zoom/zoomtest"
@@ -1027,4 +1028,51 @@ func TestUnreadableEventBodyIsPermanent(t *testing.T) {
 	if n := z.Requests(); n != 0 {
 		t.Errorf("Zoom received %d requests", n)
 	}
+}
+
+// A full dead-letter stream (worker.dead_letter_max_bytes) refuses new dead
+// letters: the event is not dropped but stays in the events stream, and
+// its conversation waits for it, until there is room; then it is
+// dead-lettered as usual.
+func TestFullDeadLetterStreamKeepsTheEvent(t *testing.T) {
+	t.Parallel()
+	ns := natstest.Start(t, "")
+	z := newFakeZoom(t, nil)
+	opts := testOptions("us")
+	opts.BotJID = "unknown-bot@xmpp.zoom.us" // Zoom refuses every reply for good
+	opts.Streams.DeadLetterMaxBytes = 4 << 10
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	dlqs, err := natsx.EnsureStream(ctx, ns.JS, natsx.RegionDeadLetterConfig("us", opts.Streams))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fill it.
+	for i := 0; ; i++ {
+		if _, err := ns.JS.Publish(ctx, proto.RegionDeadLetterSubject("us"), make([]byte, 512)); err != nil {
+			break
+		}
+		if i > 100 {
+			t.Fatal("the dead-letter stream takes more than its cap")
+		}
+	}
+	_, reg := startWorker(t, ns.JS, workers.Echo, zoomClient(t, z), opts)
+	publish(t, ns.JS, "us", zoom.EventBotNotification, "acct", zoomtest.BotNotification("acct", "hi", 1))
+	// Zoom refuses the reply twice: the dead letter was tried and refused.
+	natstest.Eventually(t, waitFor, func() bool { return z.Requests() >= 2 }, "two attempts")
+	if n := streamMsgs(t, ns.JS, proto.RegionEventsStream("us")); n != 1 {
+		t.Fatalf("the events stream holds %d events, want the one whose dead letter found no room", n)
+	}
+	if got := metricValue(t, reg, "geomux_worker_failed_total", map[string]string{"region": "us", "reason": proto.DeadReasonPermanent}); got != 0 {
+		t.Errorf("counted %v dead letters while none could be stored", got)
+	}
+	// The operator makes room: the event is dead-lettered.
+	if err := dlqs.Purge(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dl := waitDeadLetter(t, ns.JS, "us")
+	if r := dl.Header.Get(proto.HeaderDeadReason); r != proto.DeadReasonPermanent {
+		t.Errorf("dead letter reason %q", r)
+	}
+	waitEventsGone(t, ns.JS, "us")
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 
 	"github.com/geomux/geomux/pkg/config"
 	"github.com/geomux/geomux/pkg/directory"
@@ -71,7 +72,10 @@ type Router struct {
 	regions  map[string]bool
 	regionJS map[string]jetstream.JetStream
 	log      *zap.Logger
-	metrics  *Metrics
+	// failLog logs publish failures, sampled: while a region or the
+	// parked stream refuses, every event retried each second comes here.
+	failLog *zap.Logger
+	metrics *Metrics
 
 	parked jetstream.Stream
 	cc     jetstream.ConsumeContext
@@ -100,7 +104,8 @@ func New(js jetstream.JetStream, cache *directory.Cache, opts Options, m *Metric
 	if opts.DefaultApp == "" {
 		opts.DefaultApp = config.DefaultAppName
 	}
-	r := &Router{js: js, cache: cache, opts: opts, regions: map[string]bool{}, regionJS: map[string]jetstream.JetStream{}, log: log, metrics: m}
+	r := &Router{js: js, cache: cache, opts: opts, regions: map[string]bool{}, regionJS: map[string]jetstream.JetStream{}, log: log, metrics: m,
+		failLog: log.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core { return zapcore.NewSamplerWithOptions(c, time.Second, 5, 100) }))}
 	for _, name := range opts.Regions {
 		r.regionJS[name] = js
 		if rjs, ok := opts.RegionJS[name]; ok {
@@ -342,7 +347,7 @@ func (r *Router) handle(in jetstream.Msg) {
 	fut, err := pub.PublishMsgAsync(out)
 	if err != nil {
 		r.metrics.Failures.Inc()
-		r.log.Warn("Route publish failed; will retry", logfields.EventID(id), logfields.AccountID(account), zap.Error(err))
+		r.failLog.Warn("Route publish failed; will retry", logfields.EventID(id), logfields.AccountID(account), zap.Error(err))
 		_ = in.NakWithDelay(time.Second)
 		return
 	}
@@ -366,7 +371,7 @@ func (r *Router) ackLoop(l *lane) {
 			r.routed(p)
 		case err := <-p.fut.Err():
 			r.metrics.Failures.Inc()
-			r.log.Warn("Route publish failed; will retry", logfields.EventID(p.id), logfields.AccountID(p.account), zap.Error(err))
+			r.failLog.Warn("Route publish failed; will retry", logfields.EventID(p.id), logfields.AccountID(p.account), zap.Error(err))
 			_ = p.in.NakWithDelay(time.Second)
 		}
 	}

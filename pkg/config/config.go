@@ -263,6 +263,11 @@ type Router struct {
 	// ParkTTL is how long an event of an account without a region is kept
 	// waiting for one. After it, JetStream discards the event.
 	ParkTTL Duration `yaml:"park_ttl"`
+	// ParkMaxBytes caps the parked stream. When it is full, new events of
+	// accounts without a region wait in transit (the router keeps them)
+	// and, once transit is full too, the ingress answers 503: nothing
+	// answered 200 is dropped. 0: no cap but the store's.
+	ParkMaxBytes Size `yaml:"park_max_bytes"`
 }
 
 // Worker configures the regional workers. Each region's worker holds the
@@ -301,6 +306,11 @@ type Worker struct {
 	HandlerTimeout Duration `yaml:"handler_timeout"`
 	// DeadLetterMaxAge is how long a region keeps an event it gave up on.
 	DeadLetterMaxAge Duration `yaml:"dead_letter_max_age"`
+	// DeadLetterMaxBytes caps a region's dead-letter stream. When it is
+	// full, an event to dead-letter stays in the events stream (retried
+	// later) until an operator purges or replays dead letters: none is
+	// dropped. 0: no cap but the store's.
+	DeadLetterMaxBytes Size `yaml:"dead_letter_max_bytes"`
 }
 
 // ZoomPace paces each account's sends to Zoom, which limits chat messages
@@ -427,7 +437,7 @@ func Default() Config {
 			},
 			HTTPRetries: 2,
 		},
-		Router: Router{ParkTTL: Duration(24 * time.Hour)},
+		Router: Router{ParkTTL: Duration(24 * time.Hour), ParkMaxBytes: 1 << 30},
 		Worker: Worker{
 			Concurrency:        8192,
 			MemoryBudget:       64 << 20,
@@ -437,6 +447,7 @@ func Default() Config {
 			ZoomPace:           ZoomPace{InitialRate: 10, MaxRate: 100},
 			HandlerTimeout:     Duration(20 * time.Second),
 			DeadLetterMaxAge:   Duration(30 * 24 * time.Hour),
+			DeadLetterMaxBytes: 1 << 30,
 		},
 		ShutdownTimeout: Duration(30 * time.Second),
 	}

@@ -146,6 +146,9 @@ func (c *Config) problems(roles []Role) []string {
 
 	if has(RoleRouter) {
 		p.atLeast("router.park_ttl", c.Router.ParkTTL, time.Minute)
+		if b := c.Router.ParkMaxBytes; b != 0 && b < 1<<20 {
+			p.add("router.park_max_bytes", "must be 0 (no cap) or at least 1MiB")
+		}
 	}
 
 	if len(c.Regions) == 0 {
@@ -286,6 +289,9 @@ func (p *problems) worker(w Worker) {
 	}
 	p.atLeast("worker.handler_timeout", w.HandlerTimeout, 100*time.Millisecond)
 	p.atLeast("worker.dead_letter_max_age", w.DeadLetterMaxAge, time.Hour)
+	if b := w.DeadLetterMaxBytes; b != 0 && b < 1<<20 {
+		p.add("worker.dead_letter_max_bytes", "must be 0 (no cap) or at least 1MiB")
+	}
 }
 
 func (p *problems) between(key string, v, least, most int) {

@@ -53,3 +53,35 @@ func TestJetStreamComesBackAfterBeingTurnedOff(t *testing.T) {
 		t.Errorf("the message stored before: %v, %v", m, err)
 	}
 }
+
+// A deployment of an earlier version has parked and dead-letter streams
+// without a cap: starting this version caps them in place.
+func TestCapsAddedToExistingStreams(t *testing.T) {
+	s := natstest.Start(t, "")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	old := natsx.StreamOptions{DedupWindow: time.Minute, ParkTTL: time.Hour, DeadLetterMaxAge: time.Hour, Regions: map[string]natsx.Placement{}}
+	capped := old
+	capped.ParkMaxBytes, capped.DeadLetterMaxBytes = 8<<20, 16<<20
+	for _, cfgs := range []func(natsx.StreamOptions) jetstream.StreamConfig{
+		natsx.ParkedStreamConfig,
+		func(o natsx.StreamOptions) jetstream.StreamConfig { return natsx.RegionDeadLetterConfig("eu", o) },
+	} {
+		was := cfgs(old)
+		was.Discard = jetstream.DiscardOld // the dead-letter stream's earlier policy
+		if _, err := s.JS.CreateStream(ctx, was); err != nil {
+			t.Fatal(err)
+		}
+		st, err := natsx.EnsureStream(ctx, s.JS, cfgs(capped))
+		if err != nil {
+			t.Fatalf("capping %s: %v", was.Name, err)
+		}
+		info, err := st.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Config.MaxBytes != cfgs(capped).MaxBytes || info.Config.Discard != jetstream.DiscardNew {
+			t.Errorf("%s: max bytes %d, discard %v", was.Name, info.Config.MaxBytes, info.Config.Discard)
+		}
+	}
+}

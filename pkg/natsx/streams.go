@@ -24,6 +24,9 @@ type StreamOptions struct {
 	ParkTTL time.Duration
 	// DeadLetterMaxAge is how long a dead letter is kept.
 	DeadLetterMaxAge time.Duration
+	// ParkMaxBytes and DeadLetterMaxBytes cap the parked and dead-letter
+	// streams (0: no cap); past them, new messages are refused.
+	ParkMaxBytes, DeadLetterMaxBytes int64
 	// Hub places the hub's streams and buckets (transit, parked, directory).
 	Hub Placement
 	// TransitInMemory keeps the transit and parked streams, which hold every
@@ -65,14 +68,16 @@ func (p Placement) kv(c *jetstream.KeyValueConfig) {
 // StreamOptionsFrom takes the stream settings from a config.
 func StreamOptionsFrom(c config.Config) StreamOptions {
 	o := StreamOptions{
-		DedupWindow:      c.NATS.DedupWindow.D(),
-		ParkTTL:          c.Router.ParkTTL.D(),
-		DeadLetterMaxAge: c.Worker.DeadLetterMaxAge.D(),
-		Hub:              Placement{Replicas: c.NATS.Replicas},
-		TransitInMemory:  c.NATS.TransitStorage == "memory",
-		Regions:          map[string]Placement{},
-		Bind:             !c.NATS.ManageStreams,
-		Partitions:       c.Worker.Partitions,
+		DedupWindow:        c.NATS.DedupWindow.D(),
+		ParkTTL:            c.Router.ParkTTL.D(),
+		DeadLetterMaxAge:   c.Worker.DeadLetterMaxAge.D(),
+		ParkMaxBytes:       int64(c.Router.ParkMaxBytes),
+		DeadLetterMaxBytes: int64(c.Worker.DeadLetterMaxBytes),
+		Hub:                Placement{Replicas: c.NATS.Replicas},
+		TransitInMemory:    c.NATS.TransitStorage == "memory",
+		Regions:            map[string]Placement{},
+		Bind:               !c.NATS.ManageStreams,
+		Partitions:         c.Worker.Partitions,
 	}
 	for _, r := range c.Regions {
 		o.Regions[r.Name] = Placement{Replicas: r.NATS.Replicas, Tags: r.NATS.PlacementTags}
@@ -123,6 +128,7 @@ func ParkedStreamConfig(o StreamOptions) jetstream.StreamConfig {
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     o.transitStorage(),
 		MaxAge:      o.ParkTTL,
+		MaxBytes:    capBytes(o.ParkMaxBytes),
 		Duplicates:  min(o.DedupWindow, o.ParkTTL),
 		Discard:     jetstream.DiscardNew,
 	}
@@ -211,9 +217,21 @@ func RegionDeadLetterConfig(region string, o StreamOptions) jetstream.StreamConf
 		// A dead letter stored twice (its worker died before terminating
 		// the event, whose next delivery ran out) is dropped the second time.
 		Duplicates: min(o.DedupWindow, o.DeadLetterMaxAge),
+		// Full, it refuses new dead letters rather than drop old ones: the
+		// event stays in the events stream until there is room.
+		MaxBytes: capBytes(o.DeadLetterMaxBytes),
+		Discard:  jetstream.DiscardNew,
 	}
 	o.Regions[region].stream(&c)
 	return c
+}
+
+// capBytes is a stream's MaxBytes for a cap of b bytes (0: none).
+func capBytes(b int64) int64 {
+	if b <= 0 {
+		return -1
+	}
+	return b
 }
 
 // DirectoryConfig is the bucket of the account → region directory.
