@@ -1,5 +1,9 @@
 # geomux: `make run` starts the whole pipeline on one machine; `make test` runs every test.
 MODULES := proto pkg ingress router regional-workers cmd/geomux bench
+# geomux is built and tested with this Go release, which the go command
+# fetches through the Go module proxy (a machine's own Go may be older:
+# go1.26.8 has reachable standard-library vulnerabilities, see vulncheck).
+export GOTOOLCHAIN ?= go1.27.3
 GO      ?= go
 BIN     := bin/geomux
 CONFIG  ?= deploy/local/geomux.yaml
@@ -28,7 +32,7 @@ run: build ## Run everything in one process with deploy/local/geomux.yaml (embed
 ARTIFACTS := test-artifacts
 
 .PHONY: test
-test: tidy-lint vet modules fuzz ## Run every test of every module with the race detector (screenshots in test-artifacts/)
+test: tidy-lint vet modules vulncheck fuzz ## Run every test of every module with the race detector (screenshots in test-artifacts/)
 	@rm -rf $(ARTIFACTS) && mkdir -p $(ARTIFACTS)
 	@set -e; for m in $(MODULES); do echo "== test $$m"; (cd $$m && $(GO) test -race -count=1 -artifacts -outputdir="$(CURDIR)/$(ARTIFACTS)" ./...); done
 
@@ -75,6 +79,20 @@ vet: ## go vet every module
 .PHONY: modules
 modules: ## Check that each module builds on its own, outside the workspace
 	@set -e; for m in $(MODULES); do (cd $$m && GOWORK=off $(GO) build ./...); done
+
+# govulncheck, offline: the Go vulnerability database comes as a module
+# (golang.org/x/vulndb, its OSV files under data/osv) through the module
+# proxy, and govulncheck reads it from disk. A vulnerability reachable from
+# geomux's code fails the build. Bump VULNDB to take newer reports.
+GOVULNCHECK := v1.9.0
+VULNDB      := v0.0.0-20261105234957-e22db6528018
+
+.PHONY: vulncheck
+vulncheck: ## Fail on a known vulnerability reachable from any module (govulncheck, offline database)
+	@GOBIN=$(CURDIR)/bin $(GO) install golang.org/x/vuln/cmd/govulncheck@$(GOVULNCHECK)
+	@db=$$(GOWORK=off GOFLAGS=-mod=mod $(GO) mod download -json golang.org/x/vulndb@$(VULNDB) | sed -n 's/^[[:space:]]*"Dir": "\(.*\)",$$/\1/p'); \
+	test -d "$$db/data/osv" || { echo "vulncheck: no vulnerability database at $$db/data/osv"; exit 1; }; \
+	set -e; for m in $(MODULES); do echo "== vulncheck $$m"; $(CURDIR)/bin/govulncheck -C $$m -db "file://$$db/data/osv" ./...; done
 
 .PHONY: tidy
 tidy: ## go mod tidy every module

@@ -1,6 +1,6 @@
 module github.com/geomux/geomux/bench
 
-go 1.26.0
+go 1.27.3
 
 replace (
 	github.com/geomux/geomux/pkg => ../pkg
@@ -35,7 +35,7 @@ require (
 	github.com/tidwall/match v1.1.1 // indirect
 	github.com/tidwall/pretty v1.3.0 // indirect
 	golang.org/x/crypto v0.59.0 // indirect
-	golang.org/x/image v0.30.0 // indirect
+	golang.org/x/image v0.48.0 // indirect
 	golang.org/x/sync v0.25.0 // indirect
 	golang.org/x/sys v0.50.0 // indirect
 	golang.org/x/text v0.44.0 // indirect

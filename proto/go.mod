@@ -1,3 +1,3 @@
 module github.com/geomux/geomux/proto
 
-go 1.26.0
+go 1.27.3

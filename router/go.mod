@@ -1,6 +1,6 @@
 module github.com/geomux/geomux/router
 
-go 1.26.0
+go 1.27.3
 
 replace (
 	github.com/geomux/geomux/pkg => ../pkg
