@@ -34,16 +34,25 @@ type ConnParams struct {
 	Health    *health.Registry
 }
 
+// Embedded is the embedded nats-server, or nil when the process connects
+// to nats.url.
+type Embedded struct{ Server *server.Server }
+
 // NewConn starts the embedded nats-server if nats.url is empty and connects.
 // On stop it drains the connection (pending publishes and acks are flushed),
 // then shuts the embedded server down, which flushes its store.
-func NewConn(p ConnParams) (*nats.Conn, error) {
+func NewConn(p ConnParams) (*nats.Conn, Embedded, error) {
+	nc, ns, err := newConn(p)
+	return nc, Embedded{Server: ns}, err
+}
+
+func newConn(p ConnParams) (*nats.Conn, *server.Server, error) {
 	c := HubNATS(p.Config, p.Target)
 	var ns *server.Server
 	if c.URL == "" {
 		var err error
 		if ns, err = natsx.StartEmbedded(p.Config.NATS, p.Log); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		p.Log.Info("Embedded NATS started", zap.String("store_dir", p.Config.NATS.StoreDir), zap.String("listen", p.Config.NATS.Listen))
 	}
@@ -52,7 +61,7 @@ func NewConn(p ConnParams) (*nats.Conn, error) {
 		if ns != nil {
 			ns.Shutdown()
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	// A Zoom body may be 1 MiB, plus headers: a server with the default
 	// max_payload (1 MB) refuses the largest events, and ingress would answer
@@ -95,7 +104,7 @@ func NewConn(p ConnParams) (*nats.Conn, error) {
 		}
 		return err
 	}))
-	return nc, nil
+	return nc, ns, nil
 }
 
 // jetStreamRetry is how often the embedded server's JetStream is tried

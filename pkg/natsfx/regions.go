@@ -21,6 +21,7 @@ type Region struct {
 	JS   jetstream.JetStream
 	// Separate is true when the region has a NATS system of its own.
 	Separate bool
+	own      bool // a connection of its own to the hub's NATS
 }
 
 // Regions are the region connections a process needs: every region for the
@@ -35,14 +36,19 @@ type RegionsParams struct {
 	Target    config.Target
 	Conn      *nats.Conn
 	JS        jetstream.JetStream
+	Embedded  Embedded
 	Log       *zap.Logger
 	Health    *health.Registry
 }
 
 // NewRegions connects to the NATS system of each region the target needs
-// that has one of its own; regions without one share the hub's connection.
-// The router holds one connection per region, each with that region's
-// credentials only.
+// that has one of its own. A region without one gets a connection of its
+// own to the hub's NATS: a NATS connection is read by one goroutine of the
+// server, and a region's workers send several messages per event (order
+// check, record, acknowledgement), which behind the ingress's and router's
+// on one connection held up all three (2,000 events/s on two cores fell
+// behind, their CPU to spare). The router holds one connection per region,
+// each with that region's credentials only.
 func NewRegions(p RegionsParams) (Regions, error) {
 	out := Regions{}
 	var need []config.Region
@@ -55,7 +61,12 @@ func NewRegions(p RegionsParams) (Regions, error) {
 	hub := HubNATS(p.Config, p.Target)
 	for _, r := range need {
 		if !r.NATS.Separate() {
-			out[r.Name] = Region{Conn: p.Conn, JS: p.JS}
+			reg, err := p.laneTo(r.Name)
+			if err != nil {
+				closeAll(out)
+				return nil, err
+			}
+			out[r.Name] = reg
 			continue
 		}
 		if own := p.Config.NATS.ForRegion(r); own.URL == hub.URL && own.Auth == hub.Auth {
@@ -64,11 +75,7 @@ func NewRegions(p RegionsParams) (Regions, error) {
 		}
 		nc, err := natsx.Connect(p.Config.NATS.ForRegion(r), nil, "geomux-"+p.Target.Name+"-"+r.Name, p.Log.With(zap.String("nats", r.Name)))
 		if err != nil {
-			for _, o := range out {
-				if o.Separate {
-					o.Conn.Close()
-				}
-			}
+			closeAll(out)
 			return nil, fmt.Errorf("region %s: %w", r.Name, err)
 		}
 		js, err := NewJetStream(nc)
@@ -87,6 +94,32 @@ func NewRegions(p RegionsParams) (Regions, error) {
 		p.Lifecycle.Append(fx.StopHook(func(ctx context.Context) error { return drain(ctx, nc) }))
 	}
 	return out, nil
+}
+
+// laneTo is a connection of region's own to the hub's NATS (in-process to
+// the embedded server), drained at stop before the main one.
+func (p RegionsParams) laneTo(region string) (Region, error) {
+	c := natsx.WithLocalAuth(HubNATS(p.Config, p.Target), natsx.RoleProcess)
+	nc, err := natsx.Connect(c, p.Embedded.Server, "geomux-"+p.Target.Name+"-"+region, p.Log.With(zap.String("nats", region)))
+	if err != nil {
+		return Region{}, fmt.Errorf("region %s: %w", region, err)
+	}
+	js, err := NewJetStream(nc)
+	if err != nil {
+		nc.Close()
+		return Region{}, err
+	}
+	p.Lifecycle.Append(fx.StopHook(func(ctx context.Context) error { return drain(ctx, nc) }))
+	return Region{Conn: nc, JS: js, own: true}, nil
+}
+
+// closeAll closes the connections NewRegions opened.
+func closeAll(rs Regions) {
+	for _, r := range rs {
+		if r.Separate || r.own {
+			r.Conn.Close()
+		}
+	}
 }
 
 // JS returns the JetStream contexts of the regions, by name.
