@@ -25,11 +25,12 @@ func (w *Worker) saveState(start time.Time, account, id string, st replyState, f
 // until it succeeds, retrying while NATS does not answer (a region's
 // servers restarting, a leader election): what it records is what keeps a
 // redelivery from asking the backend and sending the replies again. It
-// gives up after about an ack wait (keepInHand keeps the event from being
-// redelivered meanwhile), on an error that will not pass, or when a stop
-// gives up.
+// keeps trying through an outage of the region's servers (settleFor;
+// keepInHand keeps the event from being redelivered meanwhile, and a
+// redelivery that comes anyway joins the event in hand), and gives up on an
+// error that will not pass, or when a stop gives up.
 func (w *Worker) settle(f func(context.Context) error) error {
-	until := time.Now().Add(w.ackWait - settleMargin)
+	until := time.Now().Add(max(w.ackWait-settleMargin, settleFor))
 	wait := 50 * time.Millisecond
 	for {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(w.base), min(settleAttempt, max(time.Until(until), 0)+time.Second))
@@ -47,9 +48,12 @@ func (w *Worker) settle(f func(context.Context) error) error {
 	}
 }
 
-// settleAttempt bounds one attempt of settle; settleMargin is how long before
-// the ack wait's end settle gives up.
+// settleAttempt bounds one attempt of settle; settleFor is how long settle
+// keeps trying at least, long enough for a region's servers to restart or
+// elect new leaders; settleMargin is how long before the ack wait's end a
+// settle of a long ack wait gives up.
 const (
 	settleAttempt = 5 * time.Second
+	settleFor     = time.Minute
 	settleMargin  = 3 * time.Second
 )
