@@ -58,6 +58,14 @@ const (
 // without it: the events after it in its conversation were handled.
 const HeaderSkippedOver = "Geomux-Skipped-Over"
 
+// HeaderErasure marks a copy of an uninstall (app_deauthorized) that the
+// router puts in every region other than the account's (or in every region,
+// when the account has none), so that each erases what it holds of the
+// account: tokens, dead letters, reply records, waiting events. Its value
+// is the region the uninstall itself went to ("" when none). The copy's body
+// holds the account id and the uninstall's time only.
+const HeaderErasure = "Geomux-Erasure"
+
 // HeaderReplay marks an event an operator put back from the dead-letter
 // queue; its value is the dead-letter entry's id.
 const HeaderReplay = "Geomux-Replay"

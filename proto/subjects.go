@@ -184,6 +184,49 @@ type HoldsAnswer struct {
 	Error string `json:"error,omitempty"`
 }
 
+// RegionInventorySubject is where a region's workers answer, to the hub's
+// admin API, what the region holds of one account (request/reply: an
+// InventoryRequest, answered with an InventoryAnswer). Counts only: no
+// content leaves the region.
+func RegionInventorySubject(region string) string {
+	return "geomux.region." + region + ".inventory"
+}
+
+// InventoryQueue is the queue group of the workers answering
+// RegionInventorySubject.
+const InventoryQueue = "geomux-inventory"
+
+// InventoryRequest asks a region what it holds of an account.
+type InventoryRequest struct {
+	AccountID string `json:"account_id"`
+}
+
+// Inventory is what a region holds of an account.
+type Inventory struct {
+	// Tokens: the region's vault holds the account's OAuth tokens.
+	Tokens bool `json:"tokens"`
+	// DeadLetters are the account's events in the region's dead-letter queue.
+	DeadLetters int `json:"dead_letters"`
+	// ReplyRecords are the region's records of the account's events (what
+	// was replied, what is left to send).
+	ReplyRecords int `json:"reply_records"`
+	// ParkedEvents are the account's events stored in the region and not
+	// handled yet: waiting for a worker, handed back, or held until Zoom's
+	// daily limit resets.
+	ParkedEvents int `json:"parked_events"`
+	// AuditEntries are the region's audit records that name the account
+	// (erasures, replays and purges of its dead letters).
+	AuditEntries int `json:"audit_entries"`
+	// Pace: the region keeps the account's Zoom pace or daily-limit hold.
+	Pace bool `json:"pace"`
+}
+
+// InventoryAnswer is the answer on RegionInventorySubject.
+type InventoryAnswer struct {
+	Inventory Inventory `json:"inventory"`
+	Error     string    `json:"error,omitempty"`
+}
+
 // RegionPacingBucket is the KV bucket where a region's workers share what
 // they learnt of each account's Zoom rate limits: the pace of its sends and
 // a hold until Zoom's daily limit resets. Keys are account ids; no content.

@@ -84,9 +84,9 @@ func (w *Worker) handleEvent(it *item, fields []zap.Field) outcome {
 		return w.acknowledge(it, start, fields) // every reply went out already, replay or not
 	}
 	if err == nil {
-		err = w.prepare(&ev)
+		err = w.prepare(&ev, it.seq)
 	}
-	if err == nil && (len(st.Messages) == 0 || (it.replay && st.Sent == 0)) {
+	if err == nil && !ev.Erasure && (len(st.Messages) == 0 || (it.replay && st.Sent == 0)) {
 		var msgs []proto.ChatMessage
 		msgs, err = w.ask(ev)
 		if err == nil {
@@ -212,15 +212,15 @@ func (w *Worker) failed(it *item, start time.Time, st replyState, err error, fie
 // maxRetryDelay caps the wait before a retry, whatever Retry-After says.
 const maxRetryDelay = time.Hour
 
-// prepare does what geomux itself does with an event before its handler
-// sees it: erase an uninstalled account's data, or look up the user token
-// the handler wants.
-func (w *Worker) prepare(ev *Event) error {
+// prepare does what geomux itself does with an event (stored at seq)
+// before its handler sees it: erase an uninstalled account's data, or look
+// up the user token the handler wants.
+func (w *Worker) prepare(ev *Event, seq uint64) error {
 	ctx, cancel := context.WithTimeout(w.base, w.opts.HandlerTimeout)
 	defer cancel()
 	switch {
 	case ev.Type == zoom.EventAppDeauthorized:
-		return w.erase(ctx, ev.AccountID, ev.ReceivedAt)
+		return w.erase(ctx, *ev, seq)
 	case w.opts.UserToken && w.vault != nil:
 		t, err := w.vault.AccessToken(ctx, ev.AccountID)
 		if errors.Is(err, vault.ErrNoToken) {
@@ -287,6 +287,7 @@ func (w *Worker) event(m jetstream.Msg) (Event, error) {
 	if ts := h.Get(proto.HeaderReceivedAt); ts != "" {
 		ev.ReceivedAt, _ = time.Parse(proto.TimeFormat, ts)
 	}
+	ev.Erasure = h.Get(proto.HeaderErasure) != "" && ev.Type == zoom.EventAppDeauthorized
 	return ev, nil
 }
 

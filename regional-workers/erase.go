@@ -5,18 +5,25 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/geomux/geomux/pkg/logfields"
+	"github.com/geomux/geomux/proto"
 	"github.com/geomux/geomux/regional-workers/dlq"
 )
 
-// erase deletes what geomux keeps of an account in its region, when Zoom
-// says the app was uninstalled (app_deauthorized): its tokens, its dead
-// letters, its reply records, its Zoom pace, and only then its directory entry. It records
-// what it erased (no content) in the region's audit stream. Each step is
-// idempotent: Zoom may send the event twice, and a failed attempt is retried.
-func (w *Worker) erase(ctx context.Context, account string, uninstalled time.Time) error {
+// erase deletes what geomux keeps of an account in its region when Zoom
+// says the app was uninstalled (app_deauthorized, stored at seq): its
+// tokens, its dead letters, its reply records, its Zoom pace, its events
+// stored before the uninstall and not yet handled, and only then its
+// directory entry. The router sends every other region a copy of the
+// uninstall (ev.Erasure), so that a region the account was moved away from
+// erases too; a copy leaves the directory alone. It records what it erased
+// (no content) in the region's audit stream. Each step is idempotent: Zoom
+// may send the event twice, and a failed attempt is retried.
+func (w *Worker) erase(ctx context.Context, ev Event, seq uint64) error {
+	account, uninstalled := ev.AccountID, ev.ReceivedAt
 	var e dlq.Erasure
 	var err error
 	if w.vault != nil && !uninstalled.IsZero() {
@@ -38,22 +45,69 @@ func (w *Worker) erase(ctx context.Context, account string, uninstalled time.Tim
 	if e.ReplyRecords, err = w.state.erase(ctx, account); err != nil {
 		return fmt.Errorf("erase reply records: %w", err)
 	}
-	if err := w.pace.forget(ctx, account); err != nil {
+	if e.Pace, err = w.pace.forget(ctx, account); err != nil {
 		return fmt.Errorf("erase the account's pace: %w", err)
 	}
-	if w.opts.Directory != nil {
+	if e.ParkedEvents, err = w.eraseWaiting(ctx, account, seq); err != nil {
+		return fmt.Errorf("erase the account's waiting events: %w", err)
+	}
+	operator := "geomux (app_deauthorized)"
+	if ev.Erasure {
+		operator = "geomux (app_deauthorized of an account of another region)"
+	} else if w.opts.Directory != nil {
 		if err := w.opts.Directory.Delete(ctx, account); err != nil {
 			return fmt.Errorf("remove from the directory: %w", err)
 		}
 		e.Directory = true
 	}
 	if err := w.dlq.Record(ctx, dlq.Action{
-		Action: "erase", Operator: "geomux (app_deauthorized)", At: time.Now().UTC(),
+		Action: "erase", Operator: operator, At: time.Now().UTC(),
 		Selection: "account " + account, Account: account, Erased: &e,
 	}); err != nil {
 		return err
 	}
-	w.log.Info("Uninstalled account erased", logfields.AccountID(account), zap.Bool("tokens", e.Tokens),
-		zap.Int("dead_letters", e.DeadLetters), zap.Int("reply_records", e.ReplyRecords), zap.Bool("directory", e.Directory))
+	w.log.Info("Uninstalled account erased", logfields.AccountID(account), zap.Bool("copy", ev.Erasure), zap.Bool("tokens", e.Tokens),
+		zap.Int("dead_letters", e.DeadLetters), zap.Int("reply_records", e.ReplyRecords), zap.Int("parked_events", e.ParkedEvents),
+		zap.Bool("directory", e.Directory))
 	return nil
+}
+
+// eraseWaiting deletes the account's events stored in the region before
+// the uninstall (at seq) and not handled yet: answered after the uninstall
+// they would fail, and end as dead letters, content kept after the erase.
+// It returns how many there were.
+func (w *Worker) eraseWaiting(ctx context.Context, account string, seq uint64) (int, error) {
+	if seq == 0 {
+		return 0, nil
+	}
+	st, err := w.js.Stream(ctx, proto.RegionEventsStream(w.opts.Region))
+	if err != nil {
+		return 0, err
+	}
+	filter := proto.RegionAccountEventsFilter(w.opts.Region, account)
+	before, err := countSubjects(ctx, st, filter)
+	if err != nil || before <= 1 { // the uninstall itself, at most
+		return 0, err
+	}
+	if err := st.Purge(ctx, jetstream.WithPurgeSubject(filter), jetstream.WithPurgeSequence(seq)); err != nil {
+		return 0, err
+	}
+	after, err := countSubjects(ctx, st, filter)
+	if err != nil {
+		return 0, err
+	}
+	return max(before-after, 0), nil
+}
+
+// countSubjects counts the messages of a stream on the subjects filter matches.
+func countSubjects(ctx context.Context, st jetstream.Stream, filter string) (int, error) {
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(filter))
+	if err != nil {
+		return 0, err
+	}
+	n := uint64(0)
+	for _, c := range info.State.Subjects {
+		n += c
+	}
+	return int(n), nil
 }

@@ -232,18 +232,35 @@ func (p *pacer) write(id string, rec proto.PaceRecord) {
 }
 
 // forget erases what is kept of an account (it uninstalled the app).
-func (p *pacer) forget(ctx context.Context, id string) error {
+func (p *pacer) forget(ctx context.Context, id string) (bool, error) {
 	p.mu.Lock()
+	_, known := p.accounts[id]
 	delete(p.accounts, id)
 	p.mu.Unlock()
 	if p.kv == nil {
-		return nil
+		return known, nil
 	}
-	err := p.kv.Purge(ctx, id)
+	kept, err := p.kept(ctx, id)
+	if err != nil {
+		return known, err
+	}
+	err = p.kv.Purge(ctx, id)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil
+		err = nil
 	}
-	return err
+	return known || kept, err
+}
+
+// kept reports whether the bucket holds a pace or hold of the account.
+func (p *pacer) kept(ctx context.Context, id string) (bool, error) {
+	if p.kv == nil {
+		return false, nil
+	}
+	_, err := p.kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
 // sweep forgets, in memory, the accounts that sent nothing for a while.

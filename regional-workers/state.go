@@ -93,6 +93,19 @@ func (s *stateStore) save(ctx context.Context, account, id string, st replyState
 	return nil
 }
 
+// count returns how many records of an account the bucket holds.
+func (s *stateStore) count(ctx context.Context, account string) (int, error) {
+	st, err := s.js.Stream(ctx, s.stream)
+	if err != nil {
+		return 0, err
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(s.subject+account+".>"))
+	if err != nil {
+		return 0, err
+	}
+	return len(info.State.Subjects), nil
+}
+
 // erase deletes every record of an account and reports how many there were.
 func (s *stateStore) erase(ctx context.Context, account string) (int, error) {
 	st, err := s.js.Stream(ctx, s.stream)

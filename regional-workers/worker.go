@@ -124,6 +124,7 @@ type Worker struct {
 	vault    *vault.Vault
 	vaultSv  *vault.Service
 	holdsSub *nats.Subscription
+	invSub   *nats.Subscription
 	events   jetstream.Stream
 	pace     *pacer
 	backend  *gate
@@ -201,10 +202,14 @@ func (w *Worker) Start(ctx context.Context) error {
 		w.stopServices()
 		return err
 	}
-	if err := w.serveHolds(); err != nil {
+	serr := w.serveHolds()
+	if serr == nil {
+		serr = w.serveInventory()
+	}
+	if serr != nil {
 		_ = w.keeper.Stop(ctx)
 		w.stopServices()
-		return err
+		return serr
 	}
 	w.base, w.cancel = context.WithCancel(context.Background())
 	w.backend = newGate(w.opts.BackendConcurrency, w.metrics.BackendInFlight.WithLabelValues(region))
@@ -359,14 +364,16 @@ func (w *Worker) Stop(ctx context.Context) error {
 }
 
 // stopServices stops the requests the worker answers: the vault's
-// handovers and the held accounts.
+// handovers, the held accounts and the inventories.
 func (w *Worker) stopServices() {
 	if w.vaultSv != nil {
 		_ = w.vaultSv.Stop()
 	}
-	if w.holdsSub != nil {
-		_ = w.holdsSub.Drain()
-		w.holdsSub = nil
+	for _, sub := range []**nats.Subscription{&w.holdsSub, &w.invSub} {
+		if *sub != nil {
+			_ = (*sub).Drain()
+			*sub = nil
+		}
 	}
 }
 

@@ -277,14 +277,18 @@ func (r *Router) closeLanes() {
 
 // pendingAck is an input event whose copy awaits its stream's acknowledgement.
 type pendingAck struct {
-	in      jetstream.Msg
-	fut     jetstream.PubAckFuture
-	account string
-	id      string
-	region  string // empty when parked
-	app     string
-	reason  string // why it was parked
-	start   time.Time
+	in  jetstream.Msg
+	fut jetstream.PubAckFuture
+	// also are the erasure copies of an uninstall, which must be stored
+	// too before the input is acknowledged.
+	also      []jetstream.PubAckFuture
+	uninstall bool
+	account   string
+	id        string
+	region    string // empty when parked
+	app       string
+	reason    string // why it was parked
+	start     time.Time
 }
 
 // handle routes one event. It is called by one goroutine, in stream order;
@@ -316,13 +320,21 @@ func (r *Router) handle(in jetstream.Msg) {
 	app := r.appOf(h)
 	region, reason := r.route(app, account)
 	ok := reason == ""
-	if reason == ParkNoRegion && h.Get(proto.HeaderEventType) == zoom.EventAppDeauthorized {
-		// An uninstall of an account without a region: nothing of it is
-		// kept anywhere to erase. Parked, it would erase a later install.
-		r.metrics.Dropped.WithLabelValues("uninstall_without_region").Inc()
-		r.log.Info("Uninstall of an account without a region; nothing to erase", logfields.EventID(id), logfields.AccountID(account), logfields.App(app))
-		_ = in.Ack()
-		return
+	var also []jetstream.PubAckFuture
+	if h.Get(proto.HeaderEventType) == zoom.EventAppDeauthorized {
+		var stored bool
+		if also, stored = r.erasureCopies(h, account, id, region); !stored {
+			_ = in.NakWithDelay(deferDelay)
+			return
+		}
+		if reason == ParkNoRegion && len(also) > 0 {
+			// An uninstall of an account without a region: it is not
+			// parked (it would erase a later install); the copies erase
+			// what any region still holds of the account.
+			l := r.lanes[r.opts.Regions[0]]
+			l.ch <- pendingAck{in: in, fut: also[0], also: also[1:], account: account, id: id, app: app, reason: reason, uninstall: true, start: time.Now()}
+			return
+		}
 	}
 	if ok {
 		out.Subject = regionSubject(region, h, out.Data)
@@ -352,7 +364,8 @@ func (r *Router) handle(in jetstream.Msg) {
 		return
 	}
 	// Only this goroutine sends on the lane, and it had room: this does not block.
-	l.ch <- pendingAck{in: in, fut: fut, account: account, id: id, region: region, app: app, reason: reason, start: time.Now()}
+	l.ch <- pendingAck{in: in, fut: fut, also: also, account: account, id: id, region: region, app: app, reason: reason,
+		uninstall: len(also) > 0 || h.Get(proto.HeaderEventType) == zoom.EventAppDeauthorized, start: time.Now()}
 }
 
 // deferDelay is how long an event whose region is unreachable waits in the
@@ -367,6 +380,12 @@ func (r *Router) ackLoop(l *lane) {
 		case <-r.stopping:
 			_ = p.in.Nak()
 		case <-p.fut.Ok():
+			if err := r.awaitAll(p.also); err != nil {
+				r.metrics.Failures.Inc()
+				r.failLog.Warn("Erasure copy not stored; will retry", logfields.EventID(p.id), logfields.AccountID(p.account), zap.Error(err))
+				_ = p.in.NakWithDelay(time.Second)
+				continue
+			}
 			_ = p.in.Ack()
 			r.routed(p)
 		case err := <-p.fut.Err():
@@ -378,6 +397,14 @@ func (r *Router) ackLoop(l *lane) {
 }
 
 func (r *Router) routed(p pendingAck) {
+	if p.uninstall && p.reason != ParkConflict {
+		r.eraseParked(p.account, p.id)
+	}
+	if p.uninstall && p.reason == ParkNoRegion {
+		r.metrics.Dropped.WithLabelValues("uninstall_without_region").Inc()
+		r.log.Info("Uninstall of an account without a region; every region erases what it holds of it", logfields.EventID(p.id), logfields.AccountID(p.account), logfields.App(p.app))
+		return
+	}
 	if p.region != "" {
 		r.metrics.Routed.WithLabelValues(p.region, p.app).Inc()
 		r.metrics.RouteSeconds.Observe(time.Since(p.start).Seconds())

@@ -48,28 +48,39 @@ with admin.token).`,
 			if err != nil {
 				return err
 			}
-			if cfg.Admin.Token == "" {
-				return usagef("admin.token is required to ask the admin API (set it in the config or GEOMUX_ADMIN_TOKEN)")
+			base, err := adminBase(cfg, f.admin)
+			if err != nil {
+				return err
 			}
-			base := f.admin
-			if base == "" {
-				if cfg.Admin.Listen == "" {
-					return usagef("admin.listen is empty: pass --admin with the router's admin URL, e.g. http://127.0.0.1:8081")
-				}
-				host, port, _ := net.SplitHostPort(cfg.Admin.Listen)
-				if host == "" || host == "0.0.0.0" || host == "::" {
-					host = "127.0.0.1"
-				}
-				base = "http://" + net.JoinHostPort(host, port)
-			}
-			return listAccounts(cmd.OutOrStdout(), strings.TrimRight(base, "/"), cfg.Admin.Token, f)
+			return listAccounts(cmd.OutOrStdout(), base, cfg.Admin.Token, f)
 		},
 	}
+	cmd.AddCommand(newInventoryCmd())
 	configFlag(cmd, &f.config)
 	cmd.Flags().StringVar(&f.admin, "admin", "", "the admin API of the router (default http://<admin.listen>)")
 	cmd.Flags().BoolVar(&f.json, "json", false, "print JSON")
 	cmd.Flags().BoolVar(&f.conflicts, "conflicts", false, "list the conflicts only")
 	return cmd
+}
+
+// adminBase is the URL of the router's admin API: --admin, or
+// admin.listen.
+func adminBase(cfg config.Config, flag string) (string, error) {
+	if cfg.Admin.Token == "" {
+		return "", usagef("admin.token is required to ask the admin API (set it in the config or GEOMUX_ADMIN_TOKEN)")
+	}
+	base := flag
+	if base == "" {
+		if cfg.Admin.Listen == "" {
+			return "", usagef("admin.listen is empty: pass --admin with the router's admin URL, e.g. http://127.0.0.1:8081")
+		}
+		host, port, _ := net.SplitHostPort(cfg.Admin.Listen)
+		if host == "" || host == "0.0.0.0" || host == "::" {
+			host = "127.0.0.1"
+		}
+		base = "http://" + net.JoinHostPort(host, port)
+	}
+	return strings.TrimRight(base, "/"), nil
 }
 
 func listAccounts(out io.Writer, base, token string, f accountsFlags) error {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -87,6 +88,9 @@ regions:
 		{"extra argument", []string{"run", "--config", good, "now"}, 2, `unknown command "now"`},
 		{"send without account", []string{"send", "--config", good, "--text", "hi"}, 2, "--account is required"},
 		{"send bad account", []string{"send", "--config", good, "--account", "a b", "--text", "hi"}, 2, "is not a Zoom account id"},
+		{"inventory without account", []string{"accounts", "inventory", "--config", good}, 2, "give one Zoom account id"},
+		{"inventory bad account", []string{"accounts", "inventory", "a b", "--config", good}, 2, "is not a Zoom account id"},
+		{"inventory, nothing listening", []string{"accounts", "inventory", "a1", "--config", good, "--admin", "http://" + freePort(t)}, 1, "cannot reach the admin API"},
 		{"send, nothing listening", []string{"send", "--config", good, "--account", "a1", "--text", "hi", "--url", "http://" + freePort(t) + "/zoom/webhook"}, 1, "cannot reach the ingress"},
 	}
 	for _, tc := range tests {
@@ -187,6 +191,29 @@ func TestCLIRunSendStop(t *testing.T) {
 		_, _ = b.ReadFrom(resp.Body)
 		return strings.Contains(b.String(), `geomux_worker_replied_total{app="default",region="eu"} 1`)
 	}, "the reply to be sent")
+
+	// What the regions hold of the account, from the same config.
+	code, out, errOut = runCLI(t, "accounts", "inventory", "cli-acct", "--config", cfg, "--json")
+	var inv struct {
+		AccountID string `json:"account_id"`
+		Regions   map[string]struct {
+			Tokens       bool `json:"tokens"`
+			DeadLetters  int  `json:"dead_letters"`
+			ReplyRecords int  `json:"reply_records"`
+			ParkedEvents int  `json:"parked_events"`
+			AuditEntries int  `json:"audit_entries"`
+		} `json:"regions"`
+	}
+	if err := json.Unmarshal([]byte(out), &inv); code != 0 || err != nil {
+		t.Fatalf("accounts inventory: exit %d, %v\n%s%s", code, err, out, errOut)
+	}
+	if eu, ok := inv.Regions["eu"]; inv.AccountID != "cli-acct" || !ok || eu.ReplyRecords != 1 || eu.DeadLetters != 0 || eu.Tokens {
+		t.Errorf("accounts inventory: %s", out)
+	}
+	code, out, _ = runCLI(t, "accounts", "inventory", "cli-acct", "--config", cfg)
+	if code != 0 || !strings.Contains(out, "REGION") || !strings.Contains(out, "geomux holds data of account cli-acct") {
+		t.Errorf("accounts inventory as a table: exit %d\n%s", code, out)
+	}
 
 	cancel()
 	select {

@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/geomux/geomux/pkg/directory"
 	"github.com/geomux/geomux/pkg/natsx/natstest"
 	"github.com/geomux/geomux/pkg/zoom/zoomtest"
 	"github.com/geomux/geomux/proto"
@@ -307,6 +308,49 @@ func TestSupercluster(t *testing.T) {
 		}
 		want := "eu: " + canary("eu", 200)
 		natstest.Eventually(t, 30*time.Second, func() bool { return d.delivered(want) }, "reply %q", want)
+	})
+
+	t.Run("an uninstall after a move erases every region", func(t *testing.T) {
+		const account = "acct-mover"
+		inventory := func() (int, directory.AccountInventory, string) {
+			code, out := runTool(d.env("router"), "accounts", "inventory", account, "--config", scConfig("hub-router.yaml"), "--admin", "http://"+d.admin, "--json")
+			var inv directory.AccountInventory
+			_ = json.Unmarshal([]byte(out), &inv)
+			return code, inv, out
+		}
+		if status, body := installByHTTP(t, "http://"+d.ingress, d.zoom.srv.URL, account, "admin-mover", "eu"); status != http.StatusOK {
+			t.Fatalf("install: %d\n%s", status, body)
+		}
+		d.backends["eu"].setFail(func(int) int { return http.StatusBadRequest })
+		if s := d.post(zoomtest.BotNotification(account, canary("eu", 300), 300)); s != 200 {
+			t.Fatalf("webhook: %d", s)
+		}
+		natstest.Eventually(t, 30*time.Second, func() bool {
+			_, inv, _ := inventory()
+			return inv.Regions["eu"].DeadLetters == 1
+		}, "a dead letter of %s in eu", account)
+		d.backends["eu"].setFail(nil)
+		d.setRegion(account, "us")
+		code, inv, out := inventory()
+		if eu := inv.Regions["eu"]; code != 0 || !eu.Tokens || eu.DeadLetters != 1 || len(inv.Regions) != len(scRegions) {
+			t.Fatalf("inventory after the move: exit %d\n%s", code, out)
+		}
+
+		if s := d.post(accountEvent(t, "app_deauthorized_2", account, 0)); s != 200 {
+			t.Fatalf("webhook: %d", s)
+		}
+		natstest.Eventually(t, 30*time.Second, func() bool {
+			_, inv, _ := inventory()
+			for _, r := range scRegions {
+				if inv.Regions[r].AuditEntries == 0 {
+					return false
+				}
+			}
+			return inv.Complete() && inv.Empty()
+		}, "nothing of %s left in any region, and an erase in each audit", account)
+		if code, _, out := inventory(); code != 0 {
+			t.Errorf("inventory after the uninstall: exit %d\n%s", code, out)
+		}
 	})
 
 	t.Run("no region's data anywhere but in its region", func(t *testing.T) {

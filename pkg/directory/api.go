@@ -25,10 +25,12 @@ import (
 //	GET    /admin/v1/accounts                               every account
 //	GET    /admin/v1/conflicts                              accounts whose pinned app and directory disagree
 //	GET    /admin/v1/holds                                  accounts whose replies wait for Zoom's daily limit to reset
+//	GET    /admin/v1/accounts/{accountId}/inventory         what every region holds of the account (counts; 502 if one cannot be asked)
 type API struct {
 	dir       *Directory
 	conflicts *Conflicts
 	holds     *Holds
+	inventory *Inventories
 	regions   []string
 	log       *zap.Logger
 }
@@ -50,6 +52,12 @@ func (a *API) WithHolds(h *Holds) *API {
 	return a
 }
 
+// WithInventories serves the accounts' inventories too.
+func (a *API) WithInventories(i *Inventories) *API {
+	a.inventory = i
+	return a
+}
+
 // Routes are the API's admin routes.
 func (a *API) Routes() []admin.Route {
 	routes := []admin.Route{
@@ -63,6 +71,9 @@ func (a *API) Routes() []admin.Route {
 	}
 	if a.holds != nil {
 		routes = append(routes, admin.Route{Pattern: "GET /admin/v1/holds", Handler: http.HandlerFunc(a.listHolds)})
+	}
+	if a.inventory != nil {
+		routes = append(routes, admin.Route{Pattern: "GET /admin/v1/accounts/{accountId}/inventory", Handler: http.HandlerFunc(a.getInventory)})
 	}
 	return routes
 }
@@ -177,6 +188,22 @@ func (a *API) listHolds(w http.ResponseWriter, r *http.Request) {
 		body["unanswered"] = unanswered
 	}
 	admin.WriteJSON(w, http.StatusOK, body)
+}
+
+// getInventory answers what every region holds of an account: 200 when
+// every region answered, 502 (with what the others said) when one could
+// not be asked.
+func (a *API) getInventory(w http.ResponseWriter, r *http.Request) {
+	id, ok := a.accountID(w, r)
+	if !ok {
+		return
+	}
+	inv := a.inventory.Of(r.Context(), id)
+	status := http.StatusOK
+	if !inv.Complete() {
+		status = http.StatusBadGateway
+	}
+	admin.WriteJSON(w, status, inv)
 }
 
 func (a *API) unavailable(w http.ResponseWriter, err error) {

@@ -31,12 +31,14 @@ var Module = fx.Module("directory",
 		NewConflicts,
 		NewInstaller,
 		func(i directory.Installer) directory.Recorder { return i },
-		platformfx.AsAdminRoute(func(d *directory.Directory, cf *directory.Conflicts, regions natsfx.Regions, c config.Config, log *zap.Logger) []admin.Route {
+		platformfx.AsAdminRoute(func(d *directory.Directory, cf *directory.Conflicts, regions natsfx.Regions, js jetstream.JetStream, c config.Config, log *zap.Logger) []admin.Route {
 			h := &directory.Holds{Regions: map[string]*nats.Conn{}}
+			inv := &directory.Inventories{Regions: map[string]*nats.Conn{}, Hub: js}
 			for name, r := range regions {
 				h.Regions[name] = r.Conn
+				inv.Regions[name] = r.Conn
 			}
-			return directory.NewAPI(d, c.RegionNames(), log.Named("admin")).WithConflicts(cf).WithHolds(h).Routes()
+			return directory.NewAPI(d, c.RegionNames(), log.Named("admin")).WithConflicts(cf).WithHolds(h).WithInventories(inv).Routes()
 		}),
 	),
 	fx.Invoke(serve),

@@ -142,6 +142,19 @@ func (v *Vault) Get(ctx context.Context, account string) (Record, uint64, error)
 	return r, e.Revision(), nil
 }
 
+// Holds reports whether the vault holds tokens of the account (not
+// decrypted: a record under an old key counts too).
+func (v *Vault) Holds(ctx context.Context, account string) (bool, error) {
+	_, err := v.kv.Get(ctx, account)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("vault: read tokens of %s: %w", account, err)
+	}
+	return true, nil
+}
+
 // Delete erases an account's tokens, history included. It reports whether
 // there were any.
 func (v *Vault) Delete(ctx context.Context, account string) (bool, error) {

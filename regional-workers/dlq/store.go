@@ -98,10 +98,12 @@ func (s *Store) List(ctx context.Context, f Filter) ([]Entry, error) {
 		start := s.now().Add(-f.Since)
 		cfg.DeliverPolicy, cfg.OptStartTime = jetstream.DeliverByStartTimePolicy, &start
 	}
+	cfg.InactiveThreshold = readerIdle
 	cons, err := s.stream.OrderedConsumer(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("dlq: %w", err)
 	}
+	defer s.drop(s.stream, cons)
 	now := s.now()
 	var out []Entry
 	for {
@@ -213,6 +215,23 @@ func (s *Store) EraseAccount(ctx context.Context, account string) (int, error) {
 	return n, nil
 }
 
+// readerIdle is how long the server keeps a reader's consumer (List,
+// History) that its reader did not delete (it died meanwhile).
+const readerIdle = 30 * time.Second
+
+// drop deletes a reader's consumer once it has read what it wanted: an
+// inventory asked for every account of a bank would otherwise leave
+// thousands behind, each for readerIdle.
+func (s *Store) drop(st jetstream.Stream, cons jetstream.Consumer) {
+	info := cons.CachedInfo()
+	if info == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_ = st.DeleteConsumer(ctx, info.Name)
+}
+
 // Action is an operator's replay or purge of dead letters, as recorded in the
 // region.
 type Action struct {
@@ -238,7 +257,26 @@ type Erasure struct {
 	Tokens       bool `json:"tokens"`
 	DeadLetters  int  `json:"dead_letters"`
 	ReplyRecords int  `json:"reply_records"`
-	Directory    bool `json:"directory"`
+	// ParkedEvents are the account's events stored before the uninstall
+	// and not handled yet.
+	ParkedEvents int `json:"parked_events"`
+	// Pace: the account's Zoom pace or daily-limit hold.
+	Pace      bool `json:"pace"`
+	Directory bool `json:"directory"`
+}
+
+// Names reports whether the action names the account: its erase, or a
+// replay or purge of one of its dead letters.
+func (a Action) Names(account string) bool {
+	if a.Account == account {
+		return true
+	}
+	for _, e := range append(a.Entries[:len(a.Entries):len(a.Entries)], a.Failed...) {
+		if e.AccountID == account {
+			return true
+		}
+	}
+	return false
 }
 
 // ActedOn names an entry in an Action.
@@ -274,10 +312,11 @@ func (s *Store) History(ctx context.Context) ([]Action, error) {
 	if err != nil || info.State.Msgs == 0 {
 		return nil, err
 	}
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{InactiveThreshold: readerIdle})
 	if err != nil {
 		return nil, fmt.Errorf("dlq: history: %w", err)
 	}
+	defer s.drop(st, cons)
 	var out []Action
 	for {
 		batch, err := cons.FetchNoWait(256)

@@ -1,0 +1,113 @@
+package workers
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
+
+	"github.com/geomux/geomux/pkg/logfields"
+	"github.com/geomux/geomux/proto"
+	"github.com/geomux/geomux/regional-workers/dlq"
+)
+
+// The region's answer to "what do you hold of this account?"
+// (proto.RegionInventorySubject): counts, read in the region, so that an
+// operator or a compliance officer can show that an erase was complete
+// without any content leaving the region.
+
+// serveInventory starts answering; one worker of the region answers each
+// request.
+func (w *Worker) serveInventory() error {
+	nc := w.js.Conn()
+	sub, err := nc.QueueSubscribe(proto.RegionInventorySubject(w.opts.Region), proto.InventoryQueue, w.answerInventory)
+	if err != nil {
+		return fmt.Errorf("inventory service of region %s: %w", w.opts.Region, err)
+	}
+	if err := nc.Flush(); err != nil {
+		_ = sub.Unsubscribe()
+		return fmt.Errorf("inventory service of region %s: %w", w.opts.Region, err)
+	}
+	w.invSub = sub
+	return nil
+}
+
+func (w *Worker) answerInventory(m *nats.Msg) {
+	var a proto.InventoryAnswer
+	var req proto.InventoryRequest
+	if err := json.Unmarshal(m.Data, &req); err != nil || !proto.ValidAccountID(req.AccountID) {
+		a.Error = "the request names no valid account id"
+	} else {
+		ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+		defer cancel()
+		var err error
+		if a.Inventory, err = w.inventory(ctx, req.AccountID); err != nil {
+			w.log.Warn("Inventory not read", logfields.AccountID(req.AccountID), zap.Error(err))
+			a.Error = "the region's stores could not all be read: " + err.Error()
+		}
+	}
+	b, _ := json.Marshal(a)
+	_ = m.Respond(b)
+}
+
+// inventory counts what the region holds of an account.
+func (w *Worker) inventory(ctx context.Context, account string) (proto.Inventory, error) {
+	var inv proto.Inventory
+	var err error
+	if inv.Tokens, err = w.holdsTokens(ctx, account); err != nil {
+		return inv, err
+	}
+	dead, err := w.dlq.List(ctx, dlq.Filter{Account: account})
+	if err != nil {
+		return inv, fmt.Errorf("dead letters: %w", err)
+	}
+	inv.DeadLetters = len(dead)
+	if inv.ReplyRecords, err = w.state.count(ctx, account); err != nil {
+		return inv, fmt.Errorf("reply records: %w", err)
+	}
+	if inv.Pace, err = w.pace.kept(ctx, account); err != nil {
+		return inv, fmt.Errorf("pace: %w", err)
+	}
+	st, err := w.js.Stream(ctx, proto.RegionEventsStream(w.opts.Region))
+	if err != nil {
+		return inv, fmt.Errorf("events: %w", err)
+	}
+	if inv.ParkedEvents, err = countSubjects(ctx, st, proto.RegionAccountEventsFilter(w.opts.Region, account)); err != nil {
+		return inv, fmt.Errorf("events: %w", err)
+	}
+	history, err := w.dlq.History(ctx)
+	if err != nil {
+		return inv, fmt.Errorf("audit: %w", err)
+	}
+	for _, a := range history {
+		if a.Names(account) {
+			inv.AuditEntries++
+		}
+	}
+	return inv, nil
+}
+
+// holdsTokens reports whether the region's vault holds tokens of the
+// account, even when this worker has no vault key to open it with.
+func (w *Worker) holdsTokens(ctx context.Context, account string) (bool, error) {
+	if w.vault != nil {
+		return w.vault.Holds(ctx, account)
+	}
+	kv, err := w.js.KeyValue(ctx, proto.RegionVaultBucket(w.opts.Region))
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("vault: %w", err)
+	}
+	_, err = kv.Get(ctx, account)
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return false, nil
+	}
+	return err == nil, err
+}
