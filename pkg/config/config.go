@@ -345,6 +345,10 @@ type Region struct {
 	// UserToken makes the worker add the installing user's access token to
 	// the envelope sent to the backend (handler http), as "user_token".
 	UserToken bool `yaml:"user_token"`
+	// PlaintextTokens lets user_token go to an http:// backend on another
+	// host: for a lab only, since every event then carries a user's Zoom
+	// token in clear.
+	PlaintextTokens bool `yaml:"plaintext_tokens"`
 	// NATS is the region's own NATS system, if it has one.
 	NATS RegionNATS `yaml:"nats"`
 }

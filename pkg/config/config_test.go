@@ -392,6 +392,10 @@ func TestValidationRules(t *testing.T) {
 		{"park ttl", []string{"GEOMUX_ROUTER_PARK_TTL=30s"}, "router.park_ttl:"},
 		{"region timeout vs handler timeout", []string{"GEOMUX_REGIONS_EU_HANDLER=http", "GEOMUX_REGIONS_EU_BACKEND_URL=http://backend", "GEOMUX_REGIONS_EU_TIMEOUT=20s"}, "regions[eu].timeout:"},
 		{"unknown handler", []string{"GEOMUX_REGIONS_EU_HANDLER=grpc"}, "regions[eu].handler:"},
+		{"user token to an http backend", []string{"GEOMUX_REGIONS_EU_HANDLER=http", "GEOMUX_REGIONS_EU_USER_TOKEN=true", "GEOMUX_REGIONS_EU_VAULT_KEY=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", "GEOMUX_REGIONS_EU_BACKEND_URL=http://backend.example.com/bot"}, "regions[eu].backend_url:"},
+		{"user token to an https backend", []string{"GEOMUX_REGIONS_EU_HANDLER=http", "GEOMUX_REGIONS_EU_USER_TOKEN=true", "GEOMUX_REGIONS_EU_VAULT_KEY=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", "GEOMUX_REGIONS_EU_BACKEND_URL=https://backend.example.com/bot"}, ""},
+		{"user token to a local http backend", []string{"GEOMUX_REGIONS_EU_HANDLER=http", "GEOMUX_REGIONS_EU_USER_TOKEN=true", "GEOMUX_REGIONS_EU_VAULT_KEY=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", "GEOMUX_REGIONS_EU_BACKEND_URL=http://127.0.0.1:9000/bot"}, ""},
+		{"user token in clear, a lab", []string{"GEOMUX_REGIONS_EU_HANDLER=http", "GEOMUX_REGIONS_EU_USER_TOKEN=true", "GEOMUX_REGIONS_EU_VAULT_KEY=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", "GEOMUX_REGIONS_EU_BACKEND_URL=http://backend.example.com/bot", "GEOMUX_REGIONS_EU_PLAINTEXT_TOKENS=true"}, ""},
 		{"sandbox listen", []string{"GEOMUX_SANDBOX_LISTEN=nope"}, "sandbox.listen:"},
 		{"shutdown timeout", []string{"GEOMUX_SHUTDOWN_TIMEOUT=10ms"}, "shutdown_timeout:"},
 	} {

@@ -192,6 +192,9 @@ func (c *Config) problems(roles []Role) []string {
 		if r.UserToken && r.VaultKey == "" {
 			p.add(key+".user_token", "needs a vault_key: the tokens come from the region's vault")
 		}
+		if u, err := url.Parse(r.BackendURL); err == nil && r.UserToken && r.Handler == HandlerHTTP && u.Scheme == "http" && !isLoopbackHost(u.Hostname()) && !r.PlaintextTokens {
+			p.add(key+".backend_url", fmt.Sprintf("%q is http: with user_token every event would carry a user's Zoom token in clear; use https (or, in a lab only, set plaintext_tokens: true)", RedactURL(r.BackendURL)))
+		}
 		if has(RoleWorker) && r.Handler == HandlerHTTP && r.Timeout >= c.Worker.HandlerTimeout {
 			p.add(key+".timeout", fmt.Sprintf("must be shorter than worker.handler_timeout (%s)", c.Worker.HandlerTimeout))
 		}
