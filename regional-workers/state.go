@@ -93,17 +93,14 @@ func (s *stateStore) save(ctx context.Context, account, id string, st replyState
 	return nil
 }
 
-// count returns how many records of an account the bucket holds.
+// count returns how many records of an account the bucket holds (one
+// message per key: the bucket keeps no history).
 func (s *stateStore) count(ctx context.Context, account string) (int, error) {
 	st, err := s.js.Stream(ctx, s.stream)
 	if err != nil {
 		return 0, err
 	}
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(s.subject+account+".>"))
-	if err != nil {
-		return 0, err
-	}
-	return len(info.State.Subjects), nil
+	return countSubjects(ctx, st, s.subject+account+".>")
 }
 
 // erase deletes every record of an account and reports how many there were.
@@ -113,12 +110,12 @@ func (s *stateStore) erase(ctx context.Context, account string) (int, error) {
 		return 0, err
 	}
 	subj := s.subject + account + ".>"
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subj))
+	n, err := countSubjects(ctx, st, subj)
 	if err != nil {
 		return 0, err
 	}
 	if err := st.Purge(ctx, jetstream.WithPurgeSubject(subj)); err != nil {
 		return 0, err
 	}
-	return len(info.State.Subjects), nil
+	return n, nil
 }

@@ -321,7 +321,8 @@ func (r *Router) handle(in jetstream.Msg) {
 	region, reason := r.route(app, account)
 	ok := reason == ""
 	var also []jetstream.PubAckFuture
-	if h.Get(proto.HeaderEventType) == zoom.EventAppDeauthorized {
+	uninstall := h.Get(proto.HeaderEventType) == zoom.EventAppDeauthorized
+	if uninstall {
 		var stored bool
 		if also, stored = r.erasureCopies(h, account, id, region); !stored {
 			_ = in.NakWithDelay(deferDelay)
@@ -365,7 +366,7 @@ func (r *Router) handle(in jetstream.Msg) {
 	}
 	// Only this goroutine sends on the lane, and it had room: this does not block.
 	l.ch <- pendingAck{in: in, fut: fut, also: also, account: account, id: id, region: region, app: app, reason: reason,
-		uninstall: len(also) > 0 || h.Get(proto.HeaderEventType) == zoom.EventAppDeauthorized, start: time.Now()}
+		uninstall: uninstall, start: time.Now()}
 }
 
 // deferDelay is how long an event whose region is unreachable waits in the

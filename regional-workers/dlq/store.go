@@ -271,9 +271,11 @@ func (a Action) Names(account string) bool {
 	if a.Account == account {
 		return true
 	}
-	for _, e := range append(a.Entries[:len(a.Entries):len(a.Entries)], a.Failed...) {
-		if e.AccountID == account {
-			return true
+	for _, es := range [][]ActedOn{a.Entries, a.Failed} {
+		for _, e := range es {
+			if e.AccountID == account {
+				return true
+			}
 		}
 	}
 	return false
