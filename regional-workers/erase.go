@@ -34,6 +34,9 @@ func (w *Worker) erase(ctx context.Context, ev Event, seq uint64) error {
 			return nil
 		}
 	}
+	if err := w.quiesce(ctx, account); err != nil {
+		return err
+	}
 	if w.vault != nil {
 		if e.Tokens, err = w.vault.Delete(ctx, account); err != nil {
 			return err
@@ -69,6 +72,26 @@ func (w *Worker) erase(ctx context.Context, ev Event, seq uint64) error {
 	w.log.Info("Uninstalled account erased", logfields.AccountID(account), zap.Bool("copy", ev.Erasure), zap.Bool("tokens", e.Tokens),
 		zap.Int("dead_letters", e.DeadLetters), zap.Int("reply_records", e.ReplyRecords), zap.Int("parked_events", e.ParkedEvents),
 		zap.Bool("directory", e.Directory))
+	return nil
+}
+
+// quiesce stops the account's other events in this worker before the
+// erase: those waiting are let go (the erase deletes them from the stream),
+// and those running are waited for, so that none records a reply or a
+// dead letter after the erase. An attempt still running when ctx ends
+// fails the erase, which is retried.
+func (w *Worker) quiesce(ctx context.Context, account string) error {
+	for _, x := range w.sched.takeAccount(account) {
+		_ = x.msg().NakWithDelay(handBackDelay(x))
+		w.budget.release(x.cost)
+	}
+	for w.sched.runningOf(account) > 1 { // the uninstall itself runs
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("events of the account still running: %w", ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 	return nil
 }
 

@@ -407,6 +407,16 @@ func (s *scheduler) dropHeld(it *item) {
 
 // takeAccount removes and returns the events of account that are not
 // running: they are handed back while the account is held.
+// runningOf is how many events of an account are running.
+func (s *scheduler) runningOf(id string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if a := s.accounts[id]; a != nil {
+		return a.running
+	}
+	return 0
+}
+
 func (s *scheduler) takeAccount(id string) []*item {
 	s.mu.Lock()
 	defer s.mu.Unlock()
