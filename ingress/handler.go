@@ -64,6 +64,7 @@ type Handler struct {
 
 	rejectLog *zap.Logger
 	clock     clockWatch
+	store     storeWatch
 }
 
 // app is one Zoom app the ingress serves, with its metrics at hand.
@@ -119,6 +120,7 @@ func NewHandler(js jetstream.JetStream, opts Options, m *Metrics, h *health.Regi
 	}
 	h.MountPublic(s.mux)
 	h.Register("clock", s.clock.check)
+	h.Register("store", func() error { return s.store.check(s.now()) })
 	return s
 }
 
@@ -253,9 +255,11 @@ func (s *Handler) persist(w http.ResponseWriter, r *http.Request, a *app, body [
 	ack, err := s.js.PublishMsg(ctx, msg)
 	s.metrics.PublishSeconds.Observe(s.now().Sub(pubStart).Seconds())
 	if err != nil {
+		s.store.failed(err, s.now())
 		s.unavailable(w, a, err, fields())
 		return
 	}
+	s.store.stored()
 	if ack.Duplicate {
 		a.duplicates.Inc()
 		s.log.Info("Duplicate event acknowledged", fields()...)

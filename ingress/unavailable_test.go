@@ -145,10 +145,11 @@ func TestStoreFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	reg := health.NewRegistry()
 	h := ingress.NewHandler(js, ingress.Options{
 		Verifier:       zoom.NewVerifier([]string{secret}, 5*time.Minute),
 		PublishTimeout: 2 * time.Second,
-	}, ingress.NewMetrics(prometheus.NewRegistry()), health.NewRegistry(), zap.NewNop())
+	}, ingress.NewMetrics(prometheus.NewRegistry()), reg, zap.NewNop())
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 	url := srv.URL + ingress.WebhookPath
@@ -174,6 +175,18 @@ func TestStoreFull(t *testing.T) {
 	if !full {
 		t.Fatal("a 2 MiB store took 8 MiB of events")
 	}
+	// Readiness says the store refuses writes, once a few in a row failed.
+	if _, failures := reg.Report(); failures["store"] != "" {
+		t.Errorf("not ready after one refused event: %q", failures["store"])
+	}
+	for i := range 2 {
+		if status, _ := postTimed(t, url, zoomtest.BotNotification("a", pad, int64(50+i))); status != http.StatusServiceUnavailable {
+			t.Fatalf("a full store answered %d", status)
+		}
+	}
+	if _, failures := reg.Report(); !strings.Contains(failures["store"], "could not be stored") {
+		t.Errorf("readiness with a full store: %q", failures)
+	}
 	info, err := stream.Info(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -187,6 +200,9 @@ func TestStoreFull(t *testing.T) {
 	}
 	if status, _ := postTimed(t, url, zoomtest.BotNotification("a", "small", 100)); status != http.StatusOK {
 		t.Errorf("after room was made: %d", status)
+	}
+	if _, failures := reg.Report(); failures["store"] != "" {
+		t.Errorf("readiness once events are stored again: %q", failures["store"])
 	}
 }
 

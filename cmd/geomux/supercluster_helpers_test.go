@@ -48,8 +48,9 @@ type ncSystem struct {
 	servers []*natsProc
 	vars    []map[string]string // per server: its config's variables
 	dirs    []string            // per server: its own directory (store, log)
-	urls    []string            // client URLs
+	urls    []string            // client URLs (tls://)
 	seeds   map[string]string
+	tls     siteTLS // the system's CA and its servers' certificate
 }
 
 // port finds a free loopback port.
@@ -97,6 +98,7 @@ func startSystem(t *testing.T, name string, n int, keysDir string, encrypted boo
 		conf = cipherLines.ReplaceAllString(conf, "")
 	}
 	s := &ncSystem{t: t, name: name, conf: filepath.Join(t.TempDir(), name+".conf"), seeds: map[string]string{}}
+	s.tls = newSiteTLS(t, keysDir, name)
 	if err := os.WriteFile(s.conf, []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -123,7 +125,7 @@ func startSystem(t *testing.T, name string, n int, keysDir string, encrypted boo
 	free := ports(t, 3*n)
 	clients, routes, monitors := free[:n], free[n:2*n], free[2*n:]
 	for i := range n {
-		s.urls = append(s.urls, fmt.Sprintf("nats://127.0.0.1:%d", clients[i]))
+		s.urls = append(s.urls, fmt.Sprintf("tls://127.0.0.1:%d", clients[i]))
 	}
 	var routeURLs []string
 	for i := range n {
@@ -145,6 +147,8 @@ func startSystem(t *testing.T, name string, n int, keysDir string, encrypted boo
 			"CLUSTER_ROUTES":   "[" + strings.Join(routeURLs, ", ") + "]",
 			"CLUSTER_PASSWORD": clusterPW,
 			"STORE_DIR":        filepath.Join(dir, "jetstream"),
+			"TLS_CERT":         s.tls.cert,
+			"TLS_KEY":          s.tls.key,
 		}
 		if encrypted {
 			vars["JS_KEY"] = jsKey
@@ -244,7 +248,7 @@ func (s *ncSystem) connect(role string, opts ...nats.Option) (*nats.Conn, error)
 	if err != nil {
 		return nil, err
 	}
-	return nats.Connect(s.url(), append([]nats.Option{o, nats.Timeout(3 * time.Second)}, opts...)...)
+	return nats.Connect(s.url(), append([]nats.Option{o, nats.RootCAs(s.tls.ca), nats.Timeout(3 * time.Second)}, opts...)...)
 }
 
 // grep reports the files under dir that contain any of needles.

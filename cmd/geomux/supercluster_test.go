@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -118,7 +121,7 @@ func (d *deployment) env(who string) []string {
 		perRegion = ""
 	}
 	if hubRole != "" {
-		env = append(env, "GEOMUX_NATS_URL="+d.hub.url(), "GEOMUX_NATS_AUTH_NKEY_SEED_FILE="+d.hub.seeds[hubRole])
+		env = append(env, "GEOMUX_NATS_URL="+d.hub.url(), "GEOMUX_NATS_AUTH_NKEY_SEED_FILE="+d.hub.seeds[hubRole], "GEOMUX_NATS_AUTH_CA_FILE="+d.hub.tls.ca)
 	}
 	for _, r := range scRegions {
 		up := strings.ToUpper(r)
@@ -128,6 +131,7 @@ func (d *deployment) env(who string) []string {
 		if perRegion != "" {
 			env = append(env,
 				"GEOMUX_REGIONS_"+up+"_NATS_URL="+d.regions[r].url(),
+				"GEOMUX_REGIONS_"+up+"_NATS_AUTH_CA_FILE="+d.regions[r].tls.ca,
 				"GEOMUX_REGIONS_"+up+"_NATS_AUTH_NKEY_SEED_FILE="+d.regions[r].seeds[perRegion])
 		}
 		replicas := "1"
@@ -394,11 +398,36 @@ func TestSupercluster(t *testing.T) {
 		}
 	})
 
+	t.Run("clients connect over TLS only", func(t *testing.T) {
+		// In clear: the server asks for TLS first, and answers nothing
+		// said in clear (an install's tokens cross this link).
+		eu := d.regions["eu"]
+		if info, answer := speakInClear(t, eu.urls[0]); !strings.Contains(info, `"tls_required":true`) || strings.Contains(answer, "PONG") {
+			t.Errorf("eu in clear: INFO %s; answered %q to CONNECT and PING", info, answer)
+		}
+		// TLS with another site's CA: the server is not trusted.
+		if nc, err := connectWithSeed(eu.url(), eu.seeds["router"], d.regions["us"].tls.ca); err == nil {
+			nc.Close()
+			t.Error("the router trusted eu's servers with us's CA")
+		} else if !strings.Contains(err.Error(), "certificate") {
+			t.Errorf("the router on eu with us's CA: %v, want a certificate error", err)
+		}
+		// And geomux refuses to start a router whose region link is in
+		// clear to another host.
+		env := append(d.env("router"), "GEOMUX_REGIONS_EU_NATS_URL=nats://nats.geomux-eu.example.com:4222", "GEOMUX_REGIONS_EU_NATS_AUTH_CA_FILE=")
+		code, out := runTool(env, "run", "--config", scConfig("hub-router.yaml"), "--target", "router")
+		if code == 0 || !strings.Contains(out, "regions[eu].nats.url") || !strings.Contains(out, "plaintext_tokens") {
+			t.Errorf("a router with a region link in clear: exit %d\n%s", code, out)
+		}
+	})
+
 	t.Run("credentials reach their own system and verbs only", func(t *testing.T) {
 		// An eu worker's key is unknown to the us system.
-		if nc, err := connectWithSeed(d.regions["us"].url(), d.regions["eu"].seeds["worker"]); err == nil {
+		if nc, err := connectWithSeed(d.regions["us"].url(), d.regions["eu"].seeds["worker"], d.regions["us"].tls.ca); err == nil {
 			nc.Close()
 			t.Error("an eu worker's key connected to the us system")
+		} else if !strings.Contains(err.Error(), "Authorization Violation") {
+			t.Errorf("an eu worker's key on the us system: %v, want an Authorization Violation", err)
 		}
 		// On eu, the worker may not create streams nor consumers on the
 		// events stream: the server refuses each API request.
@@ -425,7 +454,7 @@ func TestSupercluster(t *testing.T) {
 		_, err = in.js.CreateConsumer(in.ctx(), proto.IngressStream, jetstream.ConsumerConfig{Name: "spy"})
 		in.refused("the ingress reading the transit stream", "$JS.API.CONSUMER.CREATE."+proto.IngressStream, err)
 		// An eu operator cannot reach us's dead letters: its key is eu's only.
-		toUS := append(d.env("operator-eu"), "GEOMUX_REGIONS_EU_NATS_URL="+d.regions["us"].url())
+		toUS := append(d.env("operator-eu"), "GEOMUX_REGIONS_EU_NATS_URL="+d.regions["us"].url(), "GEOMUX_REGIONS_EU_NATS_AUTH_CA_FILE="+d.regions["us"].tls.ca)
 		for _, cmd := range [][]string{{"list"}, {"replay", "--all"}} {
 			args := append([]string{"dlq"}, cmd...)
 			code, out := runTool(toUS, append(args, "--config", scConfig("operator-eu.yaml"), "--region", "eu")...)
@@ -551,12 +580,33 @@ func (d *deployment) dumpLogs() {
 	}
 }
 
-func connectWithSeed(url, seedFile string) (*nats.Conn, error) {
+// speakInClear connects to a NATS server's client port without TLS and
+// returns its INFO line and what it answers to a CONNECT and a PING.
+func speakInClear(t *testing.T, url string) (info, answer string) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", strings.TrimPrefix(url, "tls://"), 3*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	r := bufio.NewReader(c)
+	info, _ = r.ReadString('\n')
+	_, _ = c.Write([]byte("CONNECT {\"verbose\":false}\r\nPING\r\n"))
+	rest, _ := io.ReadAll(r)
+	return info, string(rest)
+}
+
+func connectWithSeed(url, seedFile, caFile string) (*nats.Conn, error) {
 	o, err := nats.NkeyOptionFromSeed(seedFile)
 	if err != nil {
 		return nil, err
 	}
-	return nats.Connect(url, o, nats.Timeout(3*time.Second), nats.MaxReconnects(0))
+	opts := []nats.Option{o, nats.Timeout(3 * time.Second), nats.MaxReconnects(0)}
+	if caFile != "" {
+		opts = append(opts, nats.RootCAs(caFile))
+	}
+	return nats.Connect(url, opts...)
 }
 
 // probe is a connection as one role that sees the server's refusals (its

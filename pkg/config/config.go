@@ -83,6 +83,9 @@ type NATS struct {
 	// `geomux setup` with a deployer's credentials, and processes' own
 	// credentials may not manage streams (a stream update can move data).
 	ManageStreams bool `yaml:"manage_streams"`
+	// PlaintextTokens lets install hand tokens over a nats:// link to a host
+	// other than this one (no TLS): for a lab only.
+	PlaintextTokens bool `yaml:"plaintext_tokens"`
 }
 
 // NATSAuth is how a process authenticates to a NATS system. Set at most one
@@ -345,9 +348,9 @@ type Region struct {
 	// UserToken makes the worker add the installing user's access token to
 	// the envelope sent to the backend (handler http), as "user_token".
 	UserToken bool `yaml:"user_token"`
-	// PlaintextTokens lets user_token go to an http:// backend on another
-	// host: for a lab only, since every event then carries a user's Zoom
-	// token in clear.
+	// PlaintextTokens lets the region's tokens travel in clear to another
+	// host: user_token to an http:// backend, and install handovers over a
+	// nats:// link to the region's NATS. For a lab only.
 	PlaintextTokens bool `yaml:"plaintext_tokens"`
 	// NATS is the region's own NATS system, if it has one.
 	NATS RegionNATS `yaml:"nats"`

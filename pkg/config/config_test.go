@@ -209,7 +209,7 @@ func TestEnvOverrides(t *testing.T) {
 		{"GEOMUX_WORKER_MEMORY_BUDGET=128MiB", func(c config.Config) bool { return c.Worker.MemoryBudget == 128<<20 }},
 		{"GEOMUX_WORKER_PARTITIONS=32", func(c config.Config) bool { return c.Worker.Partitions == 32 }},
 		{"GEOMUX_NATS_DEDUP_WINDOW=90m", func(c config.Config) bool { return c.NATS.DedupWindow == d(90*time.Minute) }},
-		{"GEOMUX_NATS_URL=nats://a:4222,nats://b:4222", func(c config.Config) bool { return c.NATS.URL == "nats://a:4222,nats://b:4222" }},
+		{"GEOMUX_NATS_URL=tls://a:4222,tls://b:4222", func(c config.Config) bool { return c.NATS.URL == "tls://a:4222,tls://b:4222" }},
 		{"GEOMUX_LOG_LEVEL=debug", func(c config.Config) bool { return c.Log.Level == "debug" }},
 		{"GEOMUX_SHUTDOWN_TIMEOUT=45s", func(c config.Config) bool { return c.ShutdownTimeout == d(45*time.Second) }},
 		{"GEOMUX_ADMIN_TOKEN=abcdefghijklmnopqrstuvwxyz", func(c config.Config) bool { return c.Admin.Token == "abcdefghijklmnopqrstuvwxyz" }},
@@ -362,7 +362,7 @@ func TestValidationRules(t *testing.T) {
 		{"no listener", []string{"GEOMUX_NATS_LISTEN="}, ""},
 		{"all interfaces", []string{"GEOMUX_NATS_LISTEN=:4222"}, "nats.listen:"},
 		{"not host:port", []string{"GEOMUX_NATS_LISTEN=4222"}, "nats.listen:"},
-		{"listen ignored with url", []string{"GEOMUX_NATS_URL=nats://n1:4222, tls://n2:4222", "GEOMUX_NATS_LISTEN=0.0.0.0:4222"}, ""},
+		{"listen ignored with url", []string{"GEOMUX_NATS_URL=tls://n1:4222, tls://n2:4222", "GEOMUX_NATS_LISTEN=0.0.0.0:4222"}, ""},
 		{"bad nats url", []string{"GEOMUX_NATS_URL=http://n1:4222"}, "nats.url:"},
 		{"no store dir", []string{"GEOMUX_NATS_STORE_DIR="}, "nats.store_dir:"},
 		{"publish timeout just under 3s", []string{"GEOMUX_INGRESS_PUBLISH_TIMEOUT=2999ms"}, ""},
@@ -396,6 +396,14 @@ func TestValidationRules(t *testing.T) {
 		{"user token to an https backend", []string{"GEOMUX_REGIONS_EU_HANDLER=http", "GEOMUX_REGIONS_EU_USER_TOKEN=true", "GEOMUX_REGIONS_EU_VAULT_KEY=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", "GEOMUX_REGIONS_EU_BACKEND_URL=https://backend.example.com/bot"}, ""},
 		{"user token to a local http backend", []string{"GEOMUX_REGIONS_EU_HANDLER=http", "GEOMUX_REGIONS_EU_USER_TOKEN=true", "GEOMUX_REGIONS_EU_VAULT_KEY=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", "GEOMUX_REGIONS_EU_BACKEND_URL=http://127.0.0.1:9000/bot"}, ""},
 		{"user token in clear, a lab", []string{"GEOMUX_REGIONS_EU_HANDLER=http", "GEOMUX_REGIONS_EU_USER_TOKEN=true", "GEOMUX_REGIONS_EU_VAULT_KEY=AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=", "GEOMUX_REGIONS_EU_BACKEND_URL=http://backend.example.com/bot", "GEOMUX_REGIONS_EU_PLAINTEXT_TOKENS=true"}, ""},
+		{"hub link in clear", []string{"GEOMUX_NATS_URL=tls://n1:4222,nats://n2:4222"}, "nats.url:"},
+		{"hub link on loopback", []string{"GEOMUX_NATS_URL=nats://127.0.0.1:4222"}, ""},
+		{"hub link with a CA", []string{"GEOMUX_NATS_URL=nats://n1:4222", "GEOMUX_NATS_AUTH_CA_FILE=config.go"}, ""},
+		{"hub link in clear, a lab", []string{"GEOMUX_NATS_URL=nats://n1:4222", "GEOMUX_NATS_PLAINTEXT_TOKENS=true"}, ""},
+		{"region link in clear", []string{"GEOMUX_NATS_URL=tls://hub:4222", "GEOMUX_NATS_TRANSIT_STORAGE=memory", "GEOMUX_REGIONS_EU_NATS_URL=nats://eu:4222"}, "regions[eu].nats.url:"},
+		{"region link over TLS", []string{"GEOMUX_NATS_URL=tls://hub:4222", "GEOMUX_NATS_TRANSIT_STORAGE=memory", "GEOMUX_REGIONS_EU_NATS_URL=tls://eu:4222"}, ""},
+		{"region link over websocket", []string{"GEOMUX_NATS_URL=tls://hub:4222", "GEOMUX_NATS_TRANSIT_STORAGE=memory", "GEOMUX_REGIONS_EU_NATS_URL=ws://eu:8080"}, "regions[eu].nats.url:"},
+		{"region link in clear, a lab", []string{"GEOMUX_NATS_URL=tls://hub:4222", "GEOMUX_NATS_TRANSIT_STORAGE=memory", "GEOMUX_REGIONS_EU_NATS_URL=nats://eu:4222", "GEOMUX_REGIONS_EU_PLAINTEXT_TOKENS=true"}, ""},
 		{"sandbox listen", []string{"GEOMUX_SANDBOX_LISTEN=nope"}, "sandbox.listen:"},
 		{"shutdown timeout", []string{"GEOMUX_SHUTDOWN_TIMEOUT=10ms"}, "shutdown_timeout:"},
 	} {
@@ -427,6 +435,15 @@ regions: [{name: eu, handler: echo}]
 	}
 	if _, err := read(t, ingressOnly, nil, config.RoleRouter); err != nil {
 		t.Errorf("ingress-only config for RoleRouter: %v", err)
+	}
+	// Without the install flow an ingress hands over no tokens: a link in
+	// clear is its operator's choice. A router forwards every install.
+	clear := []string{"GEOMUX_NATS_URL=nats://hub.example.com:4222"}
+	if _, err := read(t, ingressOnly, clear, config.RoleIngress); err != nil {
+		t.Errorf("ingress without install over nats://: %v", err)
+	}
+	if ps := problems(t, func() error { _, err := read(t, ingressOnly, clear, config.RoleRouter); return err }()); len(ps) != 1 || !strings.HasPrefix(ps[0], "nats.url:") {
+		t.Errorf("router over nats://: problems = %q, want nats.url", ps)
 	}
 	_, err := read(t, ingressOnly, nil) // all roles
 	ps := problems(t, err)

@@ -43,12 +43,18 @@ func Load(path string, environ []string, roles ...Role) (Config, error) {
 		return Config{}, fmt.Errorf("read config: %w", err)
 	}
 	defer f.Close()
-	c, err := Read(path, f, environ, roles...)
+	raw, err := io.ReadAll(f)
+	if err != nil {
+		return Config{}, fmt.Errorf("read config %s: %w", path, err)
+	}
+	c, err := Read(path, bytes.NewReader(raw), environ, roles...)
 	if err != nil {
 		return c, err
 	}
+	// What the file itself holds, not the environment's secrets.
+	file, _ := decode(path, raw)
 	if st, err := f.Stat(); err == nil {
-		if w := readableByOthers(path, st.Mode(), &c); w != "" {
+		if w := readableByOthers(path, st.Mode(), &file); w != "" {
 			c.Warnings = append(c.Warnings, w)
 		}
 	}
@@ -57,19 +63,13 @@ func Load(path string, environ []string, roles ...Role) (Config, error) {
 
 // Read is Load for a config that is not in a file; name is used in messages.
 func Read(name string, r io.Reader, environ []string, roles ...Role) (Config, error) {
-	cfg := Default()
 	raw, err := io.ReadAll(r)
 	if err != nil {
 		return Config{}, fmt.Errorf("read config %s: %w", name, err)
 	}
-	// Lists in the file replace the defaults' lists; an empty file keeps
-	// every default.
-	if len(bytes.TrimSpace(raw)) > 0 {
-		dec := yaml.NewDecoder(bytes.NewReader(raw))
-		dec.KnownFields(true)
-		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-			return Config{}, &Error{Source: name, Problems: yamlProblems(err)}
-		}
+	cfg, err := decode(name, raw)
+	if err != nil {
+		return Config{}, err
 	}
 	problems := applyEnv(&cfg, environ)
 	for i := range cfg.Regions {
@@ -78,6 +78,20 @@ func Read(name string, r io.Reader, environ []string, roles ...Role) (Config, er
 	problems = append(problems, cfg.problems(roles)...)
 	if len(problems) > 0 {
 		return Config{}, &Error{Source: name, Problems: problems}
+	}
+	return cfg, nil
+}
+
+// decode reads a YAML config on top of Default. Lists in the file replace
+// the defaults' lists; an empty file keeps every default.
+func decode(name string, raw []byte) (Config, error) {
+	cfg := Default()
+	if len(bytes.TrimSpace(raw)) > 0 {
+		dec := yaml.NewDecoder(bytes.NewReader(raw))
+		dec.KnownFields(true)
+		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
+			return Config{}, &Error{Source: name, Problems: yamlProblems(err)}
+		}
 	}
 	return cfg, nil
 }

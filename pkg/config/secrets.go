@@ -73,7 +73,7 @@ func (c *Config) holdsSecrets() bool {
 }
 
 // readableByOthers is the warning for a config file others may read that
-// holds secrets, or "".
+// holds secrets, or "": c is the file alone, without the environment.
 func readableByOthers(name string, mode fs.FileMode, c *Config) string {
 	if mode.Perm()&0o004 == 0 || !c.holdsSecrets() {
 		return ""

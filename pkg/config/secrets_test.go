@@ -48,6 +48,10 @@ func TestReadableSecretsWarned(t *testing.T) {
 	if c, err := config.Load(path, nil); err != nil || len(c.Warnings) != 0 {
 		t.Fatalf("the demo config: warnings %q, %v", c.Warnings, err)
 	}
+	// Secrets from the environment are not in the file: no warning.
+	if c, err := config.Load(path, []string{"GEOMUX_ADMIN_TOKEN=a-real-admin-token-0123456789"}); err != nil || len(c.Warnings) != 0 {
+		t.Fatalf("a secret from the environment: warnings %q, %v", c.Warnings, err)
+	}
 	demo = []byte(strings.Replace(string(demo), "local-admin-token-change-me", "a-real-admin-token-0123456789", 1))
 	if err := os.WriteFile(path, demo, 0o644); err != nil {
 		t.Fatal(err)

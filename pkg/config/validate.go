@@ -200,6 +200,7 @@ func (c *Config) problems(roles []Role) []string {
 		}
 	}
 
+	p.tokenLinks(c, has)
 	p.demoSecretsInPublic(c)
 	if c.Install.Enabled() {
 		if u, err := url.Parse(c.Install.PublicURL); err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && isLoopbackHost(u.Hostname()))) || (u.Path != "" && u.Path != "/") {
@@ -363,6 +364,54 @@ func validVaultKey(s string) bool {
 		}
 	}
 	return false
+}
+
+// tokenLinks refuses a NATS link without TLS, to another host, where an
+// install's tokens travel: ingress → hub → router → region → worker. The
+// router forwards every install, so its links always carry them; an
+// ingress's when it serves the install flow; a worker's when its region
+// keeps tokens.
+func (p *problems) tokenLinks(c *Config, has func(Role) bool) {
+	keepsTokens := c.Install.Enabled()
+	for _, r := range c.Regions {
+		keepsTokens = keepsTokens || r.VaultKey != ""
+	}
+	const fix = "is not TLS, and an install hands a user's Zoom tokens over it: use a tls:// URL (with auth.ca_file for a private CA), or, in a lab only, set %s: true"
+	hub := has(RoleRouter) || (has(RoleIngress) && c.Install.Enabled())
+	for _, r := range c.Regions {
+		hub = hub || (has(RoleWorker) && keepsTokens && !r.NATS.Separate())
+	}
+	if hub && c.NATS.URL != "" && !c.NATS.PlaintextTokens {
+		if u := clearLink(c.NATS.URL, c.NATS.Auth); u != "" {
+			p.add("nats.url", fmt.Sprintf("%q "+fix, RedactURL(u), "nats.plaintext_tokens"))
+		}
+	}
+	for _, r := range c.Regions {
+		carries := has(RoleRouter) || (has(RoleWorker) && keepsTokens)
+		if !carries || !r.NATS.Separate() || r.PlaintextTokens {
+			continue
+		}
+		if u := clearLink(r.NATS.URL, r.NATS.Auth); u != "" {
+			key := fmt.Sprintf("regions[%s]", r.Name)
+			p.add(key+".nats.url", fmt.Sprintf("%q "+fix, RedactURL(u), key+".plaintext_tokens"))
+		}
+	}
+}
+
+// clearLink is the first of urls that would connect without TLS to
+// another host, or "": nats:// and ws:// to a host that is not loopback,
+// unless a CA or client certificate is set (nats.go then insists on TLS).
+func clearLink(urls string, a NATSAuth) string {
+	if a.CAFile != "" || a.CertFile != "" {
+		return ""
+	}
+	for _, u := range strings.Split(urls, ",") {
+		pu, err := url.Parse(strings.TrimSpace(u))
+		if err == nil && (pu.Scheme == "nats" || pu.Scheme == "ws") && !isLoopbackHost(pu.Hostname()) {
+			return strings.TrimSpace(u)
+		}
+	}
+	return ""
 }
 
 func (p *problems) natsURL(key, v string) {
