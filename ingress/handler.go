@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/geomux/geomux/pkg/httpx"
@@ -192,15 +193,15 @@ func (s *Handler) webhook(w http.ResponseWriter, r *http.Request, a *app) {
 		s.validate(w, a, key, head)
 		return
 	}
-	if head.AccountID == "" {
-		s.reject(w, a, http.StatusBadRequest, "no_account", "payload has no accountId or account_id", logfields.EventType(head.Event))
-		return
+	if head.AccountID != "" && !proto.ValidAccountID(head.AccountID) {
+		// Such an id could never be given a region: the event is kept as
+		// one that names no account (a verified event is never refused).
+		s.log.Warn("Event's account id is not a Zoom account id; stored as naming no account", logfields.EventType(head.Event), logfields.App(a.name))
+		head.AccountID = ""
 	}
-	if !proto.ValidAccountID(head.AccountID) {
-		// Such an account could never be given a region.
-		s.reject(w, a, http.StatusBadRequest, "bad_account", "payload's account id is not a Zoom account id", logfields.EventType(head.Event))
-		return
-	}
+	// An event without an account (an external user's app mention: Zoom
+	// leaves payload.account_id empty) is stored all the same; the router
+	// finds its account from its channel, or parks it until it can.
 	s.persist(w, r, a, body, head, start)
 }
 
@@ -239,7 +240,12 @@ func (s *Handler) persist(w http.ResponseWriter, r *http.Request, a *app, body [
 	hd.Set(jetstream.MsgIDHeader, id)
 	hd.Set(proto.HeaderEventID, id)
 	hd.Set(proto.HeaderEventType, head.Event)
-	hd.Set(proto.HeaderAccountID, head.AccountID)
+	if head.AccountID != "" {
+		hd.Set(proto.HeaderAccountID, head.AccountID)
+	}
+	if strings.HasPrefix(head.Conversation, zoom.ChannelConversation) {
+		hd.Set(proto.HeaderChannel, proto.ConversationKey(head.Conversation))
+	}
 	hd.Set(proto.HeaderReceivedAt, received.UTC().Format(proto.TimeFormat))
 	hd.Set(proto.HeaderApp, a.name)
 	hd.Set(proto.HeaderConversation, proto.ConversationKey(head.Conversation))

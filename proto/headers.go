@@ -23,8 +23,15 @@ const (
 	// event's conversation (ConversationKey), which orders the region's
 	// events. It is the last token of the event's region subject.
 	HeaderConversation = "Geomux-Conversation"
+	// HeaderChannel is set by the ingress on an event of a channel: the
+	// channel's opaque key (ConversationKey of its conversation). The router
+	// learns which account a channel belongs to from the events that name
+	// both, and routes by it an event that names no account (an external
+	// user's app mention).
+	HeaderChannel = "Geomux-Channel"
 	// HeaderParkReason says why the router parked an event: "no_region",
-	// or "conflict" (its app is pinned to a region the directory contradicts).
+	// "conflict" (its app is pinned to a region the directory contradicts),
+	// or "no_account" (nothing names its account yet).
 	HeaderParkReason = "Geomux-Park-Reason"
 	// HeaderTraceparent carries Zoom's W3C traceparent header unchanged,
 	// under a name of geomux's own: nats-server reads a "traceparent" header

@@ -28,6 +28,9 @@ const (
 	// ConflictsBucket keeps the accounts whose app is pinned to a region
 	// the directory contradicts.
 	ConflictsBucket = "geomux-conflicts"
+	// ChannelsBucket maps a channel's key (HeaderChannel) to the account
+	// that owns it, learnt from events that name both: identifiers only.
+	ChannelsBucket = "geomux-channels"
 	// DirectorySubject is where the router answers the ingress's directory
 	// requests (request/reply): the ingress never writes the directory
 	// itself.
@@ -52,6 +55,43 @@ const ParkedSubjects = parkedPrefix + "*"
 // identifiers never appear in subject names, which NATS propagates as interest.
 func ParkedSubject(accountID string) string {
 	return parkedPrefix + ParkKey(accountID)
+}
+
+// parkedChannelToken starts the last token of a subject parked by channel:
+// ParkKey is hex, so no account's subject starts so.
+const parkedChannelToken = "ch-"
+
+// NoChannel is the channel key of an event that names no account and no
+// channel.
+const NoChannel = "none"
+
+// ParkedChannelSubject is the subject an event that names no account is
+// parked on, under its channel's key (HeaderChannel, or NoChannel).
+func ParkedChannelSubject(channel string) string {
+	if !ValidChannelKey(channel) {
+		channel = NoChannel
+	}
+	return parkedPrefix + parkedChannelToken + channel
+}
+
+// ValidChannelKey reports whether k is a channel key as the ingress makes
+// them (ConversationKey: 16 lowercase hex digits).
+func ValidChannelKey(k string) bool {
+	if len(k) != 16 {
+		return false
+	}
+	for _, c := range k {
+		if (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// ParkedChannelOf is the channel key of a subject parked by channel
+// (ParkedChannelSubject), and whether it is one.
+func ParkedChannelOf(subject string) (string, bool) {
+	return strings.CutPrefix(subject, parkedPrefix+parkedChannelToken)
 }
 
 // RegionEventSubject is the subject the router publishes an event of a

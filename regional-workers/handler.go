@@ -81,6 +81,33 @@ var Echo = HandlerFunc(func(_ context.Context, ev Event) ([]proto.ChatMessage, e
 	return []proto.ChatMessage{{Content: content}}, nil
 })
 
+// payloadSlot is where envelope puts Zoom's bytes: the encoding of an
+// empty payload. In JSON text every '"' inside a string is escaped, so the
+// first occurrence of this is the field itself, whatever the strings hold.
+var payloadSlot = []byte(`,"payload":null`)
+
+// envelope is req as JSON with payload, Zoom's body, in it byte for byte:
+// encoding/json would compact a json.RawMessage (Zoom's whitespace lost)
+// and HTML-escape it.
+func envelope(req proto.BackendRequest, payload []byte) ([]byte, error) {
+	if !json.Valid(payload) {
+		return nil, errors.New("the event body is not JSON")
+	}
+	req.Payload = nil
+	head, err := json.Marshal(req)
+	if err != nil {
+		return nil, err
+	}
+	i := bytes.Index(head, payloadSlot)
+	if i < 0 {
+		return nil, errors.New("no payload field in the envelope")
+	}
+	out := make([]byte, 0, len(head)+len(payload))
+	out = append(out, head[:i+len(payloadSlot)-len("null")]...)
+	out = append(out, payload...)
+	return append(out, head[i+len(payloadSlot):]...), nil
+}
+
 // maxBackendAnswer bounds what is read of a backend's answer.
 const maxBackendAnswer = 1 << 20
 
@@ -96,20 +123,14 @@ type HTTPBackend struct {
 
 // Handle calls the backend.
 func (b *HTTPBackend) Handle(ctx context.Context, ev Event) ([]proto.ChatMessage, error) {
-	// Not json.Marshal: it would HTML-escape the payload, which must reach the
-	// backend byte for byte as Zoom sent it.
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
 	req := proto.BackendRequest{
 		ID: ev.ID, Region: ev.Region, AccountID: ev.AccountID, Event: ev.Type, App: ev.App,
-		ReceivedAt: ev.ReceivedAt, Payload: ev.Body,
+		ReceivedAt: ev.ReceivedAt,
 	}
 	if t := ev.UserToken; t != nil {
 		req.UserToken = &proto.UserToken{AccessToken: t.AccessToken, ExpiresAt: t.ExpiresAt, APIURL: t.APIURL}
 	}
-	err := enc.Encode(req)
-	body := buf.Bytes()
+	body, err := envelope(req, ev.Body)
 	if err != nil {
 		return nil, fmt.Errorf("%w: encode backend request: %v", retry.ErrPermanent, err)
 	}

@@ -29,7 +29,7 @@ var Module = fx.Module("router",
 	}),
 )
 
-func newRouter(js jetstream.JetStream, regions natsfx.Regions, dir *directory.Directory, conflicts *directory.Conflicts, c config.Config, m *Metrics, log *zap.Logger) *Router {
+func newRouter(js jetstream.JetStream, regions natsfx.Regions, dir *directory.Directory, conflicts *directory.Conflicts, channels *directory.Channels, c config.Config, m *Metrics, log *zap.Logger) *Router {
 	return New(js, directory.NewCache(dir, log.Named("directory")), Options{
 		Regions:       c.RegionNames(),
 		Streams:       natsx.StreamOptionsFrom(c),
@@ -38,5 +38,6 @@ func newRouter(js jetstream.JetStream, regions natsfx.Regions, dir *directory.Di
 		Pins:          c.Zoom.Pins(),
 		DefaultApp:    c.Zoom.DefaultApp().Name,
 		Conflicts:     conflicts,
+		Channels:      channels,
 	}, m, log)
 }

@@ -12,16 +12,19 @@ import (
 
 // Metrics of the router.
 type Metrics struct {
-	reg          prometheus.Registerer
-	Routed       *prometheus.CounterVec
-	Parked       prometheus.Counter
-	Unparked     *prometheus.CounterVec
-	Failures     prometheus.Counter
-	Malformed    prometheus.Counter
-	Dropped      *prometheus.CounterVec
-	Deferred     *prometheus.CounterVec
-	Conflicts    *prometheus.CounterVec
-	RouteSeconds prometheus.Histogram
+	reg    prometheus.Registerer
+	Routed *prometheus.CounterVec
+	Parked prometheus.Counter
+	// ParkedNoAccount counts events parked because they name no account
+	// and their channel's account is not known (counted in Parked too).
+	ParkedNoAccount prometheus.Counter
+	Unparked        *prometheus.CounterVec
+	Failures        prometheus.Counter
+	Malformed       prometheus.Counter
+	Dropped         *prometheus.CounterVec
+	Deferred        *prometheus.CounterVec
+	Conflicts       *prometheus.CounterVec
+	RouteSeconds    prometheus.Histogram
 }
 
 // NewMetrics registers the router metrics with reg.
@@ -34,6 +37,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		}, []string{"region", "app"}),
 		Parked: f.NewCounter(prometheus.CounterOpts{
 			Name: "geomux_router_parked_total", Help: "Events parked because their account has no region, or a region its app contradicts.",
+		}),
+		ParkedNoAccount: f.NewCounter(prometheus.CounterOpts{
+			Name: "geomux_router_parked_without_account_total", Help: "Events parked because they name no account (an external user's app mention) and their channel's account is not known yet.",
 		}),
 		Unparked: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "geomux_router_unparked_total", Help: "Parked events routed once their account got a region, by region.",

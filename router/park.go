@@ -47,8 +47,22 @@ func newUnparker(r *Router) *unparker {
 
 // request asks for the parked events of account (or sweepAll) to be routed.
 func (u *unparker) request(account string) {
+	if account == sweepAll {
+		u.requestFilter(proto.ParkedSubjects)
+		return
+	}
+	u.requestFilter(proto.ParkedSubject(account))
+}
+
+// requestChannel asks for the events parked under channel (they name no
+// account) to be routed.
+func (u *unparker) requestChannel(channel string) {
+	u.requestFilter(proto.ParkedChannelSubject(channel))
+}
+
+func (u *unparker) requestFilter(filter string) {
 	u.mu.Lock()
-	u.want[account] = true
+	u.want[filter] = true
 	u.mu.Unlock()
 	select {
 	case u.signal <- struct{}{}:
@@ -81,17 +95,13 @@ func (u *unparker) run(ctx context.Context) {
 		todo := u.want
 		u.want = map[string]bool{}
 		u.mu.Unlock()
-		for account := range todo {
-			filter := proto.ParkedSubjects
-			if account != sweepAll {
-				filter = proto.ParkedSubject(account)
-			}
+		for filter := range todo {
 			if err := u.r.sweep(ctx, filter); err != nil {
 				if ctx.Err() != nil {
 					return
 				}
-				u.r.log.Warn("Routing parked events failed; will retry", logfields.AccountID(account), zap.Error(err))
-				time.AfterFunc(time.Second, func() { u.request(account) })
+				u.r.log.Warn("Routing parked events failed; will retry", zap.String("subject", filter), zap.Error(err))
+				time.AfterFunc(time.Second, func() { u.requestFilter(filter) })
 			}
 		}
 	}
@@ -121,11 +131,21 @@ func (r *Router) unparkOne(ctx context.Context, m *jetstream.RawStreamMsg) error
 	h := m.Header
 	account, id := h.Get(proto.HeaderAccountID), h.Get(proto.HeaderEventID)
 	app := r.appOf(h)
+	if account == "" {
+		var err error
+		if account, err = r.channelAccount(h); err != nil || account == "" {
+			return err // its channel's account is still unknown
+		}
+	}
 	region, reason := r.route(app, account)
 	if reason != "" {
+		if _, byChannel := proto.ParkedChannelOf(m.Subject); byChannel {
+			return r.reparkUnderAccount(ctx, m, account, reason)
+		}
 		return nil
 	}
 	conflicted := h.Get(proto.HeaderParkReason) == ParkConflict
+	h.Set(jetstream.MsgIDHeader, id) // the region drops a second copy
 	h.Set(proto.HeaderRegion, region)
 	h.Del(proto.HeaderParkReason)
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -144,5 +164,26 @@ func (r *Router) unparkOne(ctx context.Context, m *jetstream.RawStreamMsg) error
 			r.log.Warn("Settled conflict not forgotten", logfields.AccountID(account), zap.Error(err))
 		}
 	}
+	return nil
+}
+
+// reparkUnderAccount moves an event parked under its channel, whose
+// account is known now but has no region yet, to its account's parked
+// subject: it is routed when the account gets its region.
+func (r *Router) reparkUnderAccount(ctx context.Context, m *jetstream.RawStreamMsg, account, reason string) error {
+	h := m.Header
+	h.Set(proto.HeaderParkReason, reason)
+	// Another id in the parked stream: under the event's own, JetStream
+	// would drop this copy as the duplicate of the one it replaces.
+	h.Set(jetstream.MsgIDHeader, h.Get(proto.HeaderEventID)+".account")
+	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := r.js.PublishMsg(pctx, &nats.Msg{Subject: proto.ParkedSubject(account), Header: h, Data: m.Data}); err != nil {
+		return err
+	}
+	if _, err := natsx.DeleteMsg(pctx, r.parked, m.Sequence, false); err != nil {
+		return err
+	}
+	r.log.Info("Parked event's account found; it waits for the account's region", logfields.EventID(h.Get(proto.HeaderEventID)), logfields.AccountID(account))
 	return nil
 }

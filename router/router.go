@@ -49,6 +49,18 @@ type Options struct {
 	DefaultApp string
 	// Conflicts, if set, records each conflict, for operators.
 	Conflicts ConflictRecorder
+	// Channels, if set, keeps which account owns each channel: an event
+	// that names no account is routed as its channel's.
+	Channels ChannelBook
+}
+
+// ChannelBook keeps which account owns each channel; *directory.Channels
+// is one.
+type ChannelBook interface {
+	Knows(channel, account string) bool
+	Learn(ctx context.Context, channel, account string) (bool, error)
+	Account(ctx context.Context, channel string) (string, bool, error)
+	Forget(ctx context.Context, account string) (int, error)
 }
 
 // ConflictRecorder keeps the accounts whose app and directory disagree;
@@ -62,6 +74,9 @@ type ConflictRecorder interface {
 const (
 	ParkNoRegion = "no_region"
 	ParkConflict = "conflict"
+	// ParkNoAccount: the event names no account (an external user's app
+	// mention) and its channel's account is not known yet.
+	ParkNoAccount = "no_account"
 )
 
 // Router routes events. Build it with New, then Start and Stop it.
@@ -288,6 +303,7 @@ type pendingAck struct {
 	region    string // empty when parked
 	app       string
 	reason    string // why it was parked
+	channel   string // the event's channel key, to learn its account
 	start     time.Time
 }
 
@@ -309,7 +325,7 @@ func (r *Router) handle(in jetstream.Msg) {
 
 	h := in.Headers()
 	account, id := h.Get(proto.HeaderAccountID), h.Get(proto.HeaderEventID)
-	if account == "" || id == "" {
+	if id == "" {
 		// Only something other than geomux's ingress can have published this.
 		r.log.Error("Event without geomux headers on the transit subject; discarded", zap.String("subject", in.Subject()))
 		r.metrics.Malformed.Inc()
@@ -318,6 +334,17 @@ func (r *Router) handle(in jetstream.Msg) {
 	}
 	out := &nats.Msg{Header: h, Data: in.Data()}
 	app := r.appOf(h)
+	if account == "" {
+		var err error
+		if account, err = r.channelAccount(h); err != nil {
+			_ = in.NakWithDelay(deferDelay) // the channel book cannot be read now
+			return
+		}
+		if account == "" {
+			r.parkWithoutAccount(in, out, id, app)
+			return
+		}
+	}
 	region, reason := r.route(app, account)
 	ok := reason == ""
 	var also []jetstream.PubAckFuture
@@ -366,7 +393,7 @@ func (r *Router) handle(in jetstream.Msg) {
 	}
 	// Only this goroutine sends on the lane, and it had room: this does not block.
 	l.ch <- pendingAck{in: in, fut: fut, also: also, account: account, id: id, region: region, app: app, reason: reason,
-		uninstall: uninstall, start: time.Now()}
+		channel: h.Get(proto.HeaderChannel), uninstall: uninstall, start: time.Now()}
 }
 
 // deferDelay is how long an event whose region is unreachable waits in the
@@ -398,13 +425,23 @@ func (r *Router) ackLoop(l *lane) {
 }
 
 func (r *Router) routed(p pendingAck) {
+	if p.reason == ParkNoAccount {
+		r.metrics.Parked.Inc()
+		r.metrics.ParkedNoAccount.Inc()
+		r.log.Info("Event parked: it names no account, and its channel's account is not known yet", logfields.EventID(p.id), logfields.App(p.app))
+		return
+	}
 	if p.uninstall && p.reason != ParkConflict {
 		r.eraseParked(p.account, p.id)
+		r.forgetChannels(p.account, p.id)
 	}
 	if p.uninstall && p.reason == ParkNoRegion {
 		r.metrics.Dropped.WithLabelValues("uninstall_without_region").Inc()
 		r.log.Info("Uninstall of an account without a region; every region erases what it holds of it", logfields.EventID(p.id), logfields.AccountID(p.account), logfields.App(p.app))
 		return
+	}
+	if p.channel != "" {
+		r.learnChannel(p.channel, p.account)
 	}
 	if p.region != "" {
 		r.metrics.Routed.WithLabelValues(p.region, p.app).Inc()

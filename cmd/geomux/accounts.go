@@ -120,10 +120,20 @@ func listAccounts(out io.Writer, base, token string, f accountsFlags) error {
 	if err := get("/admin/v1/conflicts", &conflicts); err != nil {
 		return err
 	}
+	var unclaimed struct {
+		Channels []directory.ParkedChannel `json:"channels"`
+		Events   uint64                    `json:"events"`
+	}
 	if !f.conflicts {
 		if err := get("/admin/v1/holds", &holds); err != nil {
 			return err
 		}
+		if err := get("/admin/v1/parked/without-account", &unclaimed); err != nil {
+			return err
+		}
+	}
+	if unclaimed.Channels == nil {
+		unclaimed.Channels = []directory.ParkedChannel{}
 	}
 	if holds.Holds == nil {
 		holds.Holds = []directory.Hold{}
@@ -138,7 +148,7 @@ func listAccounts(out io.Writer, base, token string, f accountsFlags) error {
 		if f.conflicts {
 			return printJSON(out, map[string]any{"conflicts": conflicts.Conflicts})
 		}
-		v := map[string]any{"accounts": accounts.Accounts, "conflicts": conflicts.Conflicts, "holds": holds.Holds}
+		v := map[string]any{"accounts": accounts.Accounts, "conflicts": conflicts.Conflicts, "holds": holds.Holds, "parked_without_account": unclaimed.Channels}
 		if len(holds.Unanswered) > 0 {
 			v["holds_unanswered"] = holds.Unanswered
 		}
@@ -156,6 +166,10 @@ func listAccounts(out io.Writer, base, token string, f accountsFlags) error {
 		fmt.Fprintf(out, "%d accounts with a region\n", len(accounts.Accounts))
 		if err := printHolds(out, holds.Holds, holds.Unanswered); err != nil {
 			return err
+		}
+		if unclaimed.Events > 0 {
+			fmt.Fprintf(out, "%d events parked without an account, in %d channels (an external user's app mention; routed once an event of the channel names its account, e.g. team_chat.channel_app_added)\n",
+				unclaimed.Events, len(unclaimed.Channels))
 		}
 	}
 	if len(conflicts.Conflicts) == 0 {

@@ -65,7 +65,7 @@ func setup(ctx context.Context, out io.Writer, cfg config.Config) error {
 		}
 		say("hub", "stream", sc.Name)
 	}
-	for _, kc := range []jetstream.KeyValueConfig{natsx.DirectoryConfig(so), natsx.ConflictsConfig(so), natsx.InstallNoncesConfig(so)} {
+	for _, kc := range []jetstream.KeyValueConfig{natsx.DirectoryConfig(so), natsx.ConflictsConfig(so), natsx.ChannelsConfig(so), natsx.InstallNoncesConfig(so)} {
 		if _, err := natsx.EnsureKeyValue(ctx, hubJS, kc); err != nil {
 			return err
 		}

@@ -152,7 +152,7 @@ func isTransit(name string) bool { return name == proto.IngressStream || name ==
 // owner says whose data a stream holds, from its name.
 func owner(name string, cfg config.Config) string {
 	switch name {
-	case proto.IngressStream, proto.ParkedStream, "KV_" + proto.DirectoryBucket, "KV_" + proto.ConflictsBucket, "KV_" + proto.InstallNoncesBucket:
+	case proto.IngressStream, proto.ParkedStream, "KV_" + proto.DirectoryBucket, "KV_" + proto.ConflictsBucket, "KV_" + proto.ChannelsBucket, "KV_" + proto.InstallNoncesBucket:
 		return "hub"
 	}
 	for _, r := range cfg.Regions {

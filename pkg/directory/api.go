@@ -12,6 +12,8 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/geomux/geomux/pkg/admin"
 	"github.com/geomux/geomux/pkg/logfields"
 	"github.com/geomux/geomux/proto"
@@ -26,11 +28,13 @@ import (
 //	GET    /admin/v1/conflicts                              accounts whose pinned app and directory disagree
 //	GET    /admin/v1/holds                                  accounts whose replies wait for Zoom's daily limit to reset
 //	GET    /admin/v1/accounts/{accountId}/inventory         what every region holds of the account (counts; 502 if one cannot be asked)
+//	GET    /admin/v1/parked/without-account                 channels whose events name no account and wait for it (counts)
 type API struct {
 	dir       *Directory
 	conflicts *Conflicts
 	holds     *Holds
 	inventory *Inventories
+	hub       jetstream.JetStream
 	regions   []string
 	log       *zap.Logger
 }
@@ -74,6 +78,9 @@ func (a *API) Routes() []admin.Route {
 	}
 	if a.inventory != nil {
 		routes = append(routes, admin.Route{Pattern: "GET /admin/v1/accounts/{accountId}/inventory", Handler: http.HandlerFunc(a.getInventory)})
+	}
+	if a.hub != nil {
+		routes = append(routes, admin.Route{Pattern: "GET /admin/v1/parked/without-account", Handler: http.HandlerFunc(a.listParkedWithoutAccount)})
 	}
 	return routes
 }

@@ -29,6 +29,7 @@ var Module = fx.Module("directory",
 	fx.Provide(
 		NewDirectory,
 		NewConflicts,
+		NewChannels,
 		NewInstaller,
 		func(i directory.Installer) directory.Recorder { return i },
 		platformfx.AsAdminRoute(func(d *directory.Directory, cf *directory.Conflicts, regions natsfx.Regions, js jetstream.JetStream, c config.Config, log *zap.Logger) []admin.Route {
@@ -38,7 +39,7 @@ var Module = fx.Module("directory",
 				h.Regions[name] = r.Conn
 				inv.Regions[name] = r.Conn
 			}
-			return directory.NewAPI(d, c.RegionNames(), log.Named("admin")).WithConflicts(cf).WithHolds(h).WithInventories(inv).Routes()
+			return directory.NewAPI(d, c.RegionNames(), log.Named("admin")).WithConflicts(cf).WithHolds(h).WithInventories(inv).WithParked(js).Routes()
 		}),
 	),
 	fx.Invoke(serve),
@@ -63,6 +64,13 @@ func NewConflicts(js jetstream.JetStream, c config.Config) (*directory.Conflicts
 	ctx, cancel := context.WithTimeout(context.Background(), c.NATS.ConnectTimeout.D())
 	defer cancel()
 	return directory.OpenConflicts(ctx, js, natsx.StreamOptionsFrom(c))
+}
+
+// NewChannels opens the hub's record of which account owns each channel.
+func NewChannels(js jetstream.JetStream, c config.Config) (*directory.Channels, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), c.NATS.ConnectTimeout.D())
+	defer cancel()
+	return directory.OpenChannels(ctx, js, natsx.StreamOptionsFrom(c))
 }
 
 // NewInstaller records installs: the directory entry, and the tokens handed

@@ -261,6 +261,20 @@ func ConflictsConfig(o StreamOptions) jetstream.KeyValueConfig {
 	return c
 }
 
+// ChannelsConfig is the hub's bucket mapping a channel's key to the
+// account that owns it (identifiers only), learnt from events that name
+// both.
+func ChannelsConfig(o StreamOptions) jetstream.KeyValueConfig {
+	c := jetstream.KeyValueConfig{
+		Bucket:      proto.ChannelsBucket,
+		Description: "geomux: channel key -> owning Zoom account",
+		History:     1,
+		Storage:     jetstream.FileStorage,
+	}
+	o.Hub.kv(&c)
+	return c
+}
+
 // RegionAdvisoryConfig is the stream keeping the max-deliveries advisories of the region's
 // workers consumer. JetStream sends an advisory only while someone listens:
 // this stream is that listener, so none is missed while no worker runs.

@@ -211,6 +211,9 @@ func Conversation(body []byte) string {
 	return h.Conversation
 }
 
+// ChannelConversation starts the name of a channel's conversation.
+const ChannelConversation = "channel:"
+
 // conversation is Conversation from the payload's toJid, userJid, object
 // and operator_id. It reads them leniently: a field of another type than
 // Zoom's counts as absent (the event is routed all the same).
@@ -227,7 +230,7 @@ func conversation(event string, f []gjson.Result) string {
 		base, _, _ := strings.Cut(to, "/")
 		switch {
 		case strings.Contains(base, "@conference."):
-			return "channel:" + base
+			return ChannelConversation + base
 		case user != "":
 			return "user:" + user
 		case base != "":
@@ -236,7 +239,7 @@ func conversation(event string, f []gjson.Result) string {
 	case strings.HasPrefix(event, "team_chat."):
 		if object.IsObject() {
 			if c := str(object.Get("channel_id")); c != "" {
-				return "channel:" + c
+				return ChannelConversation + c
 			}
 		}
 		if operator != "" {

@@ -38,6 +38,16 @@ func Event(name string) []byte {
 	return buf.Bytes()
 }
 
+// RawEvent returns the example event name byte for byte as it is written,
+// whitespace and all, as Zoom may send it.
+func RawEvent(name string) []byte {
+	raw, err := events.ReadFile("testdata/" + name + ".json")
+	if err != nil {
+		panic(fmt.Sprintf("zoomtest: no example event %q", name))
+	}
+	return raw
+}
+
 // BotNotification returns a bot_notification body for account with the
 // user's text; unique makes two calls differ, as two real events do.
 func BotNotification(account, text string, unique int64) []byte {
