@@ -42,6 +42,7 @@ func (w *Worker) send(ev Event, start time.Time, st *replyState) error {
 		return err
 	}
 	chat, _ := zoom.ParseChat(ev.Body)
+	toJID, userJID := chat.ReplyTo(bot.BotJID)
 	limited := 0
 	for st.Sent < len(st.Messages) {
 		cm := st.Messages[st.Sent]
@@ -52,13 +53,13 @@ func (w *Worker) send(ev Event, start time.Time, st *replyState) error {
 			VisibleToUser: cm.VisibleToUser, ReplyTo: cm.ReplyTo,
 		}
 		if zm.ToJID == "" {
-			zm.ToJID = chat.ToJID
+			zm.ToJID = toJID
 		}
 		if zm.UserJID == "" {
-			zm.UserJID = chat.UserJID
+			zm.UserJID = userJID
 		}
-		if zm.ToJID == "" {
-			return fmt.Errorf("%w: reply %d has no to_jid and the event has no payload.toJid", retry.ErrPermanent, st.Sent)
+		if err := zm.Check(); err != nil {
+			return fmt.Errorf("%w: reply %d of %s: %v", retry.ErrPermanent, st.Sent, ev.Type, err)
 		}
 		if err := w.pace.wait(w.base, ev.AccountID); err != nil {
 			return err

@@ -1078,3 +1078,45 @@ func TestFullDeadLetterStreamKeepsTheEvent(t *testing.T) {
 	}
 	waitEventsGone(t, ns.JS, "us")
 }
+
+// A reply the backend leaves unaddressed goes where Zoom documents each
+// event: a welcome on bot_installed to the installing user, a reply to an
+// app mention to its channel on behalf of the user who mentioned the app;
+// each carries every field Zoom requires. A reply nothing can address is a
+// dead letter naming the missing field, not a 400 from Zoom.
+func TestReplyDefaultsPerEvent(t *testing.T) {
+	t.Parallel()
+	ns := natstest.Start(t, "")
+	z := newFakeZoom(t, nil)
+	backend := newFakeBackend(t, func(int, proto.BackendRequest) backendAnswer {
+		return answerJSON(proto.BackendResponse{Messages: []proto.ChatMessage{{Content: card("hello")}}})
+	})
+	startWorker(t, ns.JS, backendHandler(t, backend, "eu", 0), zoomClient(t, z), testOptions("eu"))
+
+	installed := zoomtest.Event("bot_installed")
+	mention := zoomtest.Event("team_chat_app_mention")
+	publish(t, ns.JS, "eu", "bot_installed", "CDSCdcsdv", installed)
+	publish(t, ns.JS, "eu", "team_chat.app_mention", "asgVcjZnWWRLWvv_GtyGuaxg", mention)
+	natstest.Eventually(t, 10*time.Second, func() bool { return len(z.SB.Delivered()) == 2 }, "two replies delivered")
+	want := map[string][2]string{
+		"CDSCdcsdv":                {"fvdfvfdvfd@xmpp.zoom.us", "fvdfvfdvfd@xmpp.zoom.us"},
+		"asgVcjZnWWRLWvv_GtyGuaxg": {"8amq0wooq1o3a84yyfc2xq@conference.xmpp.zoom.us", "z8ycxjabcdefghfp8uq@xmpp.zoom.us"},
+	}
+	for _, d := range z.SB.Delivered() {
+		w, ok := want[d.Message.AccountID]
+		if !ok || d.Message.ToJID != w[0] || d.Message.UserJID != w[1] || d.Message.RobotJID == "" {
+			t.Errorf("delivered %+v, want to %q as %q", d.Message, w[0], w[1])
+		}
+	}
+
+	// A mention that names neither a channel nor a user.
+	bare := []byte(`{"event":"team_chat.app_mention","event_ts":1,"payload":{"account_id":"acct-bare","object":{"message":"hi"}}}`)
+	publish(t, ns.JS, "eu", "team_chat.app_mention", "acct-bare", bare)
+	dl := waitDeadLetter(t, ns.JS, "eu")
+	if r, e := dl.Header.Get(proto.HeaderDeadReason), dl.Header.Get(proto.HeaderDeadError); r != proto.DeadReasonPermanent || !strings.Contains(e, "to_jid") || !strings.Contains(e, "user_jid") {
+		t.Errorf("dead letter %q: %q, want permanent naming to_jid and user_jid", r, e)
+	}
+	if n := len(z.SB.Delivered()); n != 2 {
+		t.Errorf("%d messages reached Zoom, want 2", n)
+	}
+}

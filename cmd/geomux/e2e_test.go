@@ -136,15 +136,23 @@ func newFakeBackend(t *testing.T, region string) *fakeBackend {
 				return
 			}
 		}
-		if req.Event != "bot_notification" {
+		var p struct {
+			Payload struct {
+				Cmd    string
+				Object struct{ Message string }
+			} `json:"payload"`
+		}
+		_ = json.Unmarshal(req.Payload, &p)
+		text := p.Payload.Cmd
+		switch req.Event {
+		case "bot_notification":
+		case "team_chat.app_mention": // answered without to_jid, user_jid: geomux's defaults
+			text = "mention: " + p.Payload.Object.Message
+		default:
 			w.WriteHeader(http.StatusNoContent)
 			return
 		}
-		var p struct {
-			Payload struct{ Cmd string } `json:"payload"`
-		}
-		_ = json.Unmarshal(req.Payload, &p)
-		content, _ := json.Marshal(map[string]any{"body": []map[string]string{{"type": "message", "text": region + ": " + p.Payload.Cmd}}})
+		content, _ := json.Marshal(map[string]any{"body": []map[string]string{{"type": "message", "text": region + ": " + text}}})
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(proto.BackendResponse{Messages: []proto.ChatMessage{{Content: content}}})
 	}))

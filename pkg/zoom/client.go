@@ -1,6 +1,7 @@
 package zoom
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -153,6 +154,31 @@ type Message struct {
 	IsMarkdownSupport *bool           `json:"is_markdown_support,omitempty"`
 	VisibleToUser     string          `json:"visible_to_user,omitempty"`
 	ReplyTo           string          `json:"reply_to,omitempty"`
+}
+
+// Check reports a message Zoom's send-message API would refuse (400,
+// code 7001) for a required field missing: account_id, content (a JSON
+// object), robot_jid, to_jid, user_jid. The error names the field and
+// where its default comes from.
+func (m Message) Check() error {
+	var missing []string
+	for _, f := range []struct{ name, v, why string }{
+		{"account_id", m.AccountID, "the event names no account"},
+		{"robot_jid", m.RobotJID, "zoom.bot_jid is not set"},
+		{"to_jid", m.ToJID, "the event names no channel or user to answer (payload.toJid, payload.userJid, payload.object.channel_id): set to_jid in the answer"},
+		{"user_jid", m.UserJID, "the event names no user (payload.userJid, payload.operator_id): set user_jid in the answer"},
+	} {
+		if f.v == "" {
+			missing = append(missing, f.name+" ("+f.why+")")
+		}
+	}
+	if c := bytes.TrimSpace(m.Content); len(c) == 0 || c[0] != '{' || !json.Valid(c) {
+		missing = append(missing, "content (a message card, a JSON object: {\"body\": [...]})")
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("zoom requires %s", strings.Join(missing, ", "))
+	}
+	return nil
 }
 
 // Sent is Zoom's answer to a sent message.

@@ -160,36 +160,92 @@ func validUTF8(s string) string {
 	return b.String()
 }
 
-// Chat is what a reply to an event needs from it: whom to answer and what the
-// user wrote.
+// Chat is what a reply to an event needs from it: whom to answer, on
+// whose behalf, and what the user wrote.
 type Chat struct {
 	// ToJID is the user or channel the event came from (payload.toJid).
 	ToJID string
 	// UserJID is the user who triggered the event (payload.userJid).
 	UserJID string
-	// Text is what the user wrote (payload.cmd of bot_notification).
+	// Text is what the user wrote (payload.cmd of bot_notification,
+	// payload.object.message of a team_chat event).
 	Text string
+	// ChannelID and OperatorID are a team_chat event's channel and user
+	// (payload.object.channel_id, payload.operator_id): Zoom ids, not JIDs.
+	ChannelID, OperatorID string
 }
 
-// ParseChat reads the reply fields of a chatbot event body (bot_notification,
-// interactive_message_*). Other events yield an empty Chat. Like ParseHead,
-// a field of the wrong type makes the body ErrNotJSON.
+// ReplyTo is where a reply to the event goes by default, and on whose
+// behalf (Zoom's to_jid and user_jid), as Zoom documents each event:
+//
+//   - bot_notification, interactive_message_*: payload.toJid (the channel,
+//     or the user's chat with the bot) and payload.userJid;
+//   - bot_installed: the installing user (payload.userJid), both;
+//   - team_chat.* (an app mention, a shared link, ...): the channel
+//     (payload.object.channel_id) or, without one, the user, on behalf of
+//     the user who acted (payload.operator_id). A JID is a Zoom id in lower
+//     case at the XMPP domain of the bot's own JID (xmpp.zoom.us), a
+//     channel's at conference.<domain>.
+//
+// Empty when the event names neither.
+func (c Chat) ReplyTo(botJID string) (toJID, userJID string) {
+	toJID, userJID = c.ToJID, c.UserJID
+	if toJID == "" {
+		toJID = userJID // bot_installed: welcome the installing user
+	}
+	_, domain, ok := strings.Cut(botJID, "@")
+	if !ok || domain == "" {
+		domain = "xmpp.zoom.us"
+	}
+	if userJID == "" && c.OperatorID != "" {
+		userJID = strings.ToLower(c.OperatorID) + "@" + domain
+	}
+	if toJID == "" {
+		switch {
+		case c.ChannelID != "":
+			toJID = strings.ToLower(c.ChannelID) + "@conference." + domain
+		default:
+			toJID = userJID
+		}
+	}
+	return toJID, userJID
+}
+
+// ParseChat reads the reply fields of an event body (chatbot events and
+// team_chat events; others yield an empty Chat). Like ParseHead, a
+// chatbot field of the wrong type makes the body ErrNotJSON; the team_chat
+// fields are read leniently.
 func ParseChat(body []byte) (Chat, error) {
 	top, ok := parseObject(body)
 	if !ok {
 		return Chat{}, ErrNotJSON
 	}
-	var t [1]gjson.Result
-	firstFields(top, headKeys[1:], t[:])
-	if !isObjectOrAbsent(t[0]) {
+	var t [2]gjson.Result
+	firstFields(top, headKeys[:], t[:])
+	if !isObjectOrAbsent(t[1]) {
 		return Chat{}, ErrNotJSON
 	}
 	var p [3]gjson.Result
-	firstFields(t[0], chatKeys[:], p[:])
+	firstFields(t[1], chatKeys[:], p[:])
 	str, valid := stringReader()
 	c := Chat{ToJID: str(p[0]), UserJID: str(p[1]), Text: str(p[2])}
 	if !valid() {
 		return Chat{}, ErrNotJSON
+	}
+	if strings.HasPrefix(t[0].Str, "team_chat.") && t[1].IsObject() {
+		lenient := func(r gjson.Result) string {
+			if r.Type != gjson.String {
+				return ""
+			}
+			return r.Str
+		}
+		c.OperatorID = lenient(t[1].Get("operator_id"))
+		if o := t[1].Get("object"); o.IsObject() {
+			c.ChannelID = lenient(o.Get("channel_id"))
+			if c.Text == "" {
+				c.Text = lenient(o.Get("message"))
+			}
+		}
 	}
 	return c, nil
 }

@@ -131,6 +131,37 @@ func TestParseHeadErrors(t *testing.T) {
 	}
 }
 
+// Each event's reply goes where Zoom documents it, with Zoom's required
+// to_jid and user_jid both set.
+func TestReplyDefaults(t *testing.T) {
+	const bot = "v1bot@xmpp.zoom.us"
+	for _, tc := range []struct {
+		name     string
+		to, user string
+	}{
+		{"bot_notification", "b1c841dc7b0b4a69287e6be05c7f93f25@conference.xmpp.zoom.us", "kdykjnimt4kpd8kkdqt9fq@xmpp.zoom.us"},
+		{"interactive_message_select", "kdykjnimt4kpd8kkdqt9fq@xmpp.zoom.us/robot_v1m0yn1imztuogsxjje8fdew@xmpp.zoom.us", "kdykjnimt4kpd8kkdqt9fq@xmpp.zoom.us"},
+		// The installing user is welcomed.
+		{"bot_installed", "fvdfvfdvfd@xmpp.zoom.us", "fvdfvfdvfd@xmpp.zoom.us"},
+		// The channel, on behalf of the user who mentioned the app.
+		{"team_chat_app_mention", "8amq0wooq1o3a84yyfc2xq@conference.xmpp.zoom.us", "z8ycxjabcdefghfp8uq@xmpp.zoom.us"},
+		{"app_deauthorized", "", ""},
+	} {
+		chat, err := zoom.ParseChat(zoomtest.Event(tc.name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if to, user := chat.ReplyTo(bot); to != tc.to || user != tc.user {
+			t.Errorf("%s: reply to %q as %q, want %q as %q", tc.name, to, user, tc.to, tc.user)
+		}
+	}
+	// The XMPP domain is the bot's (another Zoom cloud, a sandbox).
+	chat, _ := zoom.ParseChat(zoomtest.Event("team_chat_app_mention"))
+	if to, user := chat.ReplyTo("bot@xmpp.example.gov"); to != "8amq0wooq1o3a84yyfc2xq@conference.xmpp.example.gov" || user != "z8ycxjabcdefghfp8uq@xmpp.example.gov" {
+		t.Errorf("on another domain: %q as %q", to, user)
+	}
+}
+
 func TestParseChat(t *testing.T) {
 	for _, tc := range []struct {
 		name string
@@ -145,8 +176,8 @@ func TestParseChat(t *testing.T) {
 			ToJID:   "kdykjnimt4kpd8kkdqt9fq@xmpp.zoom.us/robot_v1m0yn1imztuogsxjje8fdew@xmpp.zoom.us",
 			UserJID: "kdykjnimt4kpd8kkdqt9fq@xmpp.zoom.us",
 		}},
-		// Not a chatbot event: nothing to reply to.
-		{"team_chat_app_mention", zoom.Chat{}},
+		{"team_chat_app_mention", zoom.Chat{Text: "hello", ChannelID: "8AmQ0WOoQ1O3a84yYFc2xQ", OperatorID: "z8yCxjabcdEFGHfp8uQ"}},
+		{"bot_installed", zoom.Chat{UserJID: "fvdfvfdvfd@xmpp.zoom.us"}},
 		{"endpoint_url_validation", zoom.Chat{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
