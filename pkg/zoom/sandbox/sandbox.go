@@ -68,6 +68,10 @@ type Delivered struct {
 	// Text is the text of the message's body items, joined by newlines.
 	Text string
 	At   time.Time
+	// Edits is how many times it was edited (PUT); Deleted, whether it
+	// was deleted (DELETE).
+	Edits   int
+	Deleted bool
 }
 
 // Sandbox is an http.Handler. The zero value is not usable: use New.
@@ -80,6 +84,7 @@ type Sandbox struct {
 	tokens    map[string]issued
 	issued    int
 	delivered []Delivered
+	unfurls   []Unfurl
 	oauth     oauthState
 
 	limits *limiter
@@ -102,6 +107,9 @@ func New(cfg Config, out io.Writer) *Sandbox {
 	s.mux.HandleFunc("GET /marketplace/install", s.marketplaceInstall)
 	s.mux.HandleFunc("GET /v2/users/me", s.usersMe)
 	s.mux.HandleFunc("POST /v2/im/chat/messages", s.message)
+	s.mux.HandleFunc("PUT /v2/im/chat/messages/{messageId}", s.edit)
+	s.mux.HandleFunc("DELETE /v2/im/chat/messages/{messageId}", s.deleteMessage)
+	s.mux.HandleFunc("POST /v2/im/chat/users/{userId}/unfurls/{triggerId}", s.unfurl)
 	s.mux.HandleFunc("POST /example-backend", ExampleBackend)
 	return s
 }
@@ -122,7 +130,7 @@ func (s *Sandbox) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	h.ServeHTTP(w, r)
+	s.mux.ServeHTTP(w, r) // sets the route's path values
 }
 
 // statusOnly keeps the status and headers a handler answers, and drops its
@@ -169,6 +177,7 @@ func (s *Sandbox) TokensIssued() int {
 type issued struct {
 	app     App
 	expires time.Time
+	token   string
 }
 
 // app is the app of the client credentials id and secret.
@@ -204,7 +213,7 @@ func (s *Sandbox) token(w http.ResponseWriter, r *http.Request) {
 	}
 	tok := "sandbox." + randomID()
 	s.mu.Lock()
-	s.tokens[tok] = issued{app: app, expires: s.cfg.Now().Add(s.cfg.TokenLifetime)}
+	s.tokens[tok] = issued{app: app, expires: s.cfg.Now().Add(s.cfg.TokenLifetime), token: tok}
 	s.issued++
 	s.mu.Unlock()
 	httpx.WriteJSON(w, http.StatusOK, map[string]any{
@@ -219,15 +228,11 @@ type zoomError struct {
 }
 
 func (s *Sandbox) message(w http.ResponseWriter, r *http.Request) {
-	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	s.mu.Lock()
-	iss, known := s.tokens[tok]
-	s.mu.Unlock()
-	now := s.cfg.Now()
-	if !ok || !known || now.After(iss.expires) {
-		httpx.WriteJSON(w, http.StatusUnauthorized, zoomError{7010, "Invalid access token."})
+	iss, ok := s.caller(w, r)
+	if !ok {
 		return
 	}
+	now := s.cfg.Now()
 	var m zoom.Message
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&m); err != nil {
 		httpx.WriteJSON(w, http.StatusBadRequest, zoomError{7001, "Invalid request body."})
@@ -239,14 +244,8 @@ func (s *Sandbox) message(w http.ResponseWriter, r *http.Request) {
 			missing = append(missing, f.name)
 		}
 	}
-	var content struct {
-		Head *json.RawMessage `json:"head"`
-		Body []struct {
-			Type string `json:"type"`
-			Text string `json:"text"`
-		} `json:"body"`
-	}
-	if len(m.Content) == 0 || json.Unmarshal(m.Content, &content) != nil || (content.Head == nil && len(content.Body) == 0) {
+	text, valid := cardText(m.Content)
+	if !valid {
 		missing = append(missing, "content")
 	}
 	if len(missing) > 0 {
@@ -262,13 +261,7 @@ func (s *Sandbox) message(w http.ResponseWriter, r *http.Request) {
 		writeRefusal(w, refused)
 		return
 	}
-	var texts []string
-	for _, b := range content.Body {
-		if b.Text != "" {
-			texts = append(texts, b.Text)
-		}
-	}
-	d := Delivered{MessageID: messageID(), Token: tok, ClientID: iss.app.ClientID, Message: m, Text: strings.Join(texts, "\n"), At: now}
+	d := Delivered{MessageID: messageID(), Token: iss.token, ClientID: iss.app.ClientID, Message: m, Text: text, At: now}
 	s.mu.Lock()
 	s.delivered = append(s.delivered, d)
 	// Under the lock: out may be a plain buffer (a test's), and concurrent
