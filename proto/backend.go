@@ -24,6 +24,15 @@ type BackendRequest struct {
 	ReceivedAt time.Time `json:"received_at"`
 	// Payload is the Zoom event body exactly as Zoom sent it.
 	Payload json.RawMessage `json:"payload"`
+	// MessageID is the id of the bot's message the event is about: the card
+	// whose button was clicked, select changed or field edited
+	// (payload.messageId of interactive_message_*). An edit or delete
+	// without a message_id applies to it.
+	MessageID string `json:"message_id,omitempty"`
+	// Unfurl addresses the preview of a shared link (team_chat.link_shared:
+	// from Zoom's response_url). An unfurl without user_id and trigger_id
+	// answers it.
+	Unfurl *UnfurlTarget `json:"unfurl,omitempty"`
 	// UserToken is the access token of the Zoom user who installed the app
 	// for the account, renewed before it expires, when the region is
 	// configured to pass it (user_token: true) and the region's vault holds
@@ -39,10 +48,53 @@ type UserToken struct {
 	APIURL string `json:"api_url,omitempty"`
 }
 
+// UnfurlTarget is the shared link an unfurl answers: Zoom's user and
+// trigger ids.
+type UnfurlTarget struct {
+	UserID    string `json:"user_id"`
+	TriggerID string `json:"trigger_id"`
+}
+
 // BackendResponse is what a backend answers with status 200. Status 204 means
-// "no reply".
+// "no reply". geomux performs its actions in this order: messages, edits,
+// deletes, unfurls, each once.
 type BackendResponse struct {
 	Messages []ChatMessage `json:"messages"`
+	// Edits change messages the bot sent (Zoom's PUT
+	// /im/chat/messages/{message_id}).
+	Edits []EditMessage `json:"edits,omitempty"`
+	// Deletes delete messages the bot sent (Zoom's DELETE
+	// /im/chat/messages/{message_id}).
+	Deletes []DeleteMessage `json:"deletes,omitempty"`
+	// Unfurls answer shared links with a preview (Zoom's POST
+	// /im/chat/users/{userId}/unfurls/{triggerId}).
+	Unfurls []UnfurlLink `json:"unfurls,omitempty"`
+}
+
+// EditMessage is an edit of a message the bot sent, with the fields of
+// Zoom's request body. MessageID defaults to the event's (the clicked
+// card); robot_jid and account_id are geomux's.
+type EditMessage struct {
+	MessageID         string          `json:"message_id,omitempty"`
+	Content           json.RawMessage `json:"content"`
+	UserJID           string          `json:"user_jid,omitempty"`
+	IsMarkdownSupport *bool           `json:"is_markdown_support,omitempty"`
+}
+
+// DeleteMessage deletes a message the bot sent. MessageID defaults to the
+// event's.
+type DeleteMessage struct {
+	MessageID string `json:"message_id,omitempty"`
+	UserJID   string `json:"user_jid,omitempty"`
+}
+
+// UnfurlLink is a shared link's preview. UserID and TriggerID default to
+// the event's (BackendRequest.Unfurl); Content is Zoom's unfurl content,
+// passed through.
+type UnfurlLink struct {
+	UserID    string          `json:"user_id,omitempty"`
+	TriggerID string          `json:"trigger_id,omitempty"`
+	Content   json.RawMessage `json:"content"`
 }
 
 // ChatMessage is one reply to send through Zoom's chat API

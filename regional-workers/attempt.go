@@ -86,11 +86,12 @@ func (w *Worker) handleEvent(it *item, fields []zap.Field) outcome {
 	if err == nil {
 		err = w.prepare(&ev, it.seq)
 	}
-	if err == nil && !ev.Erasure && (len(st.Messages) == 0 || (it.replay && st.Sent == 0)) {
-		var msgs []proto.ChatMessage
-		msgs, err = w.ask(ev)
+	if err == nil && !ev.Erasure && (!st.answered() || (it.replay && st.Sent == 0 && st.Acted == 0)) {
+		var a proto.BackendResponse
+		a, err = w.ask(ev)
 		if err == nil {
-			st.Messages, st.Sent, st.MessageIDs = msgs, 0, nil
+			st.Messages, st.Sent, st.MessageIDs = a.Messages, 0, nil
+			st.Edits, st.Deletes, st.Unfurls, st.Acted = a.Edits, a.Deletes, a.Unfurls, 0
 		}
 	}
 	if err == nil {
@@ -159,7 +160,7 @@ func (w *Worker) acknowledge(it *item, start time.Time, fields []zap.Field) outc
 // limit resets, with what it has to send recorded: no attempt is used, and
 // the account's other waiting events are handed back with it.
 func (w *Worker) hold(it *item, start time.Time, st replyState, until time.Time, fields []zap.Field) outcome {
-	if len(st.Messages) > 0 {
+	if st.answered() {
 		w.saveState(start, it.ev.AccountID, it.ev.ID, st, fields)
 	}
 	delay := holdDelay(until)
@@ -237,18 +238,24 @@ func (w *Worker) prepare(ev *Event, seq uint64) error {
 // ask asks the handler what to reply, within the region's backend limits:
 // a backend that asks the region to slow down (429 or 503 with Retry-After)
 // is asked again once the pause is over, using no attempt.
-func (w *Worker) ask(ev Event) ([]proto.ChatMessage, error) {
+func (w *Worker) ask(ev Event) (proto.BackendResponse, error) {
 	for {
 		if err := w.backend.acquire(w.base); err != nil {
-			return nil, err
+			return proto.BackendResponse{}, err
 		}
 		ctx, cancel := context.WithTimeout(w.base, w.opts.HandlerTimeout)
-		msgs, err := w.handler.Handle(ctx, ev)
+		var a proto.BackendResponse
+		var err error
+		if an, ok := w.handler.(Answerer); ok {
+			a, err = an.Answer(ctx, ev)
+		} else {
+			a.Messages, err = w.handler.Handle(ctx, ev)
+		}
 		cancel()
 		pause := slowDown(err)
 		w.backend.release(err == nil, pause)
 		if pause == 0 {
-			return msgs, err
+			return a, err
 		}
 		w.metrics.BackendSlowDowns.WithLabelValues(w.opts.Region).Inc()
 		w.log.Warn("Backend asked the region to slow down; calls paused", logfields.EventID(ev.ID), logfields.Delay(pause), zap.Error(err))

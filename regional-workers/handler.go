@@ -51,6 +51,12 @@ type Handler interface {
 	Handle(ctx context.Context, ev Event) ([]proto.ChatMessage, error)
 }
 
+// Answerer is a Handler that may also answer with actions beyond replies
+// (edits, deletes, unfurls): the worker asks it rather than Handle.
+type Answerer interface {
+	Answer(ctx context.Context, ev Event) (proto.BackendResponse, error)
+}
+
 // HandlerFunc adapts a function to Handler.
 type HandlerFunc func(ctx context.Context, ev Event) ([]proto.ChatMessage, error)
 
@@ -121,24 +127,37 @@ type HTTPBackend struct {
 	Client  *retryablehttp.Client
 }
 
-// Handle calls the backend.
+// Handle calls the backend and returns its replies.
 func (b *HTTPBackend) Handle(ctx context.Context, ev Event) ([]proto.ChatMessage, error) {
+	a, err := b.Answer(ctx, ev)
+	return a.Messages, err
+}
+
+// Answer calls the backend and returns its whole answer.
+func (b *HTTPBackend) Answer(ctx context.Context, ev Event) (proto.BackendResponse, error) {
+	none := proto.BackendResponse{}
 	req := proto.BackendRequest{
 		ID: ev.ID, Region: ev.Region, AccountID: ev.AccountID, Event: ev.Type, App: ev.App,
 		ReceivedAt: ev.ReceivedAt,
+	}
+	if chat, err := zoom.ParseChat(ev.Body); err == nil {
+		req.MessageID = chat.MessageID
+		if chat.UnfurlUserID != "" {
+			req.Unfurl = &proto.UnfurlTarget{UserID: chat.UnfurlUserID, TriggerID: chat.UnfurlTriggerID}
+		}
 	}
 	if t := ev.UserToken; t != nil {
 		req.UserToken = &proto.UserToken{AccessToken: t.AccessToken, ExpiresAt: t.ExpiresAt, APIURL: t.APIURL}
 	}
 	body, err := envelope(req, ev.Body)
 	if err != nil {
-		return nil, fmt.Errorf("%w: encode backend request: %v", retry.ErrPermanent, err)
+		return none, fmt.Errorf("%w: encode backend request: %v", retry.ErrPermanent, err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, b.Timeout)
 	defer cancel()
 	hreq, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, b.URL, body)
 	if err != nil {
-		return nil, fmt.Errorf("%w: backend_url: %v", retry.ErrPermanent, err)
+		return none, fmt.Errorf("%w: backend_url: %v", retry.ErrPermanent, err)
 	}
 	hreq.Header.Set("Content-Type", "application/json")
 	hreq.Header.Set("User-Agent", "geomux")
@@ -153,9 +172,9 @@ func (b *HTTPBackend) Handle(ctx context.Context, ev Event) ([]proto.ChatMessage
 			ue.URL = redactQuery(ue.URL)
 		}
 		if errors.Is(err, context.DeadlineExceeded) {
-			return nil, fmt.Errorf("backend: no answer within %s: %w", b.Timeout, err)
+			return none, fmt.Errorf("backend: no answer within %s: %w", b.Timeout, err)
 		}
-		return nil, fmt.Errorf("backend: %w", err)
+		return none, fmt.Errorf("backend: %w", err)
 	}
 	defer resp.Body.Close()
 	switch {
@@ -163,58 +182,76 @@ func (b *HTTPBackend) Handle(ctx context.Context, ev Event) ([]proto.ChatMessage
 	case resp.StatusCode/100 == 2:
 		// 204, or another success without a reply.
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxBackendAnswer))
-		return nil, nil
+		return none, nil
 	default:
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxBackendAnswer))
 		se := &retry.StatusError{Service: "backend", StatusCode: resp.StatusCode}
 		se.RetryAfter, _ = retry.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now())
-		return nil, se
+		return none, se
 	}
 	if ct := resp.Header.Get("Content-Type"); ct != "" {
 		if mt, _, err := mime.ParseMediaType(ct); err != nil || (mt != "application/json" && !strings.HasSuffix(mt, "+json")) {
 			_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxBackendAnswer))
-			return nil, fmt.Errorf("%w: backend answered 200 with Content-Type %q, want application/json", retry.ErrPermanent, ct)
+			return none, fmt.Errorf("%w: backend answered 200 with Content-Type %q, want application/json", retry.ErrPermanent, ct)
 		}
 	}
 	raw, err := io.ReadAll(io.LimitReader(resp.Body, maxBackendAnswer+1))
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
-			return nil, fmt.Errorf("backend: answer not read within %s: %w", b.Timeout, err)
+			return none, fmt.Errorf("backend: answer not read within %s: %w", b.Timeout, err)
 		}
-		return nil, fmt.Errorf("backend: read answer: %w", err)
+		return none, fmt.Errorf("backend: read answer: %w", err)
 	}
 	if len(raw) > maxBackendAnswer {
-		return nil, fmt.Errorf("%w: backend answer is larger than 1 MiB", retry.ErrPermanent)
+		return none, fmt.Errorf("%w: backend answer is larger than 1 MiB", retry.ErrPermanent)
 	}
-	return ParseBackendResponse(raw)
+	return ParseBackendAnswer(raw)
 }
 
-// ParseBackendResponse reads a backend's 200 answer: {"messages":[...]},
-// each message's content a JSON object. An empty body means no reply. Errors
-// wrap retry.ErrPermanent and describe the problem without quoting the body.
+// ParseBackendResponse reads the replies of a backend's 200 answer (see
+// ParseBackendAnswer).
 func ParseBackendResponse(raw []byte) ([]proto.ChatMessage, error) {
-	if len(bytes.TrimSpace(raw)) == 0 {
-		return nil, nil
-	}
+	a, err := ParseBackendAnswer(raw)
+	return a.Messages, err
+}
+
+// ParseBackendAnswer reads a backend's 200 answer: {"messages":[...]}, each
+// message's content a JSON object, and its edits, deletes and unfurls. An
+// empty body means no reply. Errors wrap retry.ErrPermanent and describe
+// the problem without quoting the body.
+func ParseBackendAnswer(raw []byte) (proto.BackendResponse, error) {
 	var br proto.BackendResponse
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return br, nil
+	}
 	if err := json.Unmarshal(raw, &br); err != nil {
 		var syn *json.SyntaxError
 		var typ *json.UnmarshalTypeError
 		switch {
 		case errors.As(err, &syn):
-			return nil, fmt.Errorf(`%w: backend answer is not JSON (invalid at byte %d); want {"messages":[...]}`, retry.ErrPermanent, syn.Offset)
+			return proto.BackendResponse{}, fmt.Errorf(`%w: backend answer is not JSON (invalid at byte %d); want {"messages":[...]}`, retry.ErrPermanent, syn.Offset)
 		case errors.As(err, &typ):
-			return nil, fmt.Errorf(`%w: backend answer: %s is a JSON %s; want {"messages":[{"content":{...}}]}`, retry.ErrPermanent, orTop(typ.Field), typ.Value)
+			return proto.BackendResponse{}, fmt.Errorf(`%w: backend answer: %s is a JSON %s; want {"messages":[{"content":{...}}]}`, retry.ErrPermanent, orTop(typ.Field), typ.Value)
 		default:
-			return nil, fmt.Errorf(`%w: backend answer is not {"messages":[...]}`, retry.ErrPermanent)
+			return proto.BackendResponse{}, fmt.Errorf(`%w: backend answer is not {"messages":[...]}`, retry.ErrPermanent)
 		}
 	}
 	for i, m := range br.Messages {
 		if !isJSONObject(m.Content) {
-			return nil, fmt.Errorf("%w: backend answer: messages[%d].content must be a JSON object (a Zoom message card)", retry.ErrPermanent, i)
+			return proto.BackendResponse{}, fmt.Errorf("%w: backend answer: messages[%d].content must be a JSON object (a Zoom message card)", retry.ErrPermanent, i)
 		}
 	}
-	return br.Messages, nil
+	for i, e := range br.Edits {
+		if !isJSONObject(e.Content) {
+			return proto.BackendResponse{}, fmt.Errorf("%w: backend answer: edits[%d].content must be a JSON object (a Zoom message card)", retry.ErrPermanent, i)
+		}
+	}
+	for i, u := range br.Unfurls {
+		if !isJSONObject(u.Content) {
+			return proto.BackendResponse{}, fmt.Errorf("%w: backend answer: unfurls[%d].content must be a JSON object (Zoom's unfurl content)", retry.ErrPermanent, i)
+		}
+	}
+	return br, nil
 }
 
 func orTop(field string) string {

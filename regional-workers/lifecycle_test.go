@@ -280,6 +280,7 @@ func TestEventWhoseWorkerAlwaysDiesIsDeadLettered(t *testing.T) {
 // lateSender sends through Zoom, then learns of its success only as the
 // attempt's context ends, as when Zoom's answer arrives just as Stop gives up.
 type lateSender struct {
+	workers.Sender
 	zc   *zoom.Client
 	sent chan struct{}
 }
@@ -299,7 +300,8 @@ func TestEventRepliedAsStopGivesUpIsAcknowledged(t *testing.T) {
 	z := newFakeZoom(t, nil)
 	opts := testOptions("us")
 	opts.HandlerTimeout = 2 * time.Second
-	late := &lateSender{zc: zoomClient(t, z), sent: make(chan struct{})}
+	zc := zoomClient(t, z)
+	late := &lateSender{Sender: zc, zc: zc, sent: make(chan struct{})}
 	w1, _ := startWorker(t, ns.JS, workers.Echo, late, opts)
 
 	publish(t, ns.JS, "us", zoom.EventBotNotification, "acct", zoomtest.BotNotification("acct", "only once", 1))

@@ -90,8 +90,9 @@ func (l *deliveryRecorder) Deliveries() []uint64 {
 
 // replaySendCounter counts the sends it passes on.
 type replaySendCounter struct {
-	s workers.Sender
-	n atomic.Int32
+	workers.Sender // edits, deletes, unfurls: passed on
+	s              workers.Sender
+	n              atomic.Int32
 }
 
 func (c *replaySendCounter) SendMessage(ctx context.Context, m zoom.Message) (zoom.Sent, error) {
@@ -336,7 +337,8 @@ func testKilledBeforeAck(t *testing.T, dropRecord bool) {
 	// The next worker: JetStream redelivers it the event once the killed
 	// delivery's ack wait is over.
 	var log deliveryRecorder
-	sender := &replaySendCounter{s: zoomClient(t, z)}
+	zc := zoomClient(t, z)
+	sender := &replaySendCounter{Sender: zc, s: zc}
 	_, reg := startWorker(t, log.js(ns.JS, "us"), h, sender, opts)
 	natstest.Eventually(t, 4*opts.HandlerTimeout+15*time.Second,
 		func() bool { return streamMsgs(t, ns.JS, proto.RegionEventsStream("us")) == 0 },
@@ -370,6 +372,7 @@ func testKilledBeforeAck(t *testing.T, dropRecord bool) {
 // stallingSender sends through Zoom until its stallAt-th call, which stalls
 // until the attempt's context ends, sending nothing.
 type stallingSender struct {
+	workers.Sender
 	zc      workers.Sender
 	stallAt int32
 	n       atomic.Int32
@@ -399,7 +402,8 @@ func TestWorkerStoppedBetweenTwoRepliesResumes(t *testing.T) {
 		return answerJSON(proto.BackendResponse{Messages: []proto.ChatMessage{{Content: card("one")}, {Content: card("two")}}})
 	})
 	opts := testOptions("eu")
-	stall := &stallingSender{zc: zoomClient(t, z), stallAt: 2, stalled: make(chan struct{})}
+	zc := zoomClient(t, z)
+	stall := &stallingSender{Sender: zc, zc: zc, stallAt: 2, stalled: make(chan struct{})}
 	w1, _ := startWorker(t, ns.JS, backendHandler(t, backend, "eu", 0), stall, opts)
 
 	ev := publish(t, ns.JS, "eu", zoom.EventBotNotification, "acct", zoomtest.BotNotification("acct", "two please", 1))

@@ -2,6 +2,7 @@ package workers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -31,10 +32,10 @@ func (e *heldError) Error() string {
 // failure like another.
 const maxRateLimited = 10
 
-// send sends the replies of st not yet sent, recording each one sent before
-// the next.
+// send sends the replies of st not yet sent, then does its other actions
+// (edits, deletes, unfurls), recording each one done before the next.
 func (w *Worker) send(ev Event, start time.Time, st *replyState) error {
-	if st.Sent >= len(st.Messages) {
+	if st.finished() {
 		return nil
 	}
 	bot, err := w.bot(ev.App)
@@ -43,7 +44,6 @@ func (w *Worker) send(ev Event, start time.Time, st *replyState) error {
 	}
 	chat, _ := zoom.ParseChat(ev.Body)
 	toJID, userJID := chat.ReplyTo(bot.BotJID)
-	limited := 0
 	for st.Sent < len(st.Messages) {
 		cm := st.Messages[st.Sent]
 		zm := zoom.Message{
@@ -61,15 +61,104 @@ func (w *Worker) send(ev Event, start time.Time, st *replyState) error {
 		if err := zm.Check(); err != nil {
 			return fmt.Errorf("%w: reply %d of %s: %v", retry.ErrPermanent, st.Sent, ev.Type, err)
 		}
+		var sent zoom.Sent
+		if err := w.paced(ev, func(ctx context.Context) (err error) {
+			sent, err = bot.Zoom.SendMessage(ctx, zm)
+			return err
+		}); err != nil {
+			return err
+		}
+		st.Sent++
+		st.MessageIDs = append(st.MessageIDs, sent.MessageID)
+		w.metrics.Replied.WithLabelValues(w.opts.Region, ev.App).Inc()
+		if ce := w.log.Check(zap.DebugLevel, "Reply sent"); ce != nil {
+			ce.Write(logfields.EventID(ev.ID), logfields.AccountID(ev.AccountID), logfields.MessageID(sent.MessageID))
+		}
+		w.record(ev, start, st)
+	}
+	for st.Acted < st.actions() {
+		act, err := st.action(st.Acted, ev, bot, chat)
+		if err != nil {
+			return fmt.Errorf("%w: %v", retry.ErrPermanent, err)
+		}
+		if err := w.paced(ev, act); err != nil {
+			return err
+		}
+		st.Acted++
+		w.record(ev, start, st)
+	}
+	return nil
+}
+
+// record saves st after one more message or action went out; once all
+// have, it keeps that they did, not what was said.
+func (w *Worker) record(ev Event, start time.Time, st *replyState) {
+	rec := *st
+	if st.finished() {
+		rec = replyState{Sent: st.Sent, MessageIDs: st.MessageIDs, Acted: st.Acted, Done: true}
+	}
+	w.saveState(start, ev.AccountID, ev.ID, rec, nil)
+}
+
+// action is the i-th action of st after its messages (edits, then deletes,
+// then unfurls), as a call to Zoom with the app's chatbot token; an error
+// names a field Zoom requires that neither the answer nor the event gives.
+func (st *replyState) action(i int, ev Event, bot App, chat zoom.Chat) (func(context.Context) error, error) {
+	orEvent := func(v, def string) string {
+		if v == "" {
+			return def
+		}
+		return v
+	}
+	if i < len(st.Edits) {
+		e := st.Edits[i]
+		id := orEvent(e.MessageID, chat.MessageID)
+		if id == "" {
+			return nil, fmt.Errorf("edits[%d] has no message_id and %s names no message (payload.messageId)", i, ev.Type)
+		}
+		z := zoom.Edit{MessageID: id, RobotJID: bot.BotJID, AccountID: ev.AccountID, UserJID: e.UserJID, Content: e.Content, IsMarkdownSupport: e.IsMarkdownSupport}
+		return func(ctx context.Context) error { return bot.Zoom.EditMessage(ctx, z) }, nil
+	}
+	i -= len(st.Edits)
+	if i < len(st.Deletes) {
+		d := st.Deletes[i]
+		id := orEvent(d.MessageID, chat.MessageID)
+		if id == "" {
+			return nil, fmt.Errorf("deletes[%d] has no message_id and %s names no message (payload.messageId)", i, ev.Type)
+		}
+		return func(ctx context.Context) error {
+			return bot.Zoom.DeleteMessage(ctx, id, ev.AccountID, bot.BotJID, d.UserJID)
+		}, nil
+	}
+	i -= len(st.Deletes)
+	u := st.Unfurls[i]
+	user, trigger := orEvent(u.UserID, chat.UnfurlUserID), orEvent(u.TriggerID, chat.UnfurlTriggerID)
+	if user == "" || trigger == "" {
+		return nil, fmt.Errorf("unfurls[%d] has no user_id and trigger_id and %s is no shared link (response_url)", i, ev.Type)
+	}
+	body, err := json.Marshal(map[string]json.RawMessage{"content": u.Content})
+	if err != nil {
+		return nil, err
+	}
+	return func(ctx context.Context) error { return bot.Zoom.Unfurl(ctx, user, trigger, body) }, nil
+}
+
+// paced makes one call to Zoom's chatbot API at the account's pace:
+// Zoom's per-second 429s slow the account down and the call is made again
+// (up to maxRateLimited in a row); its daily-limit 429 holds the account.
+func (w *Worker) paced(ev Event, call func(context.Context) error) error {
+	for limited := 0; ; {
 		if err := w.pace.wait(w.base, ev.AccountID); err != nil {
 			return err
 		}
 		ctx, cancel := context.WithTimeout(w.base, w.opts.HandlerTimeout)
-		sent, err := bot.Zoom.SendMessage(ctx, zm)
+		err := call(ctx)
 		cancel()
 		var se *retry.StatusError
 		switch {
 		case err == nil:
+			w.pace.sent(ev.AccountID)
+			return nil
 		case errors.As(err, &se) && se.DailyLimit():
 			wait := se.RetryAfter
 			if wait <= 0 {
@@ -81,24 +170,8 @@ func (w *Worker) send(ev Event, start time.Time, st *replyState) error {
 		case errors.As(err, &se) && se.StatusCode == http.StatusTooManyRequests && limited < maxRateLimited:
 			limited++
 			w.pace.limited(ev.AccountID, se.RetryAfter)
-			continue
 		default:
 			return err
 		}
-		limited = 0
-		w.pace.sent(ev.AccountID)
-		st.Sent++
-		st.MessageIDs = append(st.MessageIDs, sent.MessageID)
-		w.metrics.Replied.WithLabelValues(w.opts.Region, ev.App).Inc()
-		if ce := w.log.Check(zap.DebugLevel, "Reply sent"); ce != nil {
-			ce.Write(logfields.EventID(ev.ID), logfields.AccountID(ev.AccountID), logfields.MessageID(sent.MessageID))
-		}
-		rec := *st
-		if st.Sent == len(st.Messages) {
-			// Finished: keep that it was, not what was said.
-			rec = replyState{Sent: st.Sent, MessageIDs: st.MessageIDs, Done: true}
-		}
-		w.saveState(start, ev.AccountID, ev.ID, rec, nil)
 	}
-	return nil
 }

@@ -26,6 +26,13 @@ type replyState struct {
 	Sent       int                 `json:"sent"`
 	MessageIDs []string            `json:"message_ids,omitempty"`
 	Done       bool                `json:"done,omitempty"`
+	// Edits, Deletes and Unfurls are the backend's other actions, done
+	// after the messages in that order; Acted is how many are done.
+	// Dropped, like Messages, once all are.
+	Edits   []proto.EditMessage   `json:"edits,omitempty"`
+	Deletes []proto.DeleteMessage `json:"deletes,omitempty"`
+	Unfurls []proto.UnfurlLink    `json:"unfurls,omitempty"`
+	Acted   int                   `json:"acted,omitempty"`
 
 	// Attempts is how many attempts failed: an event is tried at most
 	// retry.max_attempts times, whatever JetStream's delivery count says
@@ -36,6 +43,16 @@ type replyState struct {
 	LastStatus  int       `json:"last_status,omitempty"`
 	LastAttempt time.Time `json:"last_attempt,omitzero"`
 }
+
+// actions is how many actions the answer has besides its messages.
+func (st *replyState) actions() int { return len(st.Edits) + len(st.Deletes) + len(st.Unfurls) }
+
+// answered reports whether the handler's answer is recorded, with
+// something still to do.
+func (st *replyState) answered() bool { return len(st.Messages) > 0 || st.actions() > 0 }
+
+// finished reports whether every message and action went out.
+func (st *replyState) finished() bool { return st.Sent >= len(st.Messages) && st.Acted >= st.actions() }
 
 // stateStore keeps replyStates in the region's replies bucket. Each record is
 // written with its own TTL (JetStream per-message TTL): doneTTL once the

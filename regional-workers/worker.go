@@ -2,6 +2,7 @@ package workers
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"sync"
@@ -21,9 +22,13 @@ import (
 	"github.com/geomux/geomux/regional-workers/dlq"
 )
 
-// Sender sends chat messages to Zoom; *zoom.Client is one.
+// Sender sends, edits and deletes chat messages and unfurls links through
+// Zoom's chatbot API; *zoom.Client is one.
 type Sender interface {
 	SendMessage(ctx context.Context, m zoom.Message) (zoom.Sent, error)
+	EditMessage(ctx context.Context, e zoom.Edit) error
+	DeleteMessage(ctx context.Context, messageID, accountID, robotJID, userJID string) error
+	Unfurl(ctx context.Context, userID, triggerID string, body json.RawMessage) error
 }
 
 // Options configure a Worker.

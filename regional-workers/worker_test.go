@@ -1120,3 +1120,76 @@ func TestReplyDefaultsPerEvent(t *testing.T) {
 		t.Errorf("%d messages reached Zoom, want 2", n)
 	}
 }
+
+// A backend can edit the card a button was clicked on, delete a message
+// and unfurl a shared link: the envelope carries the clicked card's
+// message_id and the link's unfurl address; the worker calls Zoom's API for
+// each with the app's chatbot token, once.
+func TestBackendEditsDeletesAndUnfurls(t *testing.T) {
+	t.Parallel()
+	ns := natstest.Start(t, "")
+	z := newFakeZoom(t, nil)
+	var mu sync.Mutex
+	var seen []proto.BackendRequest
+	backend := newFakeBackend(t, func(_ int, req proto.BackendRequest) backendAnswer {
+		mu.Lock()
+		seen = append(seen, req)
+		mu.Unlock()
+		switch req.Event {
+		case zoom.EventBotNotification:
+			return answerJSON(proto.BackendResponse{Messages: []proto.ChatMessage{{Content: card("pick one")}, {Content: card("to delete")}}})
+		case "interactive_message_actions":
+			return answerJSON(proto.BackendResponse{
+				Edits:   []proto.EditMessage{{Content: card("picked")}},
+				Deletes: []proto.DeleteMessage{{MessageID: z.SB.Delivered()[1].MessageID}},
+			})
+		case "team_chat.link_shared":
+			return answerJSON(proto.BackendResponse{Unfurls: []proto.UnfurlLink{{Content: json.RawMessage(`{"head":{"text":"Preview"}}`)}}})
+		}
+		return backendAnswer{Status: http.StatusNoContent}
+	})
+	startWorker(t, ns.JS, backendHandler(t, backend, "eu", 0), zoomClient(t, z), testOptions("eu"))
+
+	publish(t, ns.JS, "eu", zoom.EventBotNotification, "acct", zoomtest.BotNotification("acct", "start", 1))
+	natstest.Eventually(t, 10*time.Second, func() bool { return len(z.SB.Delivered()) == 2 }, "two messages sent")
+	cardID := z.SB.Delivered()[0].MessageID
+	click := []byte(`{"event":"interactive_message_actions","payload":{"accountId":"acct","messageId":"` + cardID + `","actionItem":{"text":"Go","value":"go"},"toJid":"user-acct@xmpp.zoom.us","userJid":"user-acct@xmpp.zoom.us"}}`)
+	publish(t, ns.JS, "eu", "interactive_message_actions", "acct", click)
+	natstest.Eventually(t, 10*time.Second, func() bool {
+		d := z.SB.Delivered()
+		return d[0].Text == "picked" && d[1].Deleted
+	}, "the clicked card edited, the other message deleted")
+	if d := z.SB.Delivered()[0]; d.Edits != 1 {
+		t.Errorf("card edited %d times, want 1", d.Edits)
+	}
+	link := []byte(`{"event":"team_chat.link_shared","response_url":"https://api.zoom.us/v2/im/chat/users/u-7/unfurls/trig-3","payload":{"account_id":"acct","operator_id":"u-7","object":{"channel_id":"chan1","message":"https://example.com"}}}`)
+	publish(t, ns.JS, "eu", "team_chat.link_shared", "acct", link)
+	natstest.Eventually(t, 10*time.Second, func() bool { return len(z.SB.Unfurls()) == 1 }, "the link unfurled")
+	if u := z.SB.Unfurls()[0]; u.UserID != "u-7" || u.TriggerID != "trig-3" {
+		t.Errorf("unfurl %+v", u)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, r := range seen {
+		switch r.Event {
+		case "interactive_message_actions":
+			if r.MessageID != cardID {
+				t.Errorf("envelope message_id %q, want the clicked card %q", r.MessageID, cardID)
+			}
+		case "team_chat.link_shared":
+			if r.Unfurl == nil || r.Unfurl.UserID != "u-7" || r.Unfurl.TriggerID != "trig-3" {
+				t.Errorf("envelope unfurl %+v", r.Unfurl)
+			}
+		}
+	}
+	// An edit nothing addresses is a dead letter naming what is missing.
+	backend2 := newFakeBackend(t, func(int, proto.BackendRequest) backendAnswer {
+		return answerJSON(proto.BackendResponse{Edits: []proto.EditMessage{{Content: card("x")}}})
+	})
+	startWorker(t, ns.JS, backendHandler(t, backend2, "us", 0), zoomClient(t, z), testOptions("us"))
+	publish(t, ns.JS, "us", zoom.EventBotNotification, "acct2", zoomtest.BotNotification("acct2", "hi", 2))
+	dl := waitDeadLetter(t, ns.JS, "us")
+	if e := dl.Header.Get(proto.HeaderDeadError); !strings.Contains(e, "message_id") {
+		t.Errorf("dead letter error %q, want it to name message_id", e)
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -194,43 +195,101 @@ func (c *Client) SendMessage(ctx context.Context, m Message) (Sent, error) {
 	if err != nil {
 		return Sent{}, fmt.Errorf("%w: encode message: %v", retry.ErrPermanent, err)
 	}
+	rb, err := c.call(ctx, http.MethodPost, "/im/chat/messages", body)
+	if err != nil {
+		return Sent{}, err
+	}
+	var sent Sent
+	_ = json.Unmarshal(rb, &sent) // the message was sent; an odd answer only loses its id
+	return sent, nil
+}
+
+// Edit is a change of a message the bot sent (PUT
+// /im/chat/messages/{message_id}): Zoom requires robot_jid, account_id and
+// content.
+type Edit struct {
+	MessageID         string          `json:"-"`
+	RobotJID          string          `json:"robot_jid"`
+	AccountID         string          `json:"account_id"`
+	UserJID           string          `json:"user_jid,omitempty"`
+	Content           json.RawMessage `json:"content"`
+	IsMarkdownSupport *bool           `json:"is_markdown_support,omitempty"`
+}
+
+// EditMessage replaces the content of a message the bot sent.
+func (c *Client) EditMessage(ctx context.Context, e Edit) error {
+	body, err := json.Marshal(e)
+	if err != nil {
+		return fmt.Errorf("%w: encode edit: %v", retry.ErrPermanent, err)
+	}
+	_, err = c.call(ctx, http.MethodPut, "/im/chat/messages/"+url.PathEscape(e.MessageID), body)
+	return err
+}
+
+// DeleteMessage deletes a message the bot sent (DELETE
+// /im/chat/messages/{message_id}?account_id&robot_jid[&user_jid]).
+func (c *Client) DeleteMessage(ctx context.Context, messageID, accountID, robotJID, userJID string) error {
+	q := url.Values{"account_id": {accountID}, "robot_jid": {robotJID}}
+	if userJID != "" {
+		q.Set("user_jid", userJID)
+	}
+	_, err := c.call(ctx, http.MethodDelete, "/im/chat/messages/"+url.PathEscape(messageID)+"?"+q.Encode(), nil)
+	return err
+}
+
+// Unfurl answers a shared link with its preview (POST
+// /im/chat/users/{userId}/unfurls/{triggerId}); body is Zoom's request
+// body, {"content": ...}.
+func (c *Client) Unfurl(ctx context.Context, userID, triggerID string, body json.RawMessage) error {
+	_, err := c.call(ctx, http.MethodPost, "/im/chat/users/"+url.PathEscape(userID)+"/unfurls/"+url.PathEscape(triggerID), body)
+	return err
+}
+
+// call makes a chatbot API request with the chatbot token, renewing a
+// token Zoom refuses (401) once, and returns the answer's body.
+func (c *Client) call(ctx context.Context, method, path string, body []byte) ([]byte, error) {
 	for try := 0; ; try++ {
 		tok, err := c.Token(ctx)
 		if err != nil {
-			return Sent{}, err
+			return nil, err
 		}
-		sent, err := c.send(ctx, tok, body)
+		rb, err := c.do(ctx, tok, method, path, body)
 		var se *retry.StatusError
 		if try == 0 && errors.As(err, &se) && se.StatusCode == http.StatusUnauthorized {
 			c.forgetToken(tok)
 			continue
 		}
-		return sent, err
+		return rb, err
 	}
 }
 
-func (c *Client) send(ctx context.Context, tok string, body []byte) (Sent, error) {
-	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, c.cfg.APIBaseURL+"/im/chat/messages", body)
+func (c *Client) do(ctx context.Context, tok, method, path string, body []byte) ([]byte, error) {
+	var rbody any
+	if body != nil {
+		rbody = body
+	}
+	req, err := retryablehttp.NewRequestWithContext(ctx, method, c.cfg.APIBaseURL+path, rbody)
 	if err != nil {
-		return Sent{}, fmt.Errorf("%w: zoom api url: %v", retry.ErrPermanent, err)
+		return nil, fmt.Errorf("%w: zoom api url: %v", retry.ErrPermanent, err)
 	}
 	req.Header.Set("Authorization", "Bearer "+tok)
-	req.Header.Set("Content-Type", "application/json")
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	what := strings.ToLower(method) + " " + strings.SplitN(path, "?", 2)[0]
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return Sent{}, fmt.Errorf("zoom: send message: %w", err)
+		return nil, fmt.Errorf("zoom: %s: %w", what, err)
 	}
 	defer resp.Body.Close()
 	rb, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if err != nil {
-		return Sent{}, fmt.Errorf("zoom: send message: read answer: %w", err)
+		return nil, fmt.Errorf("zoom: %s: read answer: %w", what, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		return Sent{}, statusError("zoom", resp, rb)
+		return nil, statusError("zoom", resp, rb)
 	}
-	var s Sent
-	_ = json.Unmarshal(rb, &s) // the message was sent; an odd answer only loses its id
-	return s, nil
+	return rb, nil
 }
 
 // statusError describes a failed Zoom answer by its status, Retry-After,

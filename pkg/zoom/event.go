@@ -173,6 +173,13 @@ type Chat struct {
 	// ChannelID and OperatorID are a team_chat event's channel and user
 	// (payload.object.channel_id, payload.operator_id): Zoom ids, not JIDs.
 	ChannelID, OperatorID string
+	// MessageID is the bot's message an interactive event is about
+	// (payload.messageId: the clicked card).
+	MessageID string
+	// UnfurlUserID and UnfurlTriggerID address the preview of a shared
+	// link (team_chat.link_shared), from Zoom's response_url
+	// (.../im/chat/users/{userId}/unfurls/{triggerId}).
+	UnfurlUserID, UnfurlTriggerID string
 }
 
 // ReplyTo is where a reply to the event goes by default, and on whose
@@ -232,13 +239,19 @@ func ParseChat(body []byte) (Chat, error) {
 	if !valid() {
 		return Chat{}, ErrNotJSON
 	}
-	if strings.HasPrefix(t[0].Str, "team_chat.") && t[1].IsObject() {
-		lenient := func(r gjson.Result) string {
-			if r.Type != gjson.String {
-				return ""
-			}
-			return r.Str
+	lenient := func(r gjson.Result) string {
+		if r.Type != gjson.String {
+			return ""
 		}
+		return r.Str
+	}
+	if t[1].IsObject() {
+		c.MessageID = lenient(t[1].Get("messageId"))
+	}
+	if u := lenient(top.Get("response_url")); u != "" {
+		c.UnfurlUserID, c.UnfurlTriggerID = unfurlTarget(u)
+	}
+	if strings.HasPrefix(t[0].Str, "team_chat.") && t[1].IsObject() {
 		c.OperatorID = lenient(t[1].Get("operator_id"))
 		if o := t[1].Get("object"); o.IsObject() {
 			c.ChannelID = lenient(o.Get("channel_id"))
@@ -248,6 +261,20 @@ func ParseChat(body []byte) (Chat, error) {
 		}
 	}
 	return c, nil
+}
+
+// unfurlTarget reads the user and trigger ids of an unfurl response_url,
+// https://api.zoom.us/v2/im/chat/users/{userId}/unfurls/{triggerId}.
+func unfurlTarget(u string) (user, trigger string) {
+	_, rest, ok := strings.Cut(u, "/im/chat/users/")
+	if !ok {
+		return "", ""
+	}
+	user, trigger, ok = strings.Cut(rest, "/unfurls/")
+	if !ok || user == "" || trigger == "" || strings.ContainsAny(user+trigger, "/?#") {
+		return "", ""
+	}
+	return user, trigger
 }
 
 // Conversation names the conversation an event belongs to, whose events a

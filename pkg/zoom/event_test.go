@@ -173,8 +173,9 @@ func TestParseChat(t *testing.T) {
 			Text:    "island",
 		}},
 		{"interactive_message_actions", zoom.Chat{
-			ToJID:   "kdykjnimt4kpd8kkdqt9fq@xmpp.zoom.us/robot_v1m0yn1imztuogsxjje8fdew@xmpp.zoom.us",
-			UserJID: "kdykjnimt4kpd8kkdqt9fq@xmpp.zoom.us",
+			ToJID:     "kdykjnimt4kpd8kkdqt9fq@xmpp.zoom.us/robot_v1m0yn1imztuogsxjje8fdew@xmpp.zoom.us",
+			UserJID:   "kdykjnimt4kpd8kkdqt9fq@xmpp.zoom.us",
+			MessageID: "20190618205516496_ynICmz8_aw1",
 		}},
 		{"team_chat_app_mention", zoom.Chat{Text: "hello", ChannelID: "8AmQ0WOoQ1O3a84yYFc2xQ", OperatorID: "z8yCxjabcdEFGHfp8uQ"}},
 		{"bot_installed", zoom.Chat{UserJID: "fvdfvfdvfd@xmpp.zoom.us"}},
@@ -197,6 +198,12 @@ func TestParseChat(t *testing.T) {
 	}
 	if want := (zoom.Chat{ToJID: "user-acct1@xmpp.zoom.us", UserJID: "user-acct1@xmpp.zoom.us", Text: "hi there"}); got != want {
 		t.Errorf("ParseChat(BotNotification) = %+v, want %+v", got, want)
+	}
+
+	// A shared link: the preview's address, from Zoom's response_url.
+	link := []byte(`{"event":"team_chat.link_shared","response_url":"https://api.zoom.us/v2/im/chat/users/u-1/unfurls/trig-9","payload":{"account_id":"a","operator_id":"u-1","object":{"channel_id":"c"}}}`)
+	if got, err := zoom.ParseChat(link); err != nil || got.UnfurlUserID != "u-1" || got.UnfurlTriggerID != "trig-9" {
+		t.Errorf("ParseChat(link_shared) = %+v, %v", got, err)
 	}
 
 	for _, body := range []string{``, `nope`, `{"payload":"x"}`, `{"payload":{"cmd":3}}`} {
