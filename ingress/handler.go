@@ -196,7 +196,7 @@ func (s *Handler) webhook(w http.ResponseWriter, r *http.Request, a *app) {
 	if head.AccountID != "" && !proto.ValidAccountID(head.AccountID) {
 		// Such an id could never be given a region: the event is kept as
 		// one that names no account (a verified event is never refused).
-		s.log.Warn("Event's account id is not a Zoom account id; stored as naming no account", logfields.EventType(head.Event), logfields.App(a.name))
+		s.rejectLog.Warn("Event's account id is not a Zoom account id; stored as naming no account", logfields.EventType(head.Event), logfields.App(a.name))
 		head.AccountID = ""
 	}
 	// An event without an account (an external user's app mention: Zoom
@@ -243,12 +243,13 @@ func (s *Handler) persist(w http.ResponseWriter, r *http.Request, a *app, body [
 	if head.AccountID != "" {
 		hd.Set(proto.HeaderAccountID, head.AccountID)
 	}
+	conversation := proto.ConversationKey(head.Conversation)
 	if strings.HasPrefix(head.Conversation, zoom.ChannelConversation) {
-		hd.Set(proto.HeaderChannel, proto.ConversationKey(head.Conversation))
+		hd.Set(proto.HeaderChannel, conversation)
 	}
 	hd.Set(proto.HeaderReceivedAt, received.UTC().Format(proto.TimeFormat))
 	hd.Set(proto.HeaderApp, a.name)
-	hd.Set(proto.HeaderConversation, proto.ConversationKey(head.Conversation))
+	hd.Set(proto.HeaderConversation, conversation)
 	copyHeader(hd, proto.HeaderTraceparent, r.Header.Get("Traceparent"))
 	copyHeader(hd, proto.HeaderZoomTrackingID, r.Header.Get(zoom.HeaderTrackingID))
 	copyHeader(hd, proto.HeaderZoomRequestID, r.Header.Get(zoom.HeaderRequestID))

@@ -244,13 +244,7 @@ func (w *Worker) ask(ev Event) (proto.BackendResponse, error) {
 			return proto.BackendResponse{}, err
 		}
 		ctx, cancel := context.WithTimeout(w.base, w.opts.HandlerTimeout)
-		var a proto.BackendResponse
-		var err error
-		if an, ok := w.handler.(Answerer); ok {
-			a, err = an.Answer(ctx, ev)
-		} else {
-			a.Messages, err = w.handler.Handle(ctx, ev)
-		}
+		a, err := w.handler.Answer(ctx, ev)
 		cancel()
 		pause := slowDown(err)
 		w.backend.release(err == nil, pause)

@@ -45,24 +45,20 @@ type Event struct {
 	Erasure bool
 }
 
-// Handler decides what to reply to an event. An error is retried if
-// retry.Retryable says so, and dead-lettered otherwise.
+// Handler decides what to answer an event with: replies, and edits,
+// deletes and unfurls. An error is retried if retry.Retryable says so, and
+// dead-lettered otherwise.
 type Handler interface {
-	Handle(ctx context.Context, ev Event) ([]proto.ChatMessage, error)
-}
-
-// Answerer is a Handler that may also answer with actions beyond replies
-// (edits, deletes, unfurls): the worker asks it rather than Handle.
-type Answerer interface {
 	Answer(ctx context.Context, ev Event) (proto.BackendResponse, error)
 }
 
-// HandlerFunc adapts a function to Handler.
+// HandlerFunc adapts a function that answers with replies only to Handler.
 type HandlerFunc func(ctx context.Context, ev Event) ([]proto.ChatMessage, error)
 
-// Handle calls f.
-func (f HandlerFunc) Handle(ctx context.Context, ev Event) ([]proto.ChatMessage, error) {
-	return f(ctx, ev)
+// Answer calls f.
+func (f HandlerFunc) Answer(ctx context.Context, ev Event) (proto.BackendResponse, error) {
+	msgs, err := f(ctx, ev)
+	return proto.BackendResponse{Messages: msgs}, err
 }
 
 // Echo replies to a bot_notification with the text the user sent, and to
@@ -125,12 +121,6 @@ type HTTPBackend struct {
 	Region  string
 	Timeout time.Duration
 	Client  *retryablehttp.Client
-}
-
-// Handle calls the backend and returns its replies.
-func (b *HTTPBackend) Handle(ctx context.Context, ev Event) ([]proto.ChatMessage, error) {
-	a, err := b.Answer(ctx, ev)
-	return a.Messages, err
 }
 
 // Answer calls the backend and returns its whole answer.

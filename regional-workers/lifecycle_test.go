@@ -33,7 +33,12 @@ type blockingHandler struct {
 	calls []handlerCall
 }
 
-func (h *blockingHandler) Handle(ctx context.Context, ev workers.Event) ([]proto.ChatMessage, error) {
+// Answer answers with the replies of handle.
+func (h *blockingHandler) Answer(ctx context.Context, ev workers.Event) (proto.BackendResponse, error) {
+	return workers.HandlerFunc(h.handle).Answer(ctx, ev)
+}
+
+func (h *blockingHandler) handle(ctx context.Context, ev workers.Event) ([]proto.ChatMessage, error) {
 	h.mu.Lock()
 	h.calls = append(h.calls, handlerCall{ID: ev.ID, CanceledAtEntry: ctx.Err() != nil})
 	n := len(h.calls)

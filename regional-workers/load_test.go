@@ -74,7 +74,12 @@ type slowBackend struct {
 	calls   atomic.Int64
 }
 
-func (b *slowBackend) Handle(ctx context.Context, ev workers.Event) ([]proto.ChatMessage, error) {
+// Answer answers with the replies of handle.
+func (b *slowBackend) Answer(ctx context.Context, ev workers.Event) (proto.BackendResponse, error) {
+	return workers.HandlerFunc(b.handle).Answer(ctx, ev)
+}
+
+func (b *slowBackend) handle(ctx context.Context, ev workers.Event) ([]proto.ChatMessage, error) {
 	n := b.running.Add(1)
 	defer b.running.Add(-1)
 	for {

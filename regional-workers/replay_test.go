@@ -103,7 +103,12 @@ func (c *replaySendCounter) SendMessage(ctx context.Context, m zoom.Message) (zo
 // replayEchoCounter counts its calls and echoes.
 type replayEchoCounter struct{ n atomic.Int32 }
 
-func (h *replayEchoCounter) Handle(ctx context.Context, ev workers.Event) ([]proto.ChatMessage, error) {
+// Answer answers with the replies of handle.
+func (h *replayEchoCounter) Answer(ctx context.Context, ev workers.Event) (proto.BackendResponse, error) {
+	return workers.HandlerFunc(h.handle).Answer(ctx, ev)
+}
+
+func (h *replayEchoCounter) handle(ctx context.Context, ev workers.Event) ([]proto.ChatMessage, error) {
 	h.n.Add(1)
 	return workers.Echo(ctx, ev)
 }

@@ -5,7 +5,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/geomux/geomux/pkg/logfields"
@@ -43,28 +42,6 @@ func (r *Router) channelAccount(h nats.Header) (string, error) {
 	}
 	h.Set(proto.HeaderAccountID, account)
 	return account, nil
-}
-
-// parkWithoutAccount parks an event that names no account under its
-// channel, in the hub.
-func (r *Router) parkWithoutAccount(in jetstream.Msg, out *nats.Msg, id, app string) {
-	h := out.Header
-	out.Subject = proto.ParkedChannelSubject(h.Get(proto.HeaderChannel))
-	h.Set(proto.HeaderParkReason, ParkNoAccount)
-	l := r.lanes[""]
-	if !l.conn.IsConnected() || len(l.ch) == cap(l.ch) {
-		r.metrics.Deferred.WithLabelValues("").Inc()
-		_ = in.NakWithDelay(deferDelay)
-		return
-	}
-	fut, err := r.js.PublishMsgAsync(out)
-	if err != nil {
-		r.metrics.Failures.Inc()
-		r.failLog.Warn("Route publish failed; will retry", logfields.EventID(id), zap.Error(err))
-		_ = in.NakWithDelay(time.Second)
-		return
-	}
-	l.ch <- pendingAck{in: in, fut: fut, id: id, app: app, reason: ParkNoAccount, start: time.Now()}
 }
 
 // learnChannel records that account owns channel, if that is news, and

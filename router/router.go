@@ -334,6 +334,7 @@ func (r *Router) handle(in jetstream.Msg) {
 	}
 	out := &nats.Msg{Header: h, Data: in.Data()}
 	app := r.appOf(h)
+	var region, reason string
 	if account == "" {
 		var err error
 		if account, err = r.channelAccount(h); err != nil {
@@ -341,14 +342,15 @@ func (r *Router) handle(in jetstream.Msg) {
 			return
 		}
 		if account == "" {
-			r.parkWithoutAccount(in, out, id, app)
-			return
+			reason = ParkNoAccount
 		}
 	}
-	region, reason := r.route(app, account)
+	if reason == "" {
+		region, reason = r.route(app, account)
+	}
 	ok := reason == ""
 	var also []jetstream.PubAckFuture
-	uninstall := h.Get(proto.HeaderEventType) == zoom.EventAppDeauthorized
+	uninstall := account != "" && h.Get(proto.HeaderEventType) == zoom.EventAppDeauthorized
 	if uninstall {
 		var stored bool
 		if also, stored = r.erasureCopies(h, account, id, region); !stored {
@@ -373,6 +375,9 @@ func (r *Router) handle(in jetstream.Msg) {
 			r.log.Error("Account's region is not configured; event parked", logfields.EventID(id), logfields.AccountID(account), logfields.Region(rec.Region))
 		}
 		out.Subject = proto.ParkedSubject(account)
+		if reason == ParkNoAccount {
+			out.Subject = proto.ParkedChannelSubject(h.Get(proto.HeaderChannel))
+		}
 		h.Set(proto.HeaderParkReason, reason)
 	}
 	pub, l := r.js, r.lanes[""] // parked: the hub

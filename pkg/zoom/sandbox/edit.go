@@ -69,17 +69,7 @@ func (s *Sandbox) edit(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	text, valid := cardText(m.Content)
-	var missing []string
-	for _, f := range []struct{ name, v string }{{"robot_jid", m.RobotJID}, {"account_id", m.AccountID}} {
-		if f.v == "" {
-			missing = append(missing, f.name)
-		}
-	}
-	if !valid {
-		missing = append(missing, "content")
-	}
-	if len(missing) > 0 {
-		httpx.WriteJSON(w, http.StatusBadRequest, zoomError{7001, "Invalid request body: missing " + strings.Join(missing, ", ")})
+	if !required(w, valid, field{"robot_jid", m.RobotJID}, field{"account_id", m.AccountID}) {
 		return
 	}
 	if m.RobotJID != iss.app.BotJID {
@@ -156,6 +146,29 @@ func (s *Sandbox) unfurl(w http.ResponseWriter, r *http.Request) {
 	}
 	s.mu.Unlock()
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// field is a required field of a request body: its name and value.
+type field struct{ name, v string }
+
+// required answers Zoom's 400 (code 7001) naming what a request body
+// lacks: an empty field of fields, or its content unless contentOK; it
+// reports whether the body has everything.
+func required(w http.ResponseWriter, contentOK bool, fields ...field) bool {
+	var missing []string
+	for _, f := range fields {
+		if f.v == "" {
+			missing = append(missing, f.name)
+		}
+	}
+	if !contentOK {
+		missing = append(missing, "content")
+	}
+	if len(missing) > 0 {
+		httpx.WriteJSON(w, http.StatusBadRequest, zoomError{7001, "Invalid request body: missing " + strings.Join(missing, ", ")})
+		return false
+	}
+	return true
 }
 
 // cardText is the text of a message card's body items, joined by

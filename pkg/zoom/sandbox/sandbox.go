@@ -238,18 +238,8 @@ func (s *Sandbox) message(w http.ResponseWriter, r *http.Request) {
 		httpx.WriteJSON(w, http.StatusBadRequest, zoomError{7001, "Invalid request body."})
 		return
 	}
-	var missing []string
-	for _, f := range []struct{ name, v string }{{"robot_jid", m.RobotJID}, {"to_jid", m.ToJID}, {"account_id", m.AccountID}, {"user_jid", m.UserJID}} {
-		if f.v == "" {
-			missing = append(missing, f.name)
-		}
-	}
 	text, valid := cardText(m.Content)
-	if !valid {
-		missing = append(missing, "content")
-	}
-	if len(missing) > 0 {
-		httpx.WriteJSON(w, http.StatusBadRequest, zoomError{7001, "Invalid request body: missing " + strings.Join(missing, ", ")})
+	if !required(w, valid, field{"robot_jid", m.RobotJID}, field{"to_jid", m.ToJID}, field{"account_id", m.AccountID}, field{"user_jid", m.UserJID}) {
 		return
 	}
 	if m.RobotJID != iss.app.BotJID {
