@@ -33,8 +33,8 @@ import (
 // limit; interactive events echo a whole card, so leave room.
 const MaxBody = 1 << 20
 
-// WebhookPath is where Zoom posts events.
-const WebhookPath = "/zoom/webhook"
+// WebhookPath is where Zoom posts events (proto.WebhookPath).
+const WebhookPath = proto.WebhookPath
 
 // Options configure a Handler.
 type Options struct {

@@ -102,8 +102,8 @@ func TestModuleRunsAWorkerPerRegion(t *testing.T) {
 	if got := byAccount["acct-us"]; got != "hello us" {
 		t.Errorf("us (echo) replied %q, want %q", got, "hello us")
 	}
-	if got := byAccount["acct-eu"]; got != "You said: hello eu" {
-		t.Errorf("eu (http backend) replied %q, want the example backend's %q", got, "You said: hello eu")
+	if got := byAccount["acct-eu"]; got != "You said: *hello eu*" {
+		t.Errorf("eu (http backend) replied %q, want the example backend's %q", got, "You said: *hello eu*")
 	}
 
 	app.RequireStop()

@@ -16,6 +16,7 @@ import (
 
 	"github.com/geomux/geomux/ingress"
 	"github.com/geomux/geomux/pkg/config"
+	"github.com/geomux/geomux/pkg/httpserver"
 	"github.com/geomux/geomux/pkg/zoom"
 	"github.com/geomux/geomux/proto"
 )
@@ -102,11 +103,7 @@ func send(out io.Writer, cfg config.Config, f sendFlags) error {
 	}
 	url := f.url
 	if url == "" {
-		host, port, _ := net.SplitHostPort(cfg.Ingress.Listen)
-		if host == "" || host == "0.0.0.0" || host == "::" {
-			host = "127.0.0.1"
-		}
-		url = "http://" + net.JoinHostPort(host, port) + ingress.WebhookPath
+		url = httpserver.LocalURL(cfg.Ingress.Listen) + ingress.WebhookPath
 		if f.app != "" {
 			url += "/" + app.Name
 		}

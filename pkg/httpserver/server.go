@@ -107,3 +107,17 @@ func (s *Server) Stop(ctx context.Context) error {
 	<-s.done
 	return err
 }
+
+// LocalURL is the http URL a process on the same machine reaches a
+// listener at: addr's host, or the loopback address when addr listens on
+// every interface ("", 0.0.0.0, ::).
+func LocalURL(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "http://" + addr
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}

@@ -22,6 +22,7 @@ import (
 	"github.com/geomux/geomux/pkg/zapfx"
 	"github.com/geomux/geomux/pkg/zoom"
 	"github.com/geomux/geomux/pkg/zoom/sandbox"
+	"github.com/geomux/geomux/proto"
 )
 
 // Module needs config.Config and config.Target supplied.
@@ -122,10 +123,39 @@ func newSandbox(lc fx.Lifecycle, c config.Config, log *zap.Logger) *SandboxServe
 	for _, a := range c.Zoom.OtherApps() {
 		cfg.Apps = append(cfg.Apps, sandbox.App{ClientID: a.ClientID, ClientSecret: a.ClientSecret, BotJID: a.BotJID})
 	}
+	cfg.Chat = chatConfig(c)
 	sb := sandbox.New(cfg, os.Stdout)
 	s := &SandboxServer{httpserver.New("zoom-sandbox", c.Sandbox.Listen, sb, log.Named("sandbox"))}
 	if c.Sandbox.Listen != "" {
 		lc.Append(fx.StartStopHook(s.Start, s.Stop))
 	}
 	return s
+}
+
+// chatConfig points the sandbox's developer chat at this process's ingress
+// (every app's Bot Endpoint URL and secret) and admin API. The chat is off
+// without an ingress listener.
+func chatConfig(c config.Config) sandbox.ChatConfig {
+	var chat sandbox.ChatConfig
+	if c.Ingress.Listen == "" {
+		return chat
+	}
+	base := httpserver.LocalURL(c.Ingress.Listen) + proto.WebhookPath
+	for i, a := range c.Zoom.AllApps() {
+		if len(a.WebhookSecretTokens) == 0 {
+			continue
+		}
+		u := base
+		if i > 0 {
+			u += "/" + a.Name
+		}
+		chat.Apps = append(chat.Apps, sandbox.ChatApp{Name: a.Name, WebhookURL: u, WebhookSecret: a.WebhookSecretTokens[0], BotJID: a.BotJID, Region: a.Region})
+	}
+	for _, r := range c.Regions {
+		chat.Regions = append(chat.Regions, sandbox.ChatRegion{Name: r.Name, DisplayName: r.Title()})
+	}
+	if c.Admin.Listen != "" {
+		chat.AdminURL, chat.AdminToken = httpserver.LocalURL(c.Admin.Listen), c.Admin.Token
+	}
+	return chat
 }

@@ -334,3 +334,7 @@ func conversation(event string, f []gjson.Result) string {
 
 // EventBotInstalled is sent when a user installs the chatbot.
 const EventBotInstalled = "bot_installed"
+
+// EventLinkShared is sent when a user shares a link the app may preview
+// (unfurl) through the event's response_url.
+const EventLinkShared = "team_chat.link_shared"

@@ -63,6 +63,8 @@ func (s *Sandbox) edit(w http.ResponseWriter, r *http.Request) {
 		AccountID string          `json:"account_id"`
 		UserJID   string          `json:"user_jid"`
 		Content   json.RawMessage `json:"content"`
+		// IsMarkdownSupport, when sent, replaces the message's.
+		IsMarkdownSupport *bool `json:"is_markdown_support"`
 	}
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&m); err != nil {
 		httpx.WriteJSON(w, http.StatusBadRequest, zoomError{7001, "Invalid request body."})
@@ -86,6 +88,10 @@ func (s *Sandbox) edit(w http.ResponseWriter, r *http.Request) {
 	}
 	d := &s.delivered[i]
 	d.Message.Content, d.Text, d.Edits = m.Content, text, d.Edits+1
+	if m.IsMarkdownSupport != nil {
+		d.Message.IsMarkdownSupport = m.IsMarkdownSupport
+	}
+	s.touch()
 	out := *d
 	if s.out != nil {
 		fmt.Fprintf(s.out, "[zoom sandbox] message %s edited (account %s): %s\n", id, m.AccountID, text)
@@ -121,6 +127,7 @@ func (s *Sandbox) deleteMessage(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.delivered[i].Deleted = true
+	s.touch()
 	if s.out != nil {
 		fmt.Fprintf(s.out, "[zoom sandbox] message %s deleted (account %s)\n", id, account)
 	}
@@ -141,6 +148,7 @@ func (s *Sandbox) unfurl(w http.ResponseWriter, r *http.Request) {
 	u := Unfurl{UserID: r.PathValue("userId"), TriggerID: r.PathValue("triggerId"), Content: body}
 	s.mu.Lock()
 	s.unfurls = append(s.unfurls, u)
+	s.touch()
 	if s.out != nil {
 		fmt.Fprintf(s.out, "[zoom sandbox] link unfurled for user %s (trigger %s)\n", u.UserID, u.TriggerID)
 	}
@@ -171,7 +179,7 @@ func required(w http.ResponseWriter, contentOK bool, fields ...field) bool {
 	return true
 }
 
-// cardText is the text of a message card's body items, joined by
+// cardText is the text of a message card's message items, joined by
 // newlines, and whether content is a card (a head or a body).
 func cardText(content json.RawMessage) (string, bool) {
 	var c struct {
@@ -186,7 +194,7 @@ func cardText(content json.RawMessage) (string, bool) {
 	}
 	var texts []string
 	for _, b := range c.Body {
-		if b.Text != "" {
+		if b.Type == "message" && b.Text != "" {
 			texts = append(texts, b.Text)
 		}
 	}

@@ -26,7 +26,6 @@ import (
 	"github.com/geomux/geomux/pkg/httpx"
 
 	"github.com/geomux/geomux/pkg/zoom"
-	"github.com/geomux/geomux/proto"
 )
 
 // Config is the apps the sandbox knows: the main one (whose user OAuth
@@ -47,6 +46,8 @@ type Config struct {
 	// a Zoom Pro account's (20 a second). Tests that are not about rate
 	// limits and send bursts set RateLimit.PerSecond to -1.
 	RateLimit RateLimit
+	// Chat configures the developer chat page (GET /chat); off without apps.
+	Chat ChatConfig
 	// Now is the sandbox's clock: for token expiry and for the rate limits'
 	// windows (a test can pass a UTC midnight without waiting for it).
 	// time.Now when nil.
@@ -85,7 +86,12 @@ type Sandbox struct {
 	issued    int
 	delivered []Delivered
 	unfurls   []Unfurl
+	said      []said
 	oauth     oauthState
+	// version counts changes to what the chat shows; changed is closed
+	// (and replaced) at each.
+	version uint64
+	changed chan struct{}
 
 	limits *limiter
 }
@@ -100,7 +106,7 @@ func New(cfg Config, out io.Writer) *Sandbox {
 		cfg.Now = time.Now
 	}
 	s := &Sandbox{cfg: cfg, out: out, tokens: map[string]issued{}, mux: http.NewServeMux(), oauth: newOAuthState(),
-		limits: newLimiter(cfg.RateLimit)}
+		limits: newLimiter(cfg.RateLimit), changed: make(chan struct{})}
 	s.mux.HandleFunc("POST /oauth/token", s.token)
 	s.mux.HandleFunc("GET /oauth/authorize", s.authorizePage)
 	s.mux.HandleFunc("POST /oauth/authorize", s.authorize)
@@ -111,6 +117,7 @@ func New(cfg Config, out io.Writer) *Sandbox {
 	s.mux.HandleFunc("DELETE /v2/im/chat/messages/{messageId}", s.deleteMessage)
 	s.mux.HandleFunc("POST /v2/im/chat/users/{userId}/unfurls/{triggerId}", s.unfurl)
 	s.mux.HandleFunc("POST /example-backend", ExampleBackend)
+	s.routeChat()
 	return s
 }
 
@@ -254,6 +261,7 @@ func (s *Sandbox) message(w http.ResponseWriter, r *http.Request) {
 	d := Delivered{MessageID: messageID(), Token: iss.token, ClientID: iss.app.ClientID, Message: m, Text: text, At: now}
 	s.mu.Lock()
 	s.delivered = append(s.delivered, d)
+	s.touch()
 	// Under the lock: out may be a plain buffer (a test's), and concurrent
 	// messages must not interleave their lines.
 	if s.out != nil {
@@ -264,27 +272,6 @@ func (s *Sandbox) message(w http.ResponseWriter, r *http.Request) {
 		"message_id": d.MessageID, "robot_jid": m.RobotJID, "sent_time": d.At.UTC().Format("2006-01-02 15:04:05"),
 		"to_jid": m.ToJID, "user_jid": m.UserJID,
 	})
-}
-
-// ExampleBackend is a regional backend implementing geomux's backend
-// contract: it answers a bot_notification with the user's text and the region
-// that handled it, and any other event with no reply (204).
-func ExampleBackend(w http.ResponseWriter, r *http.Request) {
-	var req proto.BackendRequest
-	if err := json.NewDecoder(io.LimitReader(r.Body, 2<<20)).Decode(&req); err != nil {
-		http.Error(w, "body is not a geomux backend request", http.StatusBadRequest)
-		return
-	}
-	chat, err := zoom.ParseChat(req.Payload)
-	if err != nil || req.Event != zoom.EventBotNotification || chat.Text == "" {
-		w.WriteHeader(http.StatusNoContent)
-		return
-	}
-	content, _ := json.Marshal(map[string]any{
-		"head": map[string]string{"text": "Example backend (" + req.Region + ")"},
-		"body": []map[string]string{{"type": "message", "text": "You said: " + chat.Text}},
-	})
-	httpx.WriteJSON(w, http.StatusOK, proto.BackendResponse{Messages: []proto.ChatMessage{{Content: content}}})
 }
 
 func randomID() string {

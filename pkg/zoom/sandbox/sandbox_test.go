@@ -290,45 +290,64 @@ func TestExampleBackend(t *testing.T) {
 	e := start(t, 0)
 	for name, h := range map[string]http.Handler{"func": http.HandlerFunc(sandbox.ExampleBackend), "sandbox route": e.sb} {
 		t.Run(name, func(t *testing.T) {
-			req, _ := json.Marshal(backendRequest(zoom.EventBotNotification, zoomtest.Event("bot_notification")))
-			rec := callBackend(t, h, req)
-			if rec.Code != http.StatusOK {
-				t.Fatalf("status = %d %s", rec.Code, rec.Body)
+			resp := backendAnswer(t, h, backendRequest(zoom.EventBotNotification, zoomtest.Event("bot_notification")))
+			if len(resp.Messages) != 1 || len(resp.Edits)+len(resp.Deletes)+len(resp.Unfurls) != 0 {
+				t.Fatalf("answer = %+v, want one message", resp)
 			}
-			var resp proto.BackendResponse
-			if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
-				t.Fatal(err)
+			m := resp.Messages[0]
+			c := decodeCard(t, m.Content)
+			if c.Head.Text != "Example backend (eu)" || len(c.Body) != 4 || c.Body[0].Text != "You said: *island*" {
+				t.Errorf("content = %s", m.Content)
 			}
-			if len(resp.Messages) != 1 {
-				t.Fatalf("messages = %d, want 1", len(resp.Messages))
+			if types := []string{c.Body[0].Type, c.Body[1].Type, c.Body[2].Type, c.Body[3].Type}; strings.Join(types, ",") != "message,actions,select,fields" {
+				t.Errorf("body items %v, want a message, buttons, a select and fields", types)
 			}
-			var content struct {
-				Head struct{ Text string } `json:"head"`
-				Body []struct{ Type, Text string }
+			if m.IsMarkdownSupport == nil || !*m.IsMarkdownSupport {
+				t.Error("the card's markdown is not marked is_markdown_support")
 			}
-			if err := json.Unmarshal(resp.Messages[0].Content, &content); err != nil {
-				t.Fatal(err)
-			}
-			if content.Head.Text != "Example backend (eu)" || len(content.Body) != 1 || content.Body[0].Text != "You said: island" {
-				t.Errorf("content = %s", resp.Messages[0].Content)
-			}
-			if resp.Messages[0].ToJID != "" || resp.Messages[0].UserJID != "" {
+			if m.ToJID != "" || m.UserJID != "" {
 				t.Error("the example backend should leave to_jid/user_jid to default from the event")
 			}
 		})
 	}
 
-	noReply := map[string][]byte{}
-	for _, name := range zoomtest.Names {
-		if name != "bot_notification" {
-			ev, _ := zoom.ParseHead(zoomtest.Event(name))
-			noReply[name], _ = json.Marshal(backendRequest(ev.Event, zoomtest.Event(name)))
-		}
+	// What the user does to the card edits it (the clicked card: no
+	// message_id), or deletes it; a shared link gets a preview.
+	edits := map[string]string{
+		"interactive_message_actions":         "You chose *Add*.",
+		"interactive_message_select":          "Priority set to *lions*.",
+		"interactive_message_fields_editable": "Title is now _Software Engineer_.",
+		"interactive_message_editable":        "Edited to: I am a message with editable text that has been edited",
 	}
-	// Only bot_notification is answered, even if another event carries a cmd.
-	noReply["other event with a cmd"], _ = json.Marshal(backendRequest("interactive_message_actions", zoomtest.BotNotification("a", "hello", 1)))
+	for name, want := range edits {
+		t.Run("edit on "+name, func(t *testing.T) {
+			resp := backendAnswer(t, e.sb, backendRequest(name, zoomtest.Event(name)))
+			if len(resp.Edits) != 1 || len(resp.Messages)+len(resp.Deletes)+len(resp.Unfurls) != 0 || resp.Edits[0].MessageID != "" {
+				t.Fatalf("answer = %+v, want one edit of the clicked card", resp)
+			}
+			if c := decodeCard(t, resp.Edits[0].Content); len(c.Body) != 1 || c.Body[0].Text != want {
+				t.Errorf("edited card = %s, want the text %q", resp.Edits[0].Content, want)
+			}
+		})
+	}
+	del := bytes.Replace(zoomtest.Event("interactive_message_actions"), []byte(`"value":"add"`), []byte(`"value":"delete"`), 1)
+	if resp := backendAnswer(t, e.sb, backendRequest("interactive_message_actions", del)); len(resp.Deletes) != 1 || resp.Deletes[0].MessageID != "" || len(resp.Edits) != 0 {
+		t.Errorf("Delete clicked: answer = %+v, want one delete of the clicked card", resp)
+	}
+	shared := []byte(`{"event":"team_chat.link_shared","event_ts":1,"response_url":"https://api.zoom.us/v2/im/chat/users/U1/unfurls/T1","payload":{"account_id":"a","operator_id":"U1","object":{"link":"https://example.com/doc","trigger_id":"T1","type":"to_contact"}}}`)
+	if resp := backendAnswer(t, e.sb, backendRequest(zoom.EventLinkShared, shared)); len(resp.Unfurls) != 1 || resp.Unfurls[0].TriggerID != "" ||
+		!strings.Contains(string(resp.Unfurls[0].Content), "https://example.com/doc") {
+		t.Errorf("link shared: answer = %+v, want one preview of the link", resp)
+	}
+
+	noReply := map[string][]byte{}
+	for _, name := range []string{"bot_installed", "app_deauthorized", "team_chat_app_mention", "endpoint_url_validation"} {
+		ev, _ := zoom.ParseHead(zoomtest.Event(name))
+		noReply[name], _ = json.Marshal(backendRequest(ev.Event, zoomtest.Event(name)))
+	}
 	noReply["bot_notification without text"], _ = json.Marshal(backendRequest(zoom.EventBotNotification, zoomtest.BotNotification("a", "", 1)))
 	noReply["bot_notification payload not JSON"], _ = json.Marshal(map[string]any{"event": "bot_notification", "payload": "x"})
+	noReply["select of nothing"], _ = json.Marshal(backendRequest("interactive_message_select", []byte(`{"event":"interactive_message_select","payload":{"selectedItems":[]}}`)))
 	for name, body := range noReply {
 		t.Run("no reply to "+name, func(t *testing.T) {
 			if rec := callBackend(t, http.HandlerFunc(sandbox.ExampleBackend), body); rec.Code != http.StatusNoContent || rec.Body.Len() != 0 {
@@ -340,6 +359,35 @@ func TestExampleBackend(t *testing.T) {
 	if rec := callBackend(t, http.HandlerFunc(sandbox.ExampleBackend), []byte("not json")); rec.Code != http.StatusBadRequest {
 		t.Errorf("not JSON: status = %d, want 400", rec.Code)
 	}
+}
+
+// backendAnswer is the example backend's 200 answer to req.
+func backendAnswer(t *testing.T, h http.Handler, req proto.BackendRequest) proto.BackendResponse {
+	t.Helper()
+	body, _ := json.Marshal(req)
+	rec := callBackend(t, h, body)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("%s: status = %d %s, want 200", req.Event, rec.Code, rec.Body)
+	}
+	var resp proto.BackendResponse
+	if err := json.Unmarshal(rec.Body.Bytes(), &resp); err != nil {
+		t.Fatal(err)
+	}
+	return resp
+}
+
+type card struct {
+	Head struct{ Text string } `json:"head"`
+	Body []struct{ Type, Text string }
+}
+
+func decodeCard(t *testing.T, content json.RawMessage) card {
+	t.Helper()
+	var c card
+	if err := json.Unmarshal(content, &c); err != nil {
+		t.Fatalf("card %s: %v", content, err)
+	}
+	return c
 }
 
 // A path or method the sandbox does not serve is answered in Zoom's error
