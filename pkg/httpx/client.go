@@ -54,6 +54,13 @@ func NewClient(o Options, log *zap.Logger) *retryablehttp.Client {
 	// cleanhttp keeps 100 idle connections in all, whatever the host: past
 	// that, each call beyond the hundredth dialled anew (a tenth of the
 	// worker's CPU at 2,000 events/s).
+	// Follow no redirect: a 301, 302 or 303 would turn a POST into a GET
+	// without its body, and a backend_url that redirects would lose the
+	// envelope silently. Zoom's API and a region's backend answer in
+	// place; a 3xx comes back to the caller as it is (a permanent failure,
+	// its status named), as Zoom itself follows no redirect from a Bot
+	// Endpoint URL.
+	c.HTTPClient.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	t := c.HTTPClient.Transport.(*http.Transport)
 	t.MaxIdleConnsPerHost = maxIdlePerHost
 	t.MaxIdleConns = 4 * maxIdlePerHost

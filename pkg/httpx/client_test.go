@@ -89,6 +89,27 @@ func TestRetriesTransientThenSucceeds(t *testing.T) {
 	}
 }
 
+// A redirect is not followed: the POST would arrive elsewhere as a GET
+// without its body. The 3xx comes back as it is.
+func TestFollowsNoRedirect(t *testing.T) {
+	var elsewhere atomic.Int32
+	target := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { elsewhere.Add(1) }))
+	t.Cleanup(target.Close)
+	for _, code := range []int{http.StatusMovedPermanently, http.StatusFound, http.StatusSeeOther, http.StatusTemporaryRedirect} {
+		srv, hits := server(t, func(w http.ResponseWriter) {
+			w.Header().Set("Location", target.URL)
+			w.WriteHeader(code)
+		})
+		resp, _, err := post(t, httpx.NewClient(fast, zap.NewNop()), srv.URL)
+		if err != nil || resp.StatusCode != code || hits.Load() != 1 {
+			t.Errorf("%d: answer %v, %v after %d hits; want the %d itself, once", code, resp, err, hits.Load(), code)
+		}
+	}
+	if n := elsewhere.Load(); n != 0 {
+		t.Errorf("the redirect's target got %d requests", n)
+	}
+}
+
 func TestDoesNotRetryPermanent(t *testing.T) {
 	for _, code := range []int{400, 401, 403, 404, 422, 501} {
 		t.Run(strconv.Itoa(code), func(t *testing.T) {
