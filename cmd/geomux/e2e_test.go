@@ -190,6 +190,9 @@ type pipelineOptions struct {
 	install bool
 	// apps are zoom.apps, beside the default app; the sandbox knows them.
 	apps []config.App
+	// backendURLs replace the fake backend of a region (by name) with
+	// another backend_url.
+	backendURLs map[string]string
 }
 
 // e2eDisplayNames are the regions' names on the install page.
@@ -227,6 +230,9 @@ func newPipelineWith(t *testing.T, storeDir string, o pipelineOptions, extra ...
 		b := newFakeBackend(t, r)
 		p.backends[r] = b
 		region := config.Region{Name: r, Handler: config.HandlerHTTP, BackendURL: b.srv.URL, Timeout: config.Duration(3 * time.Second)}
+		if u := o.backendURLs[r]; u != "" {
+			region.BackendURL = u
+		}
 		if o.install {
 			region.DisplayName, region.VaultKey = e2eDisplayNames[r], randomKey(t)
 		}

@@ -37,7 +37,7 @@ var Module = fx.Module("platform",
 		func(r *prometheus.Registry) prometheus.Registerer { return r },
 		health.NewRegistry,
 	),
-	fx.Provide(newAdmin, newSandbox),
+	fx.Provide(newAdmin, newSandbox, AsAdminRoute(OpenAPIRoutes)),
 	// Both listeners start first and stop last.
 	fx.Invoke(func(*AdminServer, *SandboxServer) {}),
 )
