@@ -15,6 +15,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/geomux/geomux/pkg/config"
+	"github.com/geomux/geomux/pkg/governor"
 	"github.com/geomux/geomux/pkg/health"
 	"github.com/geomux/geomux/pkg/httpserver"
 	"github.com/geomux/geomux/pkg/natsfx"
@@ -40,6 +41,7 @@ type HandlerParams struct {
 	Log       *zap.Logger
 	Directory directory.Recorder
 	Zoom      *zoom.Client
+	Governor  *governor.Governor
 }
 
 func newHandler(p HandlerParams) (*Handler, error) {
@@ -50,6 +52,7 @@ func newHandler(p HandlerParams) (*Handler, error) {
 		DefaultApp:     def.Name,
 		Apps:           map[string]*zoom.Verifier{},
 		PublishTimeout: c.Ingress.PublishTimeout.D(),
+		Governor:       p.Governor,
 	}
 	for _, a := range c.Zoom.OtherApps() {
 		opts.Apps[a.Name] = zoom.NewVerifier(a.WebhookSecretTokens, c.Ingress.MaxClockSkew.D())

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/geomux/geomux/pkg/governor"
 	"github.com/geomux/geomux/pkg/httpx"
 
 	"github.com/nats-io/nats.go"
@@ -50,6 +51,9 @@ type Options struct {
 	PublishTimeout time.Duration
 	// Install, if set, serves the install flow beside the webhook.
 	Install interface{ Mount(*http.ServeMux) }
+	// Governor, if set, is told how long each answer took: it slows the
+	// processing of the same process when the answers slow down.
+	Governor *governor.Governor
 }
 
 // Handler serves the webhook endpoints and the health endpoints.
@@ -141,7 +145,11 @@ func (s *Handler) reject(w http.ResponseWriter, a *app, status int, reason, msg 
 func (s *Handler) webhook(w http.ResponseWriter, r *http.Request, a *app) {
 	start := s.now()
 	a.received.Inc()
-	defer func() { s.metrics.RequestSeconds.Observe(s.now().Sub(start).Seconds()) }()
+	defer func() {
+		took := s.now().Sub(start)
+		s.metrics.RequestSeconds.Observe(took.Seconds())
+		s.opts.Governor.Observe(took)
+	}()
 
 	if r.ContentLength > MaxBody {
 		s.reject(w, a, http.StatusRequestEntityTooLarge, "too_large", "body is larger than 1 MiB")

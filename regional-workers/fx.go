@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/geomux/geomux/pkg/config"
+	"github.com/geomux/geomux/pkg/governor"
 	"github.com/geomux/geomux/pkg/health"
 	"github.com/geomux/geomux/pkg/natsfx"
 	"github.com/geomux/geomux/pkg/natsx"
@@ -44,6 +45,7 @@ type WorkersParams struct {
 	HTTP      *retryablehttp.Client
 	Metrics   *Metrics
 	Health    *health.Registry
+	Governor  *governor.Governor
 	Log       *zap.Logger
 }
 
@@ -74,6 +76,7 @@ func registerWorkers(p WorkersParams) error {
 			Refresher:          p.Zoom,
 			UserToken:          r.UserToken,
 			Directory:          directoryOn{p.Regions[r.Name].JS, natsx.StreamOptionsFrom(p.Config)},
+			Governor:           p.Governor,
 		}
 		if r.VaultKey != "" {
 			k, err := vault.ParseKey(r.VaultKey)

@@ -35,11 +35,13 @@ func (w *Worker) consume(ctx context.Context) error {
 		return err
 	}
 	n := natsx.PartitionsOf(info.Config)
+	var all []jetstream.Consumer
 	for _, cfg := range ConsumerConfigs(w.opts, n) {
 		cons, err := w.opts.Streams.Consumer(ctx, w.js, proto.RegionEventsStream(w.opts.Region), cfg)
 		if err != nil {
 			return err
 		}
+		all = append(all, cons)
 		cc, err := cons.Consume(w.take,
 			jetstream.PullMaxMessages(pullBatch),
 			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
@@ -52,6 +54,10 @@ func (w *Worker) consume(ctx context.Context) error {
 		}
 		w.ccs = append(w.ccs, cc)
 	}
+	events := w.events
+	w.unwatchBacklog = w.metrics.watchBacklog(w.opts.Region, func(ctx context.Context) (natsx.Backlog, error) {
+		return natsx.BacklogOf(ctx, events, all...)
+	})
 	return nil
 }
 
@@ -72,6 +78,10 @@ func (w *Worker) dropLegacyConsumer(ctx context.Context) error {
 // stopConsuming stops every partition's consumer; events buffered and not
 // taken are redelivered after their ack wait.
 func (w *Worker) stopConsuming() {
+	if w.unwatchBacklog != nil {
+		w.unwatchBacklog()
+		w.unwatchBacklog = nil
+	}
 	w.budget.close()
 	for _, cc := range w.ccs {
 		cc.Stop()
@@ -100,12 +110,13 @@ func (w *Worker) take(m jetstream.Msg) {
 		}
 	}
 	start := time.Now()
+	_, _ = w.opts.Governor.Wait(context.Background())
 	if !w.budget.acquire(cost) {
 		_ = m.Nak() // stopping
 		return
 	}
 	if time.Since(start) > w.ackWait/4 {
-		// It waited for room: restart its ack wait.
+		// It waited for the ingress or for room: restart its ack wait.
 		_ = m.InProgress()
 	}
 	it := w.newItem(m, cost)

@@ -1,8 +1,12 @@
 package workers
 
 import (
+	"context"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/geomux/geomux/pkg/natsx"
 )
 
 // Metrics of the regional workers, labelled by region.
@@ -20,6 +24,8 @@ type Metrics struct {
 	BackendSlowDowns *prometheus.CounterVec
 	// ZoomLimited counts Zoom's 429s, by type: qps or daily.
 	ZoomLimited *prometheus.CounterVec
+
+	reg prometheus.Registerer
 }
 
 var buckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60, 300}
@@ -28,6 +34,7 @@ var buckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	f := promauto.With(reg)
 	return &Metrics{
+		reg: reg,
 		Handled: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "geomux_worker_handled_total", Help: "Event attempts by outcome: ok, retry (transient failure, retried later) or dead (dead-lettered).",
 		}, []string{"region", "outcome"}),
@@ -75,4 +82,15 @@ func (m *Metrics) init(region string, apps []string) {
 	m.InHand.WithLabelValues(region)
 	m.BackendInFlight.WithLabelValues(region)
 	m.BackendSlowDowns.WithLabelValues(region)
+}
+
+// watchBacklog exports the region's backlog (natsx.BacklogCollector): the
+// events of its stream the partitions' consumers have yet to finish. The
+// returned func stops exporting it.
+func (m *Metrics) watchBacklog(region string, read func(context.Context) (natsx.Backlog, error)) func() {
+	c := natsx.NewBacklogCollector("geomux_worker", "the region's workers", prometheus.Labels{"region": region}, read)
+	if m.reg.Register(c) != nil {
+		return func() {}
+	}
+	return func() { m.reg.Unregister(c) }
 }

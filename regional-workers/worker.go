@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/geomux/geomux/pkg/config"
+	"github.com/geomux/geomux/pkg/governor"
 	"github.com/geomux/geomux/pkg/logfields"
 	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/pkg/vault"
@@ -35,6 +36,9 @@ type Sender interface {
 type Options struct {
 	// Region is the region served; the worker reads only its subjects.
 	Region string
+	// Governor, if set, paces the taking of events so that an ingress in
+	// the same process keeps answering Zoom in time.
+	Governor *governor.Governor
 	// BotJID is robot_jid in every message of the default app.
 	BotJID string
 	// DefaultApp names the app whose bot is BotJID and sender the Sender
@@ -142,6 +146,9 @@ type Worker struct {
 	cancel   context.CancelFunc
 	running  atomic.Bool
 	ackWait  time.Duration
+
+	// unwatchBacklog stops exporting the backlog; set by consume.
+	unwatchBacklog func()
 }
 
 // New returns a worker for opts.Region.

@@ -10,6 +10,7 @@ import (
 
 	"github.com/geomux/geomux/pkg/config"
 	"github.com/geomux/geomux/pkg/directory"
+	"github.com/geomux/geomux/pkg/governor"
 	"github.com/geomux/geomux/pkg/health"
 	"github.com/geomux/geomux/pkg/natsfx"
 	"github.com/geomux/geomux/pkg/natsx"
@@ -29,7 +30,7 @@ var Module = fx.Module("router",
 	}),
 )
 
-func newRouter(js jetstream.JetStream, regions natsfx.Regions, dir *directory.Directory, conflicts *directory.Conflicts, channels *directory.Channels, c config.Config, m *Metrics, log *zap.Logger) *Router {
+func newRouter(js jetstream.JetStream, regions natsfx.Regions, dir *directory.Directory, conflicts *directory.Conflicts, channels *directory.Channels, gov *governor.Governor, c config.Config, m *Metrics, log *zap.Logger) *Router {
 	return New(js, directory.NewCache(dir, log.Named("directory")), Options{
 		Regions:       c.RegionNames(),
 		Streams:       natsx.StreamOptionsFrom(c),
@@ -39,5 +40,6 @@ func newRouter(js jetstream.JetStream, regions natsfx.Regions, dir *directory.Di
 		DefaultApp:    c.Zoom.DefaultApp().Name,
 		Conflicts:     conflicts,
 		Channels:      channels,
+		Governor:      gov,
 	}, m, log)
 }

@@ -8,6 +8,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/geomux/geomux/pkg/natsx"
 )
 
 // Metrics of the router.
@@ -80,4 +82,15 @@ func (m *Metrics) watchParked(s jetstream.Stream) {
 		return float64(info.State.Msgs)
 	})
 	_ = m.reg.Register(g)
+}
+
+// watchBacklog exports the router's backlog (natsx.BacklogCollector): the
+// events of the ingress stream it has yet to route. The returned func stops
+// exporting it.
+func (m *Metrics) watchBacklog(read func(context.Context) (natsx.Backlog, error)) func() {
+	c := natsx.NewBacklogCollector("geomux_router", "the router", nil, read)
+	if m.reg.Register(c) != nil {
+		return func() {}
+	}
+	return func() { m.reg.Unregister(c) }
 }

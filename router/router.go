@@ -20,6 +20,7 @@ import (
 
 	"github.com/geomux/geomux/pkg/config"
 	"github.com/geomux/geomux/pkg/directory"
+	"github.com/geomux/geomux/pkg/governor"
 	"github.com/geomux/geomux/pkg/logfields"
 	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/pkg/zoom"
@@ -52,6 +53,9 @@ type Options struct {
 	// Channels, if set, keeps which account owns each channel: an event
 	// that names no account is routed as its channel's.
 	Channels ChannelBook
+	// Governor, if set, paces the routing so that an ingress in the same
+	// process keeps answering Zoom in time.
+	Governor *governor.Governor
 }
 
 // ChannelBook keeps which account owns each channel; *directory.Channels
@@ -93,7 +97,9 @@ type Router struct {
 	metrics *Metrics
 
 	parked jetstream.Stream
-	cc     jetstream.ConsumeContext
+	// unwatchBacklog stops exporting the backlog; set by Start.
+	unwatchBacklog func()
+	cc             jetstream.ConsumeContext
 	// lanes carry published events to their acknowledgement, one lane per
 	// destination (each region, and "" for the hub's parked stream), so that
 	// a region that is slow or unreachable holds up only its own events.
@@ -164,7 +170,8 @@ const inflight = 4096
 // accounts that have a region by now, and starts consuming.
 func (r *Router) Start(ctx context.Context) error {
 	so := r.opts.Streams
-	if _, err := so.Stream(ctx, r.js, natsx.IngressStreamConfig(so)); err != nil {
+	transit, err := so.Stream(ctx, r.js, natsx.IngressStreamConfig(so))
+	if err != nil {
 		return err
 	}
 	parked, err := so.Stream(ctx, r.js, natsx.ParkedStreamConfig(so))
@@ -219,6 +226,9 @@ func (r *Router) Start(ctx context.Context) error {
 		r.cache.Stop()
 		return fmt.Errorf("router consume: %w", err)
 	}
+	r.unwatchBacklog = r.metrics.watchBacklog(func(ctx context.Context) (natsx.Backlog, error) {
+		return natsx.BacklogOf(ctx, transit, cons)
+	})
 	r.running.Store(true)
 	r.log.Info("Router started", zap.Strings("regions", r.opts.Regions), logfields.Count(r.cache.Len()))
 	return nil
@@ -271,6 +281,9 @@ func (r *Router) Stop(ctx context.Context) error {
 		}
 		r.cc = nil
 	}
+	if r.unwatchBacklog != nil {
+		r.unwatchBacklog()
+	}
 	r.unpark.stop()
 	r.bg.Wait()
 	r.stopLinks()
@@ -322,6 +335,9 @@ func (r *Router) handle(in jetstream.Msg) {
 	r.handlers.Add(1)
 	r.mu.Unlock()
 	defer r.handlers.Done()
+	if waited, _ := r.opts.Governor.Wait(context.Background()); waited > ConsumerConfig().AckWait/4 {
+		_ = in.InProgress() // it waited for the ingress: restart its ack wait
+	}
 
 	h := in.Headers()
 	account, id := h.Get(proto.HeaderAccountID), h.Get(proto.HeaderEventID)

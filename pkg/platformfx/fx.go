@@ -15,6 +15,7 @@ import (
 
 	"github.com/geomux/geomux/pkg/admin"
 	"github.com/geomux/geomux/pkg/config"
+	"github.com/geomux/geomux/pkg/governor"
 	"github.com/geomux/geomux/pkg/health"
 	"github.com/geomux/geomux/pkg/httpclientfx"
 	"github.com/geomux/geomux/pkg/httpserver"
@@ -37,7 +38,8 @@ var Module = fx.Module("platform",
 		func(r *prometheus.Registry) prometheus.Registerer { return r },
 		health.NewRegistry,
 	),
-	fx.Provide(newAdmin, newSandbox, AsAdminRoute(OpenAPIRoutes)),
+	fx.Provide(newAdmin, newSandbox, AsAdminRoute(OpenAPIRoutes), newGovernor),
+	fx.Supply(governor.DefaultOptions()),
 	// Both listeners start first and stop last.
 	fx.Invoke(func(*AdminServer, *SandboxServer) {}),
 )
