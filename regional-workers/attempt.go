@@ -54,6 +54,13 @@ func (w *Worker) attempt(it *item) (o outcome) {
 	if it.bad != nil {
 		return w.deadLetter(it, proto.DeadReasonPermanent, it.bad, 0, fields)
 	}
+	if _, erasing := w.erasing.Load(ev.AccountID); erasing && ev.AccountID != "" {
+		// Its account is being erased here: it comes back once the erase
+		// is done, deleted from the stream if it came before the
+		// uninstall. No attempt is used.
+		_ = it.msg().NakWithDelay(erasingDelay)
+		return outcome{verdict: handedBack}
+	}
 	switch w.turn(it) {
 	case notFirst:
 		if !w.budget.pressed() {

@@ -34,8 +34,17 @@ func (w *Worker) erase(ctx context.Context, ev Event, seq uint64) error {
 			return nil
 		}
 	}
+	// While it erases, the account's other events wait (attempt), so that
+	// none records a reply or a pace after the erase.
+	w.erasing.Store(account, struct{}{})
+	defer w.erasing.Delete(account)
 	if err := w.quiesce(ctx, account); err != nil {
 		return err
+	}
+	// Those waiting first: once they are gone from the stream, no worker
+	// of the region (this one or another process) can start one.
+	if e.ParkedEvents, err = w.eraseWaiting(ctx, account, seq); err != nil {
+		return fmt.Errorf("erase the account's waiting events: %w", err)
 	}
 	if w.vault != nil {
 		if e.Tokens, err = w.vault.Delete(ctx, account); err != nil {
@@ -50,9 +59,6 @@ func (w *Worker) erase(ctx context.Context, ev Event, seq uint64) error {
 	}
 	if e.Pace, err = w.pace.forget(ctx, account); err != nil {
 		return fmt.Errorf("erase the account's pace: %w", err)
-	}
-	if e.ParkedEvents, err = w.eraseWaiting(ctx, account, seq); err != nil {
-		return fmt.Errorf("erase the account's waiting events: %w", err)
 	}
 	operator := "geomux (app_deauthorized)"
 	if ev.Erasure {
@@ -74,6 +80,9 @@ func (w *Worker) erase(ctx context.Context, ev Event, seq uint64) error {
 		zap.Bool("directory", e.Directory))
 	return nil
 }
+
+// erasingDelay is when an event of an account being erased comes back.
+const erasingDelay = time.Second
 
 // quiesce stops the account's other events in this worker before the
 // erase: those waiting are let go (the erase deletes them from the stream),

@@ -149,6 +149,8 @@ type Worker struct {
 
 	// unwatchBacklog stops exporting the backlog; set by consume.
 	unwatchBacklog func()
+	// erasing holds the accounts being erased (erase.go).
+	erasing sync.Map
 }
 
 // New returns a worker for opts.Region.
