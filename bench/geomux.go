@@ -48,6 +48,11 @@ type geomuxProc struct {
 // webhooks (when it runs the ingress) and for the admin API on ports of its
 // own.
 func startGeomux(o options, logDir, name, config string, args ...string) (*geomuxProc, error) {
+	return startGeomuxEnv(o, logDir, name, config, nil, args...)
+}
+
+// startGeomuxEnv is startGeomux with env added to the process's.
+func startGeomuxEnv(o options, logDir, name, config string, env []string, args ...string) (*geomuxProc, error) {
 	in, err := freePort()
 	if err != nil {
 		return nil, err
@@ -56,7 +61,7 @@ func startGeomux(o options, logDir, name, config string, args ...string) (*geomu
 	if err != nil {
 		return nil, err
 	}
-	p, err := startProc(name, logDir, []string{"GEOMUX_INGRESS_LISTEN=" + in, "GEOMUX_ADMIN_LISTEN=" + adm},
+	p, err := startProc(name, logDir, append([]string{"GEOMUX_INGRESS_LISTEN=" + in, "GEOMUX_ADMIN_LISTEN=" + adm}, env...),
 		o.geomux, append([]string{"run", "--config", config}, args...)...)
 	if err != nil {
 		return nil, err

@@ -249,7 +249,13 @@ type recorder struct {
 	ack      []time.Duration // from send to the complete answer
 	lag      []time.Duration // from the schedule to the send
 	statuses map[int]int
+	// late counts the answers that came after Zoom gives up (zoomWait).
+	late int
 }
+
+// zoomWait is how long Zoom waits for an answer before it gives up (and
+// retries 5, 20 and 60 minutes later).
+const zoomWait = 3 * time.Second
 
 func newRecorder(n int) *recorder {
 	return &recorder{ack: make([]time.Duration, 0, n), lag: make([]time.Duration, 0, n), statuses: map[int]int{}}
@@ -258,6 +264,9 @@ func newRecorder(n int) *recorder {
 func (r *recorder) add(status int, ack, lag time.Duration) {
 	r.mu.Lock()
 	r.statuses[status]++
+	if status != 0 && ack > zoomWait {
+		r.late++
+	}
 	if status == http.StatusOK {
 		r.ack = append(r.ack, ack)
 	}

@@ -23,11 +23,14 @@ type options struct {
 	// The realistic-load phases' rates and lengths.
 	slowRate, realisticRate float64
 	slowFor, realisticFor   time.Duration
+	// The overload phase's: 0 is twice the highest sustained e2e rate.
+	overloadRate float64
+	overloadFor  time.Duration
 }
 
 // The phases of a run, in order: the instant profile's, then the
 // realistic-load ones (realistic.go).
-var allPhases = []string{"saturation", "e2e", "sync", "soak", "scale-out", "slow", "burst", "pacing", "realistic"}
+var allPhases = []string{"saturation", "e2e", "sync", "soak", "overload", "scaling", "scale-out", "slow", "burst", "pacing", "realistic"}
 
 // phaseSet is the phases to run (--phases).
 type phaseSet map[string]bool
@@ -90,6 +93,9 @@ func (o *options) check() error {
 	}
 	if o.soak < 0 || o.soakRate < 0 {
 		return fmt.Errorf("--soak and --soak-rate cannot be negative")
+	}
+	if o.overloadRate < 0 || o.overloadFor <= 0 {
+		return fmt.Errorf("--overload-rate cannot be negative, and --overload-for must be positive")
 	}
 	if o.slowRate <= 0 || o.realisticRate <= 0 {
 		return fmt.Errorf("--slow-rate and --realistic-rate must be positive")

@@ -47,6 +47,14 @@ func (r *result) plot(path string) (drawn bool, err error) {
 			lines = append(lines, s.name, xys)
 		}
 	}
+	if o := r.Overload; o != nil {
+		// The overload run: one point each, at its rate.
+		for _, s := range series[:3] {
+			if v := s.get(o.stepResult); v > 0 {
+				lines = append(lines, "overload "+s.name, plotter.XYs{{X: o.Rate, Y: v}})
+			}
+		}
+	}
 	if len(lines) == 0 {
 		return false, nil
 	}

@@ -14,14 +14,18 @@ import (
 
 // result is everything one run measured; written as bench/results/latest.json.
 type result struct {
-	Machine    machine       `json:"machine"`
-	Started    time.Time     `json:"started"`
-	Seconds    float64       `json:"seconds"`
-	Saturation saturation    `json:"saturation_events_per_s"`
-	Steps      []stepResult  `json:"steps"`
-	SyncAlways []stepResult  `json:"sync_always_steps"`
-	Soak       *soak         `json:"soak,omitempty"`
-	ScaleOut   []scaleResult `json:"scale_out,omitempty"`
+	Machine    machine      `json:"machine"`
+	Started    time.Time    `json:"started"`
+	Seconds    float64      `json:"seconds"`
+	Saturation saturation   `json:"saturation_events_per_s"`
+	Steps      []stepResult `json:"steps"`
+	SyncAlways []stepResult `json:"sync_always_steps"`
+	Soak       *soak        `json:"soak,omitempty"`
+	// Overload is twice the sustained rate, for minutes (overload.go).
+	Overload *overloadResult `json:"overload,omitempty"`
+	// Scaling is the e2e steps at GOMAXPROCS 2, 4, 8 and all cores.
+	Scaling  []scalingResult `json:"scaling,omitempty"`
+	ScaleOut []scaleResult   `json:"scale_out,omitempty"`
 	// Realistic is the realistic-load phases (slow, burst, pacing,
 	// realistic).
 	Realistic *realisticResult `json:"realistic_load,omitempty"`
@@ -145,6 +149,10 @@ func (r *result) summarise() {
 		add(fmt.Sprintf("RSS at %.0f events/s", r.Soak.Rate), "< 200", "MB", r.Soak.PeakRSSMB, r.Soak.PeakRSSMB < 200)
 		add(fmt.Sprintf("RSS growth over %.0f s", r.Soak.Seconds), "flat (< 5% of peak per minute)", "MB/min", r.Soak.GrowthMBPerMin, r.Soak.Flat)
 	}
+	if r.Overload != nil {
+		r.Overload.targets(add)
+	}
+	scalingTargets(r.Scaling, add)
 	for _, so := range r.ScaleOut {
 		ok := so.Lost == 0 && so.Duplicates == 0 && so.BackendDuplicates == 0 && len(so.Idle) == 0
 		add(fmt.Sprintf("scale-out x%d: every event once, no instance idle", so.Instances), "0 lost, 0 duplicates, 0 idle", "events",
@@ -228,6 +236,10 @@ func (r *result) table() string {
 		fmt.Fprintf(&b, "## Memory: %.0f events/s for %.0f s\n\npeak RSS %.0f MB, growth after the first 30 s %.1f MB/min (flat: %s); ack p99 %.2f ms, e2e p99 %.2f ms, sustained %s\n\n",
 			r.Soak.Rate, r.Soak.Seconds, r.Soak.PeakRSSMB, r.Soak.GrowthMBPerMin, yes(r.Soak.Flat), r.Soak.AckP99, r.Soak.E2EP99, yes(r.Soak.Sustained))
 	}
+	if r.Overload != nil {
+		r.Overload.markdown(&b)
+	}
+	scalingMarkdown(&b, r.Scaling)
 	for _, so := range r.ScaleOut {
 		fmt.Fprintf(&b, "## Scale-out: separate processes, %d router(s) and %d worker(s) per region, external nats-server\n\n", so.Instances, so.Instances)
 		b.WriteString("| offered/s | accepted/s | replied/s | ack p99 | e2e p50 | e2e p99 | errors | CPU s/1000 | sustained |\n|---:|---:|---:|---:|---:|---:|---|---:|---|\n")

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -78,6 +79,16 @@ func benchmark(ctx context.Context, o options) error {
 		}
 		res.Soak = newSoak(soak[0], b.o.soak)
 		res.PeakRSSMB = max(res.PeakRSSMB, hwm)
+	}
+	if o.phases["overload"] {
+		if res.Overload, err = b.overloadPhase(ctx, b.overloadRate(res.Steps)); err != nil {
+			return fmt.Errorf("overload: %w", err)
+		}
+	}
+	if o.phases["scaling"] {
+		if res.Scaling, err = b.scalingPhase(ctx, res.Steps); err != nil {
+			return fmt.Errorf("scaling: %w", err)
+		}
 	}
 	if o.phases["scale-out"] {
 		for _, n := range []int{1, 2} {
@@ -274,9 +285,66 @@ func median(v []float64) float64 {
 
 type stepOption func(*stepPlan)
 
-type stepPlan struct{ d time.Duration }
+type stepPlan struct {
+	d   time.Duration
+	env []string // of the geomux process, e.g. GOMAXPROCS=4
+}
 
 func withDuration(d time.Duration) stepOption { return func(p *stepPlan) { p.d = d } }
+
+func withEnv(env ...string) stepOption { return func(p *stepPlan) { p.env = append(p.env, env...) } }
+
+// allInOne is a geomux with everything in one process on its embedded
+// NATS, its accounts assigned, warmed up, with the generator aimed at it.
+type allInOne struct {
+	g   *geomuxProc
+	t   *tracker
+	gen *generator
+	rm  func()
+}
+
+// startAllInOne starts it for about events events.
+func (b *bench) startAllInOne(ctx context.Context, syncAlways bool, events float64, env []string) (*allInOne, error) {
+	store, err := os.MkdirTemp(b.dir, "store-")
+	if err != nil {
+		return nil, err
+	}
+	rm := func() { _ = os.RemoveAll(store) }
+	cfg, err := b.fakes.writeConfig(b.dir, "all", geomuxConfig{storeDir: store, syncAlways: syncAlways})
+	if err != nil {
+		rm()
+		return nil, err
+	}
+	g, err := startGeomuxEnv(b.o, b.dir, "geomux-all", cfg, env)
+	if err != nil {
+		rm()
+		return nil, err
+	}
+	a := &allInOne{g: g, rm: rm}
+	if err := g.assignRegions(b.accounts); err != nil {
+		a.close()
+		return nil, err
+	}
+	a.t = newTracker(int(events) + 1024)
+	b.fakes.t.Store(a.t)
+	a.gen = newGenerator(g.webhookURL(), b.accounts, b.tmpl, a.t)
+	// A short warm-up: the chatbot token, connections, the JIT of caches.
+	a.gen.openLoop(ctx, 200, 500*time.Millisecond, newRecorder(100))
+	settle(ctx, a.t, 10*time.Second)
+	return a, nil
+}
+
+func (a *allInOne) close() {
+	if a.gen != nil {
+		a.gen.close()
+	}
+	a.g.stop(30 * time.Second)
+	a.rm()
+}
+
+func (a *allInOne) watched() watched {
+	return watched{names: []string{"geomux"}, pids: []int{a.g.pid()}}
+}
 
 // endToEnd starts geomux with everything in one process on its embedded
 // NATS, and runs the rate steps against it, end to end.
@@ -285,35 +353,15 @@ func (b *bench) endToEnd(ctx context.Context, syncAlways bool, rates rateList, o
 	for _, o := range opts {
 		o(&plan)
 	}
-	store, err := os.MkdirTemp(b.dir, "store-")
-	if err != nil {
-		return nil, 0, err
-	}
-	defer os.RemoveAll(store)
-	cfg, err := b.fakes.writeConfig(b.dir, "all", geomuxConfig{storeDir: store, syncAlways: syncAlways})
-	if err != nil {
-		return nil, 0, err
-	}
-	g, err := startGeomux(b.o, b.dir, "geomux-all", cfg)
-	if err != nil {
-		return nil, 0, err
-	}
-	defer g.stop(30 * time.Second)
-	if err := g.assignRegions(b.accounts); err != nil {
-		return nil, 0, err
-	}
 	total := 0.0
 	for _, r := range rates {
 		total += r * plan.d.Seconds()
 	}
-	t := newTracker(int(total) + 1024)
-	b.fakes.t.Store(t)
-	gen := newGenerator(g.webhookURL(), b.accounts, b.tmpl, t)
-	defer gen.close()
-	// A short warm-up: the chatbot token, connections, the JIT of caches.
-	gen.openLoop(ctx, 200, 500*time.Millisecond, newRecorder(100))
-	settle(ctx, t, 10*time.Second)
-
+	a, err := b.startAllInOne(ctx, syncAlways, total, plan.env)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer a.close()
 	rssEvery := time.Duration(0)
 	if plan.d >= 30*time.Second {
 		rssEvery = time.Second
@@ -325,25 +373,28 @@ func (b *bench) endToEnd(ctx context.Context, syncAlways bool, rates rateList, o
 		}
 		var profiled sync.WaitGroup
 		if b.o.profile != "" && rate == b.o.profileRate && !syncAlways {
-			profiled.Go(func() { b.profile(g, "", plan.d) })
+			profiled.Go(func() { b.profile(a.g, "", plan.d) })
 		}
-		st := runStep(ctx, gen, watched{names: []string{"geomux"}, pids: []int{g.pid()}}, rate, plan.d, true, rssEvery)
+		st := runStep(ctx, a.gen, a.watched(), rate, plan.d, true, rssEvery)
 		profiled.Wait()
 		name := "end to end"
 		if syncAlways {
 			name += ", sync_always"
 		}
+		if len(plan.env) > 0 {
+			name += ", " + strings.Join(plan.env, " ")
+		}
 		b.log("%-24s %6.0f/s  ack p50 %6.2f p99 %7.2f p99.9 %7.2f ms  e2e p50 %7.2f p99 %8.2f ms  sustained %-5t  cpu %.3f s/1000 (load %.3f)  rss %.0f MB  errors %v",
 			name, rate, st.AckP50, st.AckP99, st.AckP999, st.E2EP50, st.E2EP99, st.Sustained, st.CPUPer1000, st.LoadCPU1000, st.PeakRSSMB, st.Errors)
 		out = append(out, st)
 		if rate != rates[len(rates)-1] {
-			settle(ctx, t, 10*time.Second)
+			settle(ctx, a.t, 10*time.Second)
 		}
 	}
-	if misrouted := t.misroute.Load(); misrouted > 0 {
+	if misrouted := a.t.misroute.Load(); misrouted > 0 {
 		return nil, 0, fmt.Errorf("%d events reached another region's backend", misrouted)
 	}
-	_, hwm, _ := rssMB(g.pid())
+	_, hwm, _ := rssMB(a.g.pid())
 	return out, hwm, nil
 }
 

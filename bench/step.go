@@ -11,19 +11,22 @@ import (
 
 // stepResult is what one rate step measured.
 type stepResult struct {
-	Rate         float64            `json:"rate"`
-	Sent         int                `json:"sent"`
-	AchievedRate float64            `json:"achieved_rate"`
-	ReplyRate    float64            `json:"reply_rate"`
-	AckP50       float64            `json:"ack_p50_ms"`
-	AckP99       float64            `json:"ack_p99_ms"`
-	AckP999      float64            `json:"ack_p999_ms"`
-	LagP99       float64            `json:"schedule_lag_p99_ms"`
-	E2EP50       float64            `json:"e2e_p50_ms"`
-	E2EP99       float64            `json:"e2e_p99_ms"`
-	Replied      int                `json:"replied"`
-	Unreplied    int                `json:"unreplied"`
-	Errors       map[string]int     `json:"errors"`
+	Rate         float64        `json:"rate"`
+	Sent         int            `json:"sent"`
+	AchievedRate float64        `json:"achieved_rate"`
+	ReplyRate    float64        `json:"reply_rate"`
+	AckP50       float64        `json:"ack_p50_ms"`
+	AckP99       float64        `json:"ack_p99_ms"`
+	AckP999      float64        `json:"ack_p999_ms"`
+	LagP99       float64        `json:"schedule_lag_p99_ms"`
+	E2EP50       float64        `json:"e2e_p50_ms"`
+	E2EP99       float64        `json:"e2e_p99_ms"`
+	Replied      int            `json:"replied"`
+	Unreplied    int            `json:"unreplied"`
+	Errors       map[string]int `json:"errors"`
+	// Late counts the answers that came after Zoom's 3 s (Zoom would have
+	// given up on them); "no answer" in Errors, those never answered.
+	Late         int                `json:"answered_late"`
 	CPUPer1000   float64            `json:"cpu_s_per_1000"`
 	LoadCPU1000  float64            `json:"load_cpu_s_per_1000"`
 	CPUShare     map[string]float64 `json:"cpu_share,omitempty"`
@@ -124,7 +127,7 @@ func runStep(ctx context.Context, g *generator, w watched, rate float64, d time.
 	self1, _ := cpuTime(os.Getpid())
 	last := t.next.Load()
 
-	res := stepResult{Rate: rate, Sent: int(last - first), Errors: map[string]int{}, PeakRSSMB: peak, RSSSeries: series}
+	res := stepResult{Rate: rate, Sent: int(last - first), Errors: map[string]int{}, PeakRSSMB: peak, RSSSeries: series, Late: rec.late}
 	ok := 0
 	for status, n := range rec.statuses {
 		if status == http.StatusOK {
