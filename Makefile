@@ -20,8 +20,8 @@ help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
 
 .PHONY: build
-build: ## Build bin/geomux
-	$(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/geomux
+build: ## Build bin/geomux: static (CGO_ENABLED=0), -trimpath, version stamped
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/geomux
 
 .PHONY: run
 run: build ## Run everything in one process with deploy/local/geomux.yaml (embedded NATS, Zoom sandbox)
@@ -32,7 +32,7 @@ run: build ## Run everything in one process with deploy/local/geomux.yaml (embed
 ARTIFACTS := test-artifacts
 
 .PHONY: test
-test: tidy-lint vet modules vulncheck fuzz ## Run every test of every module with the race detector (screenshots in test-artifacts/)
+test: tidy-lint vet modules vulncheck rules fuzz ## Run every test of every module with the race detector (screenshots in test-artifacts/)
 	@rm -rf $(ARTIFACTS) && mkdir -p $(ARTIFACTS)
 	@set -e; for m in $(MODULES); do echo "== test $$m"; (cd $$m && $(GO) test -race -count=1 -artifacts -outputdir="$(CURDIR)/$(ARTIFACTS)" ./...); done
 
@@ -75,6 +75,19 @@ bench-load: build ## Run the load benchmark, e.g. make bench-load BENCH_ARGS="--
 .PHONY: vet
 vet: ## go vet every module
 	@set -e; for m in $(MODULES); do (cd $$m && $(GO) vet ./...); done
+
+# The alert rules: promtool (Debian's prometheus package) checks them and
+# runs their unit tests. Without promtool a developer's `make test` says so
+# and goes on; CI (.ci/run) installs it and sets GEOMUXTEST_REQUIRE_PROMTOOL.
+.PHONY: rules
+rules: ## Check deploy/prometheus/alerts.yaml and run its unit tests with promtool
+	@if ! command -v promtool >/dev/null; then \
+	  if [ -n "$$GEOMUXTEST_REQUIRE_PROMTOOL" ]; then echo "promtool not found: apt-get install prometheus"; exit 1; fi; \
+	  echo "promtool not found: alert rules not checked (apt-get install prometheus)"; \
+	else \
+	  promtool check rules deploy/prometheus/alerts.yaml && \
+	  cd deploy/prometheus && promtool test rules alerts_test.yaml; \
+	fi
 
 .PHONY: modules
 modules: ## Check that each module builds on its own, outside the workspace

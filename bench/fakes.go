@@ -33,6 +33,8 @@ type fakes struct {
 	regionOf map[string]string // account id → region
 	servers  []*http.Server
 	bufs     sync.Pool
+	// memoryLimit is every geomux's memory_limit ("": its default).
+	memoryLimit string
 }
 
 func startFakes(accounts []account, regions []string) (*fakes, error) {

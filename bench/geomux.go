@@ -28,6 +28,9 @@ func (f *fakes) writeConfig(dir, name string, c geomuxConfig) (string, error) {
 	fmt.Fprintf(&b, "log: {level: warn, format: json}\n")
 	fmt.Fprintf(&b, "nats: {url: %q, store_dir: %q, listen: \"\", sync_always: %t}\n", c.natsURL, c.storeDir, c.syncAlways)
 	fmt.Fprintf(&b, "admin: {listen: 127.0.0.1:0, token: %s}\n", benchAdminToken)
+	if f.memoryLimit != "" {
+		fmt.Fprintf(&b, "memory_limit: %s\n", f.memoryLimit)
+	}
 	fmt.Fprintf(&b, "zoom:\n  webhook_secret_tokens: [%s]\n  client_id: %s\n  client_secret: %s\n  bot_jid: %s\n  api_base_url: %s/v2\n  oauth_base_url: %s\n",
 		benchSecret, benchClientID, benchClientSecret, benchBotJID, f.zoomURL, f.zoomURL)
 	fmt.Fprintf(&b, "regions:\n")

@@ -26,11 +26,16 @@ type options struct {
 	// The overload phase's: 0 is twice the highest sustained e2e rate.
 	overloadRate float64
 	overloadFor  time.Duration
+	// neighbourCores is how many cores the neighbour phase's busy loops
+	// take.
+	neighbourCores int
+	// memoryLimit is every geomux's memory_limit.
+	memoryLimit string
 }
 
 // The phases of a run, in order: the instant profile's, then the
 // realistic-load ones (realistic.go).
-var allPhases = []string{"saturation", "e2e", "sync", "soak", "overload", "scaling", "scale-out", "slow", "burst", "pacing", "realistic"}
+var allPhases = []string{"saturation", "e2e", "sync", "soak", "overload", "neighbour", "scaling", "scale-out", "slow", "burst", "pacing", "realistic"}
 
 // phaseSet is the phases to run (--phases).
 type phaseSet map[string]bool
@@ -96,6 +101,9 @@ func (o *options) check() error {
 	}
 	if o.overloadRate < 0 || o.overloadFor <= 0 {
 		return fmt.Errorf("--overload-rate cannot be negative, and --overload-for must be positive")
+	}
+	if o.neighbourCores < 1 {
+		return fmt.Errorf("--neighbour-cores %d: at least 1", o.neighbourCores)
 	}
 	if o.slowRate <= 0 || o.realisticRate <= 0 {
 		return fmt.Errorf("--slow-rate and --realistic-rate must be positive")

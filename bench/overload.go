@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"os/exec"
 	"runtime"
 	"strings"
 	"time"
@@ -26,6 +27,9 @@ type overloadResult struct {
 	Lost int `json:"lost"`
 	// FinalRSSMB is geomux's memory once the backlog has drained.
 	FinalRSSMB float64 `json:"final_rss_mb"`
+	// NeighbourCores is how many cores a noisy neighbour took meanwhile
+	// (0: a quiet machine).
+	NeighbourCores int `json:"neighbour_cores"`
 }
 
 // overloadStall is how long the drain may go without a reply before the
@@ -51,19 +55,40 @@ func (b *bench) overloadRate(steps []stepResult) float64 {
 	return 2 * sustained
 }
 
-func (b *bench) overloadPhase(ctx context.Context, rate float64) (*overloadResult, error) {
+// overloadPhase sends rate events/s for --overload-for to everything in one
+// process, with neighbours cores taken by busy loops in other processes
+// from the start of sending to the end of the drain, as a noisy
+// neighbour on a shared host would.
+func (b *bench) overloadPhase(ctx context.Context, rate float64, neighbours int) (*overloadResult, error) {
 	d := b.o.overloadFor
 	a, err := b.startAllInOne(ctx, false, rate*d.Seconds(), nil)
 	if err != nil {
 		return nil, err
 	}
 	defer a.close()
+	stopNeighbour, err := startNeighbour(ctx, neighbours)
+	if err != nil {
+		return nil, err
+	}
+	defer stopNeighbour()
 	t := a.t
 	first := t.next.Load()
 	sentEnd := time.Now().Add(d)
+	if b.o.profile != "" {
+		// Half-way through: the backlog is building and the ack path is
+		// held up, if it is.
+		go func() {
+			select {
+			case <-ctx.Done():
+			case <-time.After(d / 2):
+				b.profile(a.g, fmt.Sprintf("overload-neighbour%d-", neighbours), min(d/2, 30*time.Second))
+			}
+		}()
+	}
 	st := runStep(ctx, a.gen, a.watched(), rate, d, true, time.Second)
 	drain(ctx, t, overloadStall)
-	res := &overloadResult{stepResult: st, Seconds: d.Seconds(), Unanswered: st.Errors["no answer"], Refused: st.Errors["503"]}
+	stopNeighbour()
+	res := &overloadResult{stepResult: st, Seconds: d.Seconds(), Unanswered: st.Errors["no answer"], Refused: st.Errors["503"], NeighbourCores: neighbours}
 	// An event stored while its request timed out is replied to without
 	// having been counted accepted: outstanding may go below 0.
 	if t.outstanding() <= 0 {
@@ -85,21 +110,55 @@ func (b *bench) overloadPhase(ctx context.Context, rate float64) (*overloadResul
 	if misrouted := t.misroute.Load(); misrouted > 0 {
 		return nil, fmt.Errorf("%d events reached another region's backend", misrouted)
 	}
-	b.log("overload                 %6.0f/s  ack p50 %6.2f p99 %7.2f p99.9 %7.2f ms  unanswered %d  late %d  503 %d  lost %d  drained in %.0f s  rss peak %.0f final %.0f MB",
-		rate, st.AckP50, st.AckP99, st.AckP999, res.Unanswered, st.Late, res.Refused, res.Lost, res.DrainSeconds, st.PeakRSSMB, res.FinalRSSMB)
+	b.log("overload, neighbour %d    %6.0f/s  ack p50 %6.2f p99 %7.2f p99.9 %7.2f ms  unanswered %d  late %d  503 %d  lost %d  drained in %.0f s  rss peak %.0f final %.0f MB",
+		neighbours, rate, st.AckP50, st.AckP99, st.AckP999, res.Unanswered, st.Late, res.Refused, res.Lost, res.DrainSeconds, st.PeakRSSMB, res.FinalRSSMB)
 	return res, nil
 }
 
+// startNeighbour starts n busy loops, each a process of its own taking a
+// core; stop ends them (and may be called again).
+func startNeighbour(ctx context.Context, n int) (stop func(), err error) {
+	var cmds []*exec.Cmd
+	stop = func() {
+		for _, c := range cmds {
+			_ = c.Process.Kill()
+			_ = c.Wait()
+		}
+		cmds = nil
+	}
+	for range n {
+		c := exec.CommandContext(ctx, "sh", "-c", "while :; do :; done")
+		if err := c.Start(); err != nil {
+			stop()
+			return nil, fmt.Errorf("start a noisy neighbour: %w", err)
+		}
+		cmds = append(cmds, c)
+	}
+	return stop, nil
+}
+
+// title names the run: a quiet machine, or beside a noisy neighbour.
+func (o *overloadResult) title() string {
+	s := fmt.Sprintf("overload at %.0f events/s for %.0f s", o.Rate, o.Seconds)
+	if o.NeighbourCores > 0 {
+		s += fmt.Sprintf(", a neighbour taking %d core(s)", o.NeighbourCores)
+	}
+	return s
+}
+
 func (o *overloadResult) targets(add func(name, want, unit string, got float64, met bool)) {
-	name := fmt.Sprintf("overload at %.0f events/s for %.0f s", o.Rate, o.Seconds)
+	name := o.title()
 	add(name+": requests not answered within 3 s", "0", "requests", float64(o.Unanswered+o.Late), o.Unanswered+o.Late == 0)
-	add(name+": ack p99", "<= 100", "ms", o.AckP99, o.AckP99 <= 100)
+	if o.NeighbourCores == 0 {
+		// Beside a neighbour, the issue asks for answers within 3 s only.
+		add(name+": ack p99", "<= 100", "ms", o.AckP99, o.AckP99 <= 100)
+	}
 	add(name+": peak RSS", "<= 300", "MB", o.PeakRSSMB, o.PeakRSSMB <= 300)
 	add(name+": accepted events never replied to", "0", "events", float64(o.Lost), o.Lost == 0)
 }
 
 func (o *overloadResult) markdown(b *strings.Builder) {
-	fmt.Fprintf(b, "## Overload: %.0f events/s for %.0f s, everything in one process\n\n", o.Rate, o.Seconds)
+	fmt.Fprintf(b, "## %s%s, everything in one process\n\n", strings.ToUpper(o.title()[:1]), o.title()[1:])
 	fmt.Fprintf(b, "| sent | answered 200/s | unanswered (10 s) | answered after 3 s | 503 | ack p50 | ack p99 | ack p99.9 | peak RSS MB | RSS after the drain MB | drain s | replied | lost |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	drainS := fmt.Sprintf("%.0f", o.DrainSeconds)
 	if o.Lost > 0 {

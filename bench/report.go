@@ -23,6 +23,9 @@ type result struct {
 	Soak       *soak        `json:"soak,omitempty"`
 	// Overload is twice the sustained rate, for minutes (overload.go).
 	Overload *overloadResult `json:"overload,omitempty"`
+	// Neighbour is the overload run again beside a noisy neighbour that
+	// takes cores away (overload.go).
+	Neighbour *overloadResult `json:"neighbour,omitempty"`
 	// Scaling is the e2e steps at GOMAXPROCS 2, 4, 8 and all cores.
 	Scaling  []scalingResult `json:"scaling,omitempty"`
 	ScaleOut []scaleResult   `json:"scale_out,omitempty"`
@@ -149,8 +152,10 @@ func (r *result) summarise() {
 		add(fmt.Sprintf("RSS at %.0f events/s", r.Soak.Rate), "< 200", "MB", r.Soak.PeakRSSMB, r.Soak.PeakRSSMB < 200)
 		add(fmt.Sprintf("RSS growth over %.0f s", r.Soak.Seconds), "flat (< 5% of peak per minute)", "MB/min", r.Soak.GrowthMBPerMin, r.Soak.Flat)
 	}
-	if r.Overload != nil {
-		r.Overload.targets(add)
+	for _, o := range []*overloadResult{r.Overload, r.Neighbour} {
+		if o != nil {
+			o.targets(add)
+		}
 	}
 	scalingTargets(r.Scaling, add)
 	for _, so := range r.ScaleOut {
@@ -236,8 +241,10 @@ func (r *result) table() string {
 		fmt.Fprintf(&b, "## Memory: %.0f events/s for %.0f s\n\npeak RSS %.0f MB, growth after the first 30 s %.1f MB/min (flat: %s); ack p99 %.2f ms, e2e p99 %.2f ms, sustained %s\n\n",
 			r.Soak.Rate, r.Soak.Seconds, r.Soak.PeakRSSMB, r.Soak.GrowthMBPerMin, yes(r.Soak.Flat), r.Soak.AckP99, r.Soak.E2EP99, yes(r.Soak.Sustained))
 	}
-	if r.Overload != nil {
-		r.Overload.markdown(&b)
+	for _, o := range []*overloadResult{r.Overload, r.Neighbour} {
+		if o != nil {
+			o.markdown(&b)
+		}
 	}
 	scalingMarkdown(&b, r.Scaling)
 	for _, so := range r.ScaleOut {

@@ -54,6 +54,7 @@ func benchmark(ctx context.Context, o options) error {
 		return err
 	}
 	defer b.fakes.close()
+	b.fakes.memoryLimit = o.memoryLimit
 
 	res := &result{Machine: readMachine(o.geomux), Started: time.Now().UTC()}
 	began := time.Now()
@@ -81,8 +82,13 @@ func benchmark(ctx context.Context, o options) error {
 		res.PeakRSSMB = max(res.PeakRSSMB, hwm)
 	}
 	if o.phases["overload"] {
-		if res.Overload, err = b.overloadPhase(ctx, b.overloadRate(res.Steps)); err != nil {
+		if res.Overload, err = b.overloadPhase(ctx, b.overloadRate(res.Steps), 0); err != nil {
 			return fmt.Errorf("overload: %w", err)
+		}
+	}
+	if o.phases["neighbour"] {
+		if res.Neighbour, err = b.overloadPhase(ctx, b.overloadRate(res.Steps), o.neighbourCores); err != nil {
+			return fmt.Errorf("neighbour: %w", err)
 		}
 	}
 	if o.phases["scaling"] {

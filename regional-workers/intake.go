@@ -55,9 +55,9 @@ func (w *Worker) consume(ctx context.Context) error {
 		w.ccs = append(w.ccs, cc)
 	}
 	events := w.events
-	w.unwatchBacklog = w.metrics.watchBacklog(w.opts.Region, func(ctx context.Context) (natsx.Backlog, error) {
+	w.unwatchRegion = w.metrics.watchRegion(w.opts.Region, func(ctx context.Context) (natsx.Backlog, error) {
 		return natsx.BacklogOf(ctx, events, all...)
-	})
+	}, w.dlq.Count)
 	return nil
 }
 
@@ -78,9 +78,9 @@ func (w *Worker) dropLegacyConsumer(ctx context.Context) error {
 // stopConsuming stops every partition's consumer; events buffered and not
 // taken are redelivered after their ack wait.
 func (w *Worker) stopConsuming() {
-	if w.unwatchBacklog != nil {
-		w.unwatchBacklog()
-		w.unwatchBacklog = nil
+	if w.unwatchRegion != nil {
+		w.unwatchRegion()
+		w.unwatchRegion = nil
 	}
 	w.budget.close()
 	for _, cc := range w.ccs {

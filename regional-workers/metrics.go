@@ -84,13 +84,28 @@ func (m *Metrics) init(region string, apps []string) {
 	m.BackendSlowDowns.WithLabelValues(region)
 }
 
-// watchBacklog exports the region's backlog (natsx.BacklogCollector): the
-// events of its stream the partitions' consumers have yet to finish. The
-// returned func stops exporting it.
-func (m *Metrics) watchBacklog(region string, read func(context.Context) (natsx.Backlog, error)) func() {
-	c := natsx.NewBacklogCollector("geomux_worker", "the region's workers", prometheus.Labels{"region": region}, read)
-	if m.reg.Register(c) != nil {
-		return func() {}
+// watchRegion exports, read at each scrape, the region's backlog
+// (natsx.BacklogCollector: the events of its stream the partitions'
+// consumers have yet to finish) and how many dead letters it holds. The
+// returned func stops exporting them.
+func (m *Metrics) watchRegion(region string, backlog func(context.Context) (natsx.Backlog, error), deadLetters func(context.Context) (uint64, error)) func() {
+	labels := prometheus.Labels{"region": region}
+	cs := []prometheus.Collector{
+		natsx.NewBacklogCollector(natsx.BacklogNames{Messages: "geomux_region_pending_events", Oldest: "geomux_region_oldest_pending_seconds"},
+			"the region's workers", labels, backlog),
+		natsx.NewCountCollector("geomux_dead_letters", "Events in the region's dead-letter queue (geomux dlq list).", labels, deadLetters),
 	}
-	return func() { m.reg.Unregister(c) }
+	var registered []prometheus.Collector
+	for _, c := range cs {
+		// Another worker of the region in this process exports them
+		// already.
+		if m.reg.Register(c) == nil {
+			registered = append(registered, c)
+		}
+	}
+	return func() {
+		for _, c := range registered {
+			m.reg.Unregister(c)
+		}
+	}
 }

@@ -147,8 +147,8 @@ type Worker struct {
 	running  atomic.Bool
 	ackWait  time.Duration
 
-	// unwatchBacklog stops exporting the backlog; set by consume.
-	unwatchBacklog func()
+	// unwatchRegion stops exporting the backlog; set by consume.
+	unwatchRegion func()
 	// erasing holds the accounts being erased (erase.go).
 	erasing sync.Map
 }

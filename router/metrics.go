@@ -88,7 +88,7 @@ func (m *Metrics) watchParked(s jetstream.Stream) {
 // events of the ingress stream it has yet to route. The returned func stops
 // exporting it.
 func (m *Metrics) watchBacklog(read func(context.Context) (natsx.Backlog, error)) func() {
-	c := natsx.NewBacklogCollector("geomux_router", "the router", nil, read)
+	c := natsx.NewBacklogCollector(natsx.BacklogNames{Messages: "geomux_router_backlog_messages", Oldest: "geomux_router_backlog_oldest_seconds"}, "the router", nil, read)
 	if m.reg.Register(c) != nil {
 		return func() {}
 	}

@@ -252,6 +252,21 @@ func TestCLIDLQ(t *testing.T) {
 	if n := backendCalls.Load(); n != 3 {
 		t.Fatalf("backend called %d times for 3 events, want 3", n)
 	}
+	g.waitMetric(t, `geomux_dead_letters{region="eu"}`, 3)
+
+	{
+		// One NATS system for every region: the audit says they are not
+		// separated, with its own exit status, unless told it is intended.
+		code, out, errOut := runCLI(t, "audit", "locality", "--config", cfg)
+		if code != exitShared || !strings.Contains(errOut, "locality not separated: region eu uses the hub's NATS system") ||
+			strings.Contains(out, "locality OK") || !strings.Contains(out, "GEOMUX_IN") || !strings.Contains(out, "GEOMUX_EU_EVENTS      eu     File     1         -        -       -      -     shared") {
+			t.Errorf("audit locality on one system: exit %d, want %d\n%s%s", code, exitShared, out, errOut)
+		}
+		code, out, errOut = runCLI(t, "audit", "locality", "--config", cfg, "--shared-system-ok")
+		if code != 0 || !strings.Contains(out, "locality OK on one shared NATS system (--shared-system-ok)") {
+			t.Errorf("audit locality --shared-system-ok: exit %d\n%s%s", code, out, errOut)
+		}
+	}
 
 	// ---- list
 	code, out, errOut := dlqCLI(t, cfg, "list", "--region", "eu")

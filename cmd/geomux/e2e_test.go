@@ -10,6 +10,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -528,7 +529,8 @@ func TestE2EAdminAndHealth(t *testing.T) {
 	if status, _ := p.adminDo(http.MethodDelete, "/admin/v1/accounts/a1", ""); status != 204 {
 		t.Errorf("delete: %d", status)
 	}
-	for _, m := range []string{"geomux_ingress_received_total", "geomux_router_routed_total", "geomux_worker_handled_total", "go_goroutines"} {
+	for _, m := range []string{"geomux_ingress_received_total", "geomux_router_routed_total", "geomux_worker_handled_total", "go_goroutines",
+		`geomux_build_info{go_version="` + runtime.Version() + `",version="dev"} 1`} {
 		if !strings.Contains(p.metrics(), m) {
 			t.Errorf("/metrics lacks %s", m)
 		}

@@ -21,7 +21,14 @@ const (
 	exitOK      = 0
 	exitFailure = 1 // the command ran and failed
 	exitUsage   = 2 // wrong arguments or an invalid config: nothing was done
+	exitShared  = 3 // geomux audit locality: regions share one NATS system
 )
+
+// sharedSystemError is what `geomux audit locality` says when the regions
+// share one NATS system: nothing is misplaced, but nothing separates them.
+type sharedSystemError struct{ err error }
+
+func (e sharedSystemError) Error() string { return e.err.Error() }
 
 // usageError is an error the user fixes by changing the command or config.
 type usageError struct{ err error }
@@ -48,7 +55,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	var ce *config.Error
 	var ue usageError
+	var se sharedSystemError
 	switch {
+	case errors.As(err, &se):
+		fmt.Fprintf(stderr, "geomux: %s\n", oneLine(err.Error()))
+		return exitShared
 	case errors.As(err, &ce):
 		fmt.Fprintf(stderr, "geomux: invalid config %s (fix these and run again):\n", ce.Source)
 		for _, p := range ce.Problems {

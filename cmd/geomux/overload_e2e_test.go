@@ -25,7 +25,10 @@ func TestE2EOverloadedIngressHoldsProcessingBack(t *testing.T) {
 	t.Parallel()
 	// Every answer counts as slow.
 	const floor, quiet = 10, 3 * time.Second
-	slow := governor.Options{Target: time.Nanosecond, Floor: floor, Window: 20 * time.Millisecond, Quiet: quiet}
+	// Short windows: the limit comes down by a quarter per slow window
+	// with requests, so the posts below span many windows however fast
+	// the machine answers them.
+	slow := governor.Options{Target: time.Nanosecond, Floor: floor, Window: 5 * time.Millisecond, Quiet: quiet}
 	p := newPipeline(t, t.TempDir(), fx.Replace(slow))
 	const accounts = 25
 	for a := range accounts {
@@ -60,9 +63,9 @@ func TestE2EOverloadedIngressHoldsProcessingBack(t *testing.T) {
 	deadline := time.Now().Add(20 * time.Second)
 	for !atFloor.MatchString(p.metrics()) {
 		if time.Now().After(deadline) || sent >= 400 {
-			t.Fatalf("processing not held at the floor after %d events", sent)
+			t.Fatalf("processing not held at the floor after %d events: %s", sent, regexp.MustCompile(`(?m)^geomux_processing.*$`).FindAllString(p.metrics(), -1))
 		}
-		post(10)
+		post(2)
 	}
 	post(50)
 	held := time.Now()
@@ -71,8 +74,8 @@ func TestE2EOverloadedIngressHoldsProcessingBack(t *testing.T) {
 		t.Errorf("only %d of %d events left to reply to while the ingress was busy: processing was not held back", left, sent)
 	}
 	// The operator sees the backlog, and how long it has waited.
-	backlog := metricValue(t, metrics, "geomux_router_backlog_messages") + metricValue(t, metrics, `geomux_worker_backlog_messages{region="eu"}`)
-	oldest := max(metricValue(t, metrics, "geomux_router_backlog_oldest_seconds"), metricValue(t, metrics, `geomux_worker_backlog_oldest_seconds{region="eu"}`))
+	backlog := metricValue(t, metrics, "geomux_router_backlog_messages") + metricValue(t, metrics, `geomux_region_pending_events{region="eu"}`)
+	oldest := max(metricValue(t, metrics, "geomux_router_backlog_oldest_seconds"), metricValue(t, metrics, `geomux_region_oldest_pending_seconds{region="eu"}`))
 	if backlog < 30 || oldest <= 0 {
 		t.Errorf("backlog metrics: %v events, the oldest %v s old; want at least 30, and an age", backlog, oldest)
 	}
@@ -94,8 +97,8 @@ func TestE2EOverloadedIngressHoldsProcessingBack(t *testing.T) {
 	natstest.Eventually(t, 5*time.Second, func() bool { return !atFloor.MatchString(p.metrics()) }, "processing unlimited again")
 	natstest.Eventually(t, 5*time.Second, func() bool {
 		m := p.metrics()
-		return metricValue(t, m, "geomux_router_backlog_messages") == 0 && metricValue(t, m, `geomux_worker_backlog_messages{region="eu"}`) == 0 &&
-			metricValue(t, m, `geomux_worker_backlog_oldest_seconds{region="eu"}`) == 0
+		return metricValue(t, m, "geomux_router_backlog_messages") == 0 && metricValue(t, m, `geomux_region_pending_events{region="eu"}`) == 0 &&
+			metricValue(t, m, `geomux_region_oldest_pending_seconds{region="eu"}`) == 0
 	}, "no backlog left")
 }
 

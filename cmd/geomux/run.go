@@ -5,9 +5,11 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"go.uber.org/dig"
 	"go.uber.org/fx"
@@ -93,7 +95,7 @@ func newApp(cfg config.Config, target config.Target, extra ...fx.Option) *fx.App
 	if target.Has(config.RoleIngress) {
 		opts = append(opts, ingress.Module)
 	}
-	opts = append(opts, fx.Invoke(announce))
+	opts = append(opts, fx.Invoke(announce, registerBuildInfo))
 	return fx.New(append(opts, extra...)...)
 }
 
@@ -142,6 +144,16 @@ func runApp(parent context.Context, cfg config.Config, target config.Target) err
 		return fmt.Errorf("stopped uncleanly: %w", err)
 	}
 	return nil
+}
+
+// registerBuildInfo exports geomux_build_info{version,go_version} 1, so
+// that dashboards and alerts can tell which build each process runs.
+func registerBuildInfo(reg prometheus.Registerer) {
+	reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name:        "geomux_build_info",
+		Help:        "Always 1; its labels say which geomux build this process runs.",
+		ConstLabels: prometheus.Labels{"version": version, "go_version": runtime.Version()},
+	}, func() float64 { return 1 }))
 }
 
 // announce logs when everything has started, and when stopping begins; at

@@ -27,6 +27,12 @@ type Config struct {
 	// ShutdownTimeout bounds a graceful stop: in-flight requests finish,
 	// consumers drain, then the process exits.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout"`
+	// MemoryLimit is the process's soft memory limit (Go's GOMEMLIMIT):
+	// near it the garbage collector works harder instead of the process
+	// growing, and under overload the backlog waits on disk. 0: 90% of the
+	// container's memory limit (cgroup) when there is one, else none. A
+	// GOMEMLIMIT in the environment wins over both.
+	MemoryLimit Size `yaml:"memory_limit"`
 }
 
 // Log configures logging.
@@ -54,6 +60,10 @@ type NATS struct {
 	// processes, one for the operators' CLI), which geomux and the CLI find
 	// from the same config.
 	ListenWithoutAuth bool `yaml:"listen_without_auth"`
+	// MonitorListen is the loopback host:port where the embedded server
+	// serves NATS's monitoring endpoints (/varz, /jsz, ...), for NATS's
+	// Prometheus exporter and `nats server` tools. Empty: none.
+	MonitorListen string `yaml:"monitor_listen"`
 	// DedupWindow is how long a re-delivered Zoom event is recognised and
 	// dropped. Zoom retries up to about 85 minutes after the first attempt.
 	DedupWindow Duration `yaml:"dedup_window"`

@@ -52,3 +52,7 @@ func (z *Size) UnmarshalYAML(n *yaml.Node) error {
 
 // MarshalYAML writes the number of bytes.
 func (z Size) MarshalYAML() (any, error) { return strconv.FormatInt(int64(z), 10), nil }
+
+// MinMemoryLimit is the least memory_limit: below it the garbage collector
+// would run almost without pause.
+const MinMemoryLimit Size = 64 << 20

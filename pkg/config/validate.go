@@ -57,6 +57,11 @@ func (c *Config) problems(roles []Role) []string {
 		if c.NATS.Listen != "" {
 			p.loopback("nats.listen", c.NATS.Listen)
 		}
+		if c.NATS.MonitorListen != "" {
+			// What it serves names accounts' streams and connections:
+			// for this machine only, as nats.listen.
+			p.loopback("nats.monitor_listen", c.NATS.MonitorListen)
+		}
 	} else {
 		p.natsURL("nats.url", c.NATS.URL)
 	}
@@ -225,6 +230,9 @@ func (c *Config) problems(roles []Role) []string {
 		}
 	}
 	p.atLeast("shutdown_timeout", c.ShutdownTimeout, time.Second)
+	if c.MemoryLimit != 0 && c.MemoryLimit < MinMemoryLimit {
+		p.add("memory_limit", "must be at least 64MiB, or 0 for 90% of the container's limit")
+	}
 	// A rule two roles share is said once.
 	said := map[string]bool{}
 	uniq := p[:0]

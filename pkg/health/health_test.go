@@ -3,12 +3,16 @@ package health_test
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/geomux/geomux/pkg/health"
 )
@@ -155,5 +159,34 @@ func TestPublicReadyzHidesReasons(t *testing.T) {
 	}
 	if strings.Contains(rec.Body.String(), "10.1.2.3") || strings.Contains(rec.Body.String(), "nats") {
 		t.Errorf("public /readyz tells why: %s", rec.Body.String())
+	}
+}
+
+func TestCollectorExportsEachCheck(t *testing.T) {
+	r := health.NewRegistry()
+	var down atomic.Bool
+	r.Register("nats", func() error { return nil })
+	r.Register("store", func() error {
+		if down.Load() {
+			return errors.New("full")
+		}
+		return nil
+	})
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(r.Collector())
+	want := func(store int) string {
+		return fmt.Sprintf(`
+# HELP geomux_ready_check 1 while a readiness check of this process passes, 0 while it fails (the reason is on the admin /readyz): nats, nats-<region>, jetstream, store, ...
+# TYPE geomux_ready_check gauge
+geomux_ready_check{check="nats"} 1
+geomux_ready_check{check="store"} %d
+`, store)
+	}
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want(1))); err != nil {
+		t.Error(err)
+	}
+	down.Store(true)
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want(0))); err != nil {
+		t.Error(err)
 	}
 }

@@ -74,10 +74,9 @@ func firstAfter(ctx context.Context, stream jetstream.Stream, seq uint64, subjec
 	return first, nil
 }
 
-// BacklogCollector exports a stage's backlog, read at each scrape:
-// <prefix>_backlog_messages and <prefix>_backlog_oldest_seconds (how long
-// the oldest event of the backlog has waited), with constant labels. A
-// scrape while NATS does not answer exports neither.
+// BacklogCollector exports a stage's backlog, read at each scrape: how
+// many events, and how long the oldest has waited (BacklogNames), with
+// constant labels. A scrape while NATS does not answer exports neither.
 type BacklogCollector struct {
 	read     func(context.Context) (Backlog, error)
 	messages *prometheus.Desc
@@ -85,13 +84,17 @@ type BacklogCollector struct {
 	now      func() time.Time
 }
 
+// BacklogNames are the metric names of a backlog: of its events, and of
+// the age of the oldest.
+type BacklogNames struct{ Messages, Oldest string }
+
 // NewBacklogCollector returns the collector of the backlog that read
-// reads; what names the stage goes in help.
-func NewBacklogCollector(prefix, what string, labels prometheus.Labels, read func(context.Context) (Backlog, error)) *BacklogCollector {
+// reads; what names the stage in help.
+func NewBacklogCollector(names BacklogNames, what string, labels prometheus.Labels, read func(context.Context) (Backlog, error)) *BacklogCollector {
 	return &BacklogCollector{
 		read:     read,
-		messages: prometheus.NewDesc(prefix+"_backlog_messages", "Events "+what+" has yet to finish: not yet taken, or taken and not yet done.", nil, labels),
-		oldest:   prometheus.NewDesc(prefix+"_backlog_oldest_seconds", "How long the oldest event "+what+" has yet to finish has waited since it was stored (0 without a backlog).", nil, labels),
+		messages: prometheus.NewDesc(names.Messages, "Events "+what+" has yet to finish: not yet taken, or taken and not yet done.", nil, labels),
+		oldest:   prometheus.NewDesc(names.Oldest, "How long the oldest event "+what+" has yet to finish has waited since it was stored (0 without a backlog).", nil, labels),
 		now:      time.Now,
 	}
 }
@@ -114,4 +117,27 @@ func (c *BacklogCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	ch <- prometheus.MustNewConstMetric(c.messages, prometheus.GaugeValue, float64(b.Messages))
 	ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, age)
+}
+
+// CountCollector exports a count read from NATS at each scrape (a stream's
+// messages, say) as a gauge; a scrape while NATS does not answer exports
+// nothing.
+type CountCollector struct {
+	read func(context.Context) (uint64, error)
+	desc *prometheus.Desc
+}
+
+// NewCountCollector returns the collector of the count that read reads.
+func NewCountCollector(name, help string, labels prometheus.Labels, read func(context.Context) (uint64, error)) *CountCollector {
+	return &CountCollector{read: read, desc: prometheus.NewDesc(name, help, nil, labels)}
+}
+
+func (c *CountCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *CountCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if n, err := c.read(ctx); err == nil {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(n))
+	}
 }

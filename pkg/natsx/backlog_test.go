@@ -75,7 +75,7 @@ func TestBacklogCountsAndDatesWhatIsLeft(t *testing.T) {
 	}
 
 	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(natsx.NewBacklogCollector("geomux_test", "the test", prometheus.Labels{"region": "eu"},
+	reg.MustRegister(natsx.NewBacklogCollector(natsx.BacklogNames{Messages: "geomux_test_backlog_messages", Oldest: "geomux_test_backlog_oldest_seconds"}, "the test", prometheus.Labels{"region": "eu"},
 		func(ctx context.Context) (natsx.Backlog, error) { return natsx.BacklogOf(ctx, st, cons) }))
 	want := `
 # HELP geomux_test_backlog_messages Events the test has yet to finish: not yet taken, or taken and not yet done.
@@ -87,5 +87,21 @@ geomux_test_backlog_messages{region="eu"} 2
 	}
 	if n, err := testutil.GatherAndCount(reg, "geomux_test_backlog_oldest_seconds"); err != nil || n != 1 {
 		t.Errorf("oldest age: %d series, %v", n, err)
+	}
+
+	reg.MustRegister(natsx.NewCountCollector("geomux_test_stored", "Stored.", nil, func(ctx context.Context) (uint64, error) {
+		info, err := st.Info(ctx)
+		if err != nil {
+			return 0, err
+		}
+		return info.State.Msgs, nil
+	}))
+	// Four stored, one of them acknowledged and so gone from the work queue.
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP geomux_test_stored Stored.
+# TYPE geomux_test_stored gauge
+geomux_test_stored 3
+`), "geomux_test_stored"); err != nil {
+		t.Error(err)
 	}
 }

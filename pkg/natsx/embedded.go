@@ -39,17 +39,15 @@ func StartEmbedded(c config.NATS, log *zap.Logger) (*server.Server, error) {
 		DontListen: c.Listen == "",
 	}
 	if c.Listen != "" {
-		host, port, err := net.SplitHostPort(c.Listen)
-		if err != nil {
-			return nil, fmt.Errorf("nats.listen: %w", err)
+		var err error
+		if opts.Host, opts.Port, err = serverAddr("nats.listen", c.Listen); err != nil {
+			return nil, err
 		}
-		opts.Host = host
-		if opts.Port, err = strconv.Atoi(port); err != nil {
-			return nil, fmt.Errorf("nats.listen: bad port %q", port)
-		}
-		if opts.Port == 0 {
-			// nats-server reads 0 as its default port (4222), not "any".
-			opts.Port = server.RANDOM_PORT
+	}
+	if c.MonitorListen != "" {
+		var err error
+		if opts.HTTPHost, opts.HTTPPort, err = serverAddr("nats.monitor_listen", c.MonitorListen); err != nil {
+			return nil, err
 		}
 	}
 	if c.ListenWithoutAuth {
@@ -84,6 +82,24 @@ func StartEmbedded(c config.NATS, log *zap.Logger) (*server.Server, error) {
 		return nil, errors.New("embedded nats-server did not become ready within 15s")
 	}
 	return ns, nil
+}
+
+// serverAddr is the host and port nats-server takes for the listen address
+// v of config key key.
+func serverAddr(key, v string) (string, int, error) {
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return "", 0, fmt.Errorf("%s: %w", key, err)
+	}
+	p, err := strconv.Atoi(port)
+	if err != nil {
+		return "", 0, fmt.Errorf("%s: bad port %q", key, port)
+	}
+	if p == 0 {
+		// nats-server reads 0 as its default port, not "any".
+		p = server.RANDOM_PORT
+	}
+	return host, p, nil
 }
 
 // serverLogger routes nats-server's printf-style logs into zap. nats-server

@@ -2,8 +2,10 @@ package natsx_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net"
+	"net/http"
 	"strings"
 	"syscall"
 	"testing"
@@ -342,5 +344,42 @@ func TestStartEmbeddedPortZero(t *testing.T) {
 	}
 	if addr.Port == 0 {
 		t.Errorf("server address %v has no port", addr)
+	}
+}
+
+func TestStartEmbeddedMonitor(t *testing.T) {
+	c := natsConfig(t, "")
+	c.MonitorListen = "127.0.0.1:0"
+	ns, err := natsx.StartEmbedded(c, zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ns.Shutdown()
+	addr := ns.MonitorAddr()
+	if addr == nil {
+		t.Fatal("no monitoring listener")
+	}
+	resp, err := http.Get("http://" + addr.String() + "/jsz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var jsz struct {
+		Config struct {
+			StoreDir string `json:"store_dir"`
+		} `json:"config"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&jsz); err != nil || resp.StatusCode != 200 || jsz.Config.StoreDir == "" {
+		t.Fatalf("/jsz: %d %+v %v", resp.StatusCode, jsz, err)
+	}
+
+	// Without nats.monitor_listen there is none.
+	quiet, err := natsx.StartEmbedded(natsConfig(t, ""), zap.NewNop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer quiet.Shutdown()
+	if a := quiet.MonitorAddr(); a != nil {
+		t.Errorf("a monitoring listener on %s without nats.monitor_listen", a)
 	}
 }

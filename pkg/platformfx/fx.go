@@ -36,10 +36,11 @@ var Module = fx.Module("platform",
 		NewZoomApps,
 		NewRegistry,
 		func(r *prometheus.Registry) prometheus.Registerer { return r },
-		health.NewRegistry,
+		newHealth,
 	),
 	fx.Provide(newAdmin, newSandbox, AsAdminRoute(OpenAPIRoutes), newGovernor),
 	fx.Supply(governor.DefaultOptions()),
+	fx.Invoke(limitMemory),
 	// Both listeners start first and stop last.
 	fx.Invoke(func(*AdminServer, *SandboxServer) {}),
 )
@@ -160,4 +161,12 @@ func chatConfig(c config.Config) sandbox.ChatConfig {
 		chat.AdminURL, chat.AdminToken = httpserver.LocalURL(c.Admin.Listen), c.Admin.Token
 	}
 	return chat
+}
+
+// newHealth is the process's readiness checks, each also exported as
+// geomux_ready_check{check}.
+func newHealth(reg prometheus.Registerer) *health.Registry {
+	h := health.NewRegistry()
+	reg.MustRegister(h.Collector())
+	return h
 }

@@ -45,6 +45,15 @@ func Open(ctx context.Context, js jetstream.JetStream, region string) (*Store, e
 	return &Store{js: js, region: region, stream: s, now: time.Now}, nil
 }
 
+// Count is how many dead letters the region holds.
+func (s *Store) Count(ctx context.Context) (uint64, error) {
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("dlq: count: %w", err)
+	}
+	return info.State.Msgs, nil
+}
+
 // Filter selects entries; zero fields select everything.
 type Filter struct {
 	// IDs selects these entries.
