@@ -1,5 +1,5 @@
 # geomux: `make run` starts the whole pipeline on one machine; `make test` runs every test.
-MODULES := proto pkg ingress router regional-workers cmd/geomux bench
+MODULES := proto pkg ingress router regional-workers cmd/geomux bench deploy/image
 # geomux is built and tested with this Go release, which the go command
 # fetches through the Go module proxy (a machine's own Go may be older:
 # go1.26.8 has reachable standard-library vulnerabilities, see vulncheck).
@@ -22,6 +22,18 @@ help: ## List the targets
 .PHONY: build
 build: ## Build bin/geomux: static (CGO_ENABLED=0), -trimpath, version stamped
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/geomux
+
+# The OCI image, built with no container daemon and no network
+# (deploy/image, go-containerregistry): the static binary, CA certificates
+# and Go's time zone database, as user 65532. The same commit gives the same
+# image (files and creation time at SOURCE_DATE_EPOCH: the commit's time).
+IMAGE := bin/geomux-image.tar
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+
+.PHONY: image
+image: build ## Build the OCI image bin/geomux-image.tar (docker load -i bin/geomux-image.tar)
+	cd deploy/image && $(GO) run . --binary $(CURDIR)/$(BIN) --version $(VERSION) \
+	  --revision "$$(git rev-parse HEAD 2>/dev/null)" --source-date-epoch $(SOURCE_DATE_EPOCH) --out $(CURDIR)/$(IMAGE)
 
 .PHONY: run
 run: build ## Run everything in one process with deploy/local/geomux.yaml (embedded NATS, Zoom sandbox)
