@@ -20,6 +20,7 @@ import (
 	"github.com/geomux/geomux/pkg/httpserver"
 	"github.com/geomux/geomux/pkg/natsfx"
 	"github.com/geomux/geomux/pkg/natsx"
+	"github.com/geomux/geomux/pkg/tlsx"
 	"github.com/geomux/geomux/pkg/zoom"
 )
 
@@ -97,6 +98,10 @@ type ServerParams struct {
 // publish timeout).
 func newServer(p ServerParams) *Server {
 	s := &Server{httpserver.New("ingress", p.Config.Ingress.Listen, p.Handler, p.Log).LimitConnections(p.Config.Ingress.MaxConnections)}
+	secure := tlsx.New(p.Config.Ingress.TLS, p.Log.Named("tls"))
+	if secure != nil {
+		s.TLS(secure.Config())
+	}
 	p.Health.Register("ingress", func() error {
 		if !s.Listening() {
 			return errors.New("not listening yet")
@@ -109,7 +114,17 @@ func newServer(p ServerParams) *Server {
 			if _, err := so.Stream(ctx, p.JS, natsx.IngressStreamConfig(so)); err != nil {
 				return err
 			}
-			return s.Start(ctx)
+			if secure == nil {
+				return s.Start(ctx)
+			}
+			if err := secure.Start(ctx); err != nil {
+				return err
+			}
+			if err := s.Start(ctx); err != nil {
+				return err
+			}
+			secure.Listening()
+			return nil
 		},
 		OnStop: func(ctx context.Context) error {
 			// Behind a load balancer: keep taking requests while it notices
@@ -122,7 +137,11 @@ func newServer(p ServerParams) *Server {
 			}
 			ctx, cancel := natsfx.ReserveForDrain(ctx)
 			defer cancel()
-			return s.Stop(ctx)
+			err := s.Stop(ctx)
+			if secure != nil {
+				err = errors.Join(err, secure.Stop(ctx))
+			}
+			return err
 		},
 	})
 	return s

@@ -180,6 +180,9 @@ type pipeline struct {
 	extra    []fx.Option
 	// publicURL is install.public_url, when the install flow is served.
 	publicURL string
+	// client posts the webhooks (http.DefaultClient unless the ingress
+	// serves HTTPS).
+	client *http.Client
 }
 
 // pipelineOptions change what newPipelineWith builds.
@@ -194,6 +197,10 @@ type pipelineOptions struct {
 	// backendURLs replace the fake backend of a region (by name) with
 	// another backend_url.
 	backendURLs map[string]string
+	// tls is ingress.tls, and client the client that trusts its
+	// certificate.
+	tls    config.IngressTLS
+	client *http.Client
 }
 
 // e2eDisplayNames are the regions' names on the install page.
@@ -206,11 +213,15 @@ func newPipeline(t *testing.T, storeDir string, extra ...fx.Option) *pipeline {
 
 func newPipelineWith(t *testing.T, storeDir string, o pipelineOptions, extra ...fx.Option) *pipeline {
 	t.Helper()
-	p := &pipeline{t: t, backends: map[string]*fakeBackend{}, extra: extra}
+	p := &pipeline{t: t, backends: map[string]*fakeBackend{}, extra: extra, client: http.DefaultClient}
+	if o.client != nil {
+		p.client = o.client
+	}
 	cfg := config.Default()
 	cfg.Log.Level = "error"
 	cfg.NATS.StoreDir, cfg.NATS.Listen = storeDir, ""
 	cfg.Ingress.Listen = "127.0.0.1:0"
+	cfg.Ingress.TLS = o.tls
 	if o.install {
 		cfg.Ingress.Listen = freePort(t)
 		p.publicURL = "http://" + cfg.Ingress.Listen
@@ -258,7 +269,11 @@ func (p *pipeline) start() {
 		p.t.Fatalf("start: %v", err)
 	}
 	p.t.Cleanup(p.stop)
-	p.webhook = "http://" + in.Addr() + ingress.WebhookPath
+	scheme := "http://"
+	if p.cfg.Ingress.TLS.Enabled() {
+		scheme = "https://"
+	}
+	p.webhook = scheme + in.Addr() + ingress.WebhookPath
 	p.admin = "http://" + adm.Addr()
 }
 
@@ -303,7 +318,7 @@ func (p *pipeline) send(account, text string) []byte {
 
 func (p *pipeline) post(body []byte) {
 	p.t.Helper()
-	status, err := zoomtest.Post(http.DefaultClient, p.webhook, e2eSecret, body)
+	status, err := zoomtest.Post(p.client, p.webhook, e2eSecret, body)
 	if err != nil || status != http.StatusOK {
 		p.t.Fatalf("webhook: status %d, err %v", status, err)
 	}

@@ -166,7 +166,46 @@ type Ingress struct {
 	// /readyz turned 503 at a stop, so that a load balancer has time to stop
 	// sending it any. 0 by default; a few seconds behind a load balancer.
 	ShutdownDelay Duration `yaml:"shutdown_delay"`
+	// TLS serves the listener over HTTPS (Zoom requires an https Bot
+	// Endpoint URL): from certificate files, or from an ACME CA. Unset: plain
+	// HTTP, for a TLS-terminating proxy in front.
+	TLS IngressTLS `yaml:"tls"`
 }
+
+// IngressTLS is where the ingress's certificate comes from: files (read
+// again when they change) or ACME, not both.
+type IngressTLS struct {
+	// CertFile (PEM, the chain) and KeyFile (PEM) are read at start, and
+	// again when either changes, so that a renewed certificate is served
+	// without a restart.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	ACME     ACME   `yaml:"acme"`
+}
+
+// Enabled reports whether the ingress serves HTTPS.
+func (t IngressTLS) Enabled() bool { return t.CertFile != "" || t.KeyFile != "" || t.ACME.Enabled() }
+
+// ACME gets and renews the ingress's certificate from an ACME CA (Let's
+// Encrypt by default) with the TLS-ALPN-01 challenge: the CA connects to
+// the domains on port 443, which must reach ingress.listen.
+type ACME struct {
+	// Domains the certificate is for (the Bot Endpoint URL's host).
+	Domains []string `yaml:"domains,omitempty"`
+	// Email is the ACME account's contact for expiry notices.
+	Email string `yaml:"email"`
+	// CacheDir keeps the account key and the certificates across restarts
+	// (the CA limits how often one domain may be issued a certificate).
+	CacheDir string `yaml:"cache_dir"`
+	// DirectoryURL is the CA's ACME directory; empty: Let's Encrypt's.
+	DirectoryURL string `yaml:"directory_url"`
+	// CAFile is a PEM bundle to trust for DirectoryURL, for a private ACME
+	// CA; empty: the system's roots.
+	CAFile string `yaml:"ca_file"`
+}
+
+// Enabled reports whether ACME is configured.
+func (a ACME) Enabled() bool { return len(a.Domains) > 0 || a.CacheDir != "" || a.DirectoryURL != "" }
 
 // Admin is the operator HTTP API (accounts, metrics).
 type Admin struct {

@@ -125,7 +125,7 @@ func TestLoadMissingFile(t *testing.T) {
 func TestDefaultsForOmittedKeys(t *testing.T) {
 	c := mustRead(t, minimal, nil)
 	def := config.Default()
-	if c.Log != def.Log || c.NATS != def.NATS || c.Ingress != def.Ingress || c.Router != def.Router ||
+	if c.Log != def.Log || c.NATS != def.NATS || !reflect.DeepEqual(c.Ingress, def.Ingress) || c.Router != def.Router ||
 		c.Worker != def.Worker || c.Sandbox != def.Sandbox || c.ShutdownTimeout != def.ShutdownTimeout ||
 		c.Zoom.APIBaseURL != def.Zoom.APIBaseURL || c.Zoom.OAuthBaseURL != def.Zoom.OAuthBaseURL ||
 		c.Admin.Listen != def.Admin.Listen || !reflect.DeepEqual(c.Retry, def.Retry) {
@@ -363,6 +363,13 @@ func TestValidationRules(t *testing.T) {
 		{"all interfaces", []string{"GEOMUX_NATS_LISTEN=:4222"}, "nats.listen:"},
 		{"not host:port", []string{"GEOMUX_NATS_LISTEN=4222"}, "nats.listen:"},
 		{"monitor on loopback", []string{"GEOMUX_NATS_MONITOR_LISTEN=127.0.0.1:8222"}, ""},
+		{"tls files", []string{"GEOMUX_INGRESS_TLS_CERT_FILE=/etc/tls/tls.crt", "GEOMUX_INGRESS_TLS_KEY_FILE=/etc/tls/tls.key"}, ""},
+		{"tls cert without key", []string{"GEOMUX_INGRESS_TLS_CERT_FILE=/etc/tls/tls.crt"}, "ingress.tls:"},
+		{"acme", []string{"GEOMUX_INGRESS_TLS_ACME_DOMAINS=bot.example.com", "GEOMUX_INGRESS_TLS_ACME_CACHE_DIR=/var/lib/geomux/acme"}, ""},
+		{"acme without cache", []string{"GEOMUX_INGRESS_TLS_ACME_DOMAINS=bot.example.com"}, "ingress.tls.acme.cache_dir:"},
+		{"acme bad domain", []string{"GEOMUX_INGRESS_TLS_ACME_DOMAINS=https://bot.example.com", "GEOMUX_INGRESS_TLS_ACME_CACHE_DIR=/x"}, "ingress.tls.acme.domains[0]:"},
+		{"acme http directory", []string{"GEOMUX_INGRESS_TLS_ACME_DOMAINS=bot.example.com", "GEOMUX_INGRESS_TLS_ACME_CACHE_DIR=/x", "GEOMUX_INGRESS_TLS_ACME_DIRECTORY_URL=http://ca/dir"}, "ingress.tls.acme.directory_url:"},
+		{"acme and files", []string{"GEOMUX_INGRESS_TLS_ACME_DOMAINS=bot.example.com", "GEOMUX_INGRESS_TLS_ACME_CACHE_DIR=/x", "GEOMUX_INGRESS_TLS_CERT_FILE=/a", "GEOMUX_INGRESS_TLS_KEY_FILE=/b"}, "ingress.tls.acme:"},
 		{"monitor on all interfaces", []string{"GEOMUX_NATS_MONITOR_LISTEN=0.0.0.0:8222"}, "nats.monitor_listen:"},
 		{"listen ignored with url", []string{"GEOMUX_NATS_URL=tls://n1:4222, tls://n2:4222", "GEOMUX_NATS_LISTEN=0.0.0.0:4222"}, ""},
 		{"bad nats url", []string{"GEOMUX_NATS_URL=http://n1:4222"}, "nats.url:"},

@@ -98,6 +98,7 @@ func (c *Config) problems(roles []Role) []string {
 		if c.Ingress.ShutdownDelay < 0 || c.Ingress.ShutdownDelay >= c.ShutdownTimeout {
 			p.add("ingress.shutdown_delay", fmt.Sprintf("must be between 0 and shutdown_timeout (%s)", c.ShutdownTimeout))
 		}
+		p.ingressTLS(c.Ingress.TLS)
 		for _, a := range c.Zoom.AllApps() {
 			key := c.appKey(a)
 			if len(a.WebhookSecretTokens) == 0 {
@@ -347,6 +348,36 @@ func (p *problems) loopback(key, v string) {
 	host, _, _ := net.SplitHostPort(v)
 	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
 		p.add(key, fmt.Sprintf("%q must be a loopback address such as 127.0.0.1:4222: the embedded server serves this machine only", v))
+	}
+}
+
+func (p *problems) ingressTLS(t IngressTLS) {
+	files := t.CertFile != "" || t.KeyFile != ""
+	if files && (t.CertFile == "" || t.KeyFile == "") {
+		p.add("ingress.tls", "cert_file and key_file go together")
+	}
+	a := t.ACME
+	if !a.Enabled() {
+		return
+	}
+	if files {
+		p.add("ingress.tls.acme", "either cert_file and key_file, or acme, not both")
+	}
+	if len(a.Domains) == 0 {
+		p.add("ingress.tls.acme.domains", "required: the Bot Endpoint URL's host, e.g. [bot.example.com]")
+	}
+	for i, d := range a.Domains {
+		if !strings.Contains(strings.Trim(d, "."), ".") || strings.ContainsAny(d, "/:*") {
+			p.add(fmt.Sprintf("ingress.tls.acme.domains[%d]", i), fmt.Sprintf("%q is not a domain name (a host like bot.example.com, no port or scheme)", d))
+		}
+	}
+	if a.CacheDir == "" {
+		p.add("ingress.tls.acme.cache_dir", "required: where the account key and certificates survive restarts (the CA limits issuance per domain)")
+	}
+	if a.DirectoryURL != "" {
+		if u, err := url.Parse(a.DirectoryURL); err != nil || u.Scheme != "https" || u.Host == "" {
+			p.add("ingress.tls.acme.directory_url", fmt.Sprintf("%q is not an https URL", RedactURL(a.DirectoryURL)))
+		}
 	}
 }
 

@@ -4,6 +4,7 @@ package httpserver
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -55,6 +56,12 @@ func (s *Server) LimitConnections(n int) *Server {
 	return s
 }
 
+// TLS serves HTTPS with c (HTTP/2 as well). Call it before Start.
+func (s *Server) TLS(c *tls.Config) *Server {
+	s.srv.TLSConfig = c
+	return s
+}
+
 // sampled keeps the first lines of each message a second, then one in a
 // hundred.
 func sampled(log *zap.Logger) *zap.Logger {
@@ -75,7 +82,11 @@ func (s *Server) Start(context.Context) error {
 	s.ln.Store(&ln)
 	go func() {
 		defer close(s.done)
-		if err := s.srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		serve := s.srv.Serve
+		if s.srv.TLSConfig != nil {
+			serve = func(ln net.Listener) error { return s.srv.ServeTLS(ln, "", "") }
+		}
+		if err := serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			s.log.Error("HTTP server stopped", zap.String("listener", s.name), zap.Error(err))
 		}
 	}()
