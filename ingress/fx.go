@@ -11,6 +11,7 @@ import (
 	"github.com/geomux/geomux/pkg/directory"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/fx"
 	"go.uber.org/zap"
 
@@ -43,6 +44,7 @@ type HandlerParams struct {
 	Directory directory.Recorder
 	Zoom      *zoom.Client
 	Governor  *governor.Governor
+	Tracing   trace.TracerProvider
 }
 
 func newHandler(p HandlerParams) (*Handler, error) {
@@ -54,6 +56,7 @@ func newHandler(p HandlerParams) (*Handler, error) {
 		Apps:           map[string]*zoom.Verifier{},
 		PublishTimeout: c.Ingress.PublishTimeout.D(),
 		Governor:       p.Governor,
+		Tracer:         p.Tracing.Tracer("github.com/geomux/geomux/ingress"),
 	}
 	for _, a := range c.Zoom.OtherApps() {
 		opts.Apps[a.Name] = zoom.NewVerifier(a.WebhookSecretTokens, c.Ingress.MaxClockSkew.D())

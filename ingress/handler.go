@@ -20,12 +20,17 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/geomux/geomux/pkg/config"
 	"github.com/geomux/geomux/pkg/health"
 	"github.com/geomux/geomux/pkg/logfields"
+	"github.com/geomux/geomux/pkg/tracing"
 	"github.com/geomux/geomux/pkg/zoom"
 	"github.com/geomux/geomux/proto"
 )
@@ -54,6 +59,8 @@ type Options struct {
 	// Governor, if set, is told how long each answer took: it slows the
 	// processing of the same process when the answers slow down.
 	Governor *governor.Governor
+	// Tracer makes the spans of each webhook (none when nil).
+	Tracer trace.Tracer
 }
 
 // Handler serves the webhook endpoints and the health endpoints.
@@ -95,6 +102,9 @@ func newApp(name string, v *zoom.Verifier, m *Metrics) *app {
 func NewHandler(js jetstream.JetStream, opts Options, m *Metrics, h *health.Registry, log *zap.Logger) *Handler {
 	if opts.DefaultApp == "" {
 		opts.DefaultApp = config.DefaultAppName
+	}
+	if opts.Tracer == nil {
+		opts.Tracer = noop.NewTracerProvider().Tracer("")
 	}
 	s := &Handler{js: js, nc: js.Conn(), opts: opts, log: log, metrics: m, mux: http.NewServeMux(), now: time.Now,
 		apps: map[string]*app{},
@@ -145,11 +155,16 @@ func (s *Handler) reject(w http.ResponseWriter, a *app, status int, reason, msg 
 func (s *Handler) webhook(w http.ResponseWriter, r *http.Request, a *app) {
 	start := s.now()
 	a.received.Inc()
+	// The event's trace continues Zoom's (its traceparent header).
+	ctx, span := s.opts.Tracer.Start(tracing.Propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header)), "zoom webhook",
+		trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(tracing.App(a.name)))
 	defer func() {
 		took := s.now().Sub(start)
 		s.metrics.RequestSeconds.Observe(took.Seconds())
 		s.opts.Governor.Observe(took)
+		span.End()
 	}()
+	r = r.WithContext(ctx)
 
 	if r.ContentLength > MaxBody {
 		s.reject(w, a, http.StatusRequestEntityTooLarge, "too_large", "body is larger than 1 MiB")
@@ -166,7 +181,9 @@ func (s *Handler) webhook(w http.ResponseWriter, r *http.Request, a *app) {
 		return
 	}
 
+	_, verify := s.opts.Tracer.Start(ctx, "verify")
 	key, err := a.verifier.Verify(r.Header.Get(zoom.HeaderSignature), r.Header.Get(zoom.HeaderTimestamp), body)
+	tracing.End(verify, err)
 	switch {
 	case err == nil:
 		s.clock.fresh()
@@ -181,6 +198,7 @@ func (s *Handler) webhook(w http.ResponseWriter, r *http.Request, a *app) {
 			zoom.ErrBadSignature:     "bad_signature",
 		}[err]
 		s.reject(w, a, http.StatusUnauthorized, reason, err.Error())
+		span.SetStatus(codes.Error, reason)
 		return
 	}
 
@@ -258,17 +276,22 @@ func (s *Handler) persist(w http.ResponseWriter, r *http.Request, a *app, body [
 	hd.Set(proto.HeaderReceivedAt, received.UTC().Format(proto.TimeFormat))
 	hd.Set(proto.HeaderApp, a.name)
 	hd.Set(proto.HeaderConversation, conversation)
-	copyHeader(hd, proto.HeaderTraceparent, r.Header.Get("Traceparent"))
+	ctx, store := s.opts.Tracer.Start(r.Context(), "store", trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(tracing.EventID(id), tracing.EventType(head.Event), tracing.AccountID(head.AccountID)))
+	defer store.End()
+	// The next hops' parent: this span, or Zoom's when traces are off.
+	tracing.ToNATS(ctx, hd)
 	copyHeader(hd, proto.HeaderZoomTrackingID, r.Header.Get(zoom.HeaderTrackingID))
 	copyHeader(hd, proto.HeaderZoomRequestID, r.Header.Get(zoom.HeaderRequestID))
 
 	// The publish is not tied to the request: if Zoom hangs up, the event may
 	// still be stored, and its retry is then recognised as a duplicate.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), s.opts.PublishTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.PublishTimeout)
 	defer cancel()
 	pubStart := s.now()
 	ack, err := s.js.PublishMsg(ctx, msg)
 	s.metrics.PublishSeconds.Observe(s.now().Sub(pubStart).Seconds())
+	tracing.End(store, err)
 	if err != nil {
 		s.store.failed(err, s.now())
 		s.unavailable(w, a, err, fields())

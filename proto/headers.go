@@ -39,6 +39,8 @@ const (
 	// tracing), which costs each hop time and could send traces where an
 	// account configured them.
 	HeaderTraceparent = "Geomux-Traceparent"
+	// HeaderTracestate carries the W3C tracestate beside HeaderTraceparent.
+	HeaderTracestate = "Geomux-Tracestate"
 	// HeaderZoomTrackingID carries Zoom's x-zm-trackingid, for Zoom support.
 	HeaderZoomTrackingID = "Geomux-Zoom-Trackingid"
 	// HeaderZoomRequestID carries Zoom's x-zm-request-id, for forensics.

@@ -8,10 +8,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/zap"
 
 	"github.com/geomux/geomux/pkg/logfields"
 	"github.com/geomux/geomux/pkg/retry"
+	"github.com/geomux/geomux/pkg/tracing"
 	"github.com/geomux/geomux/pkg/vault"
 	"github.com/geomux/geomux/pkg/zoom"
 	"github.com/geomux/geomux/proto"
@@ -83,9 +85,17 @@ func (w *Worker) attempt(it *item) (o outcome) {
 }
 
 // handleEvent makes the attempt proper.
-func (w *Worker) handleEvent(it *item, fields []zap.Field) outcome {
+func (w *Worker) handleEvent(it *item, fields []zap.Field) (o outcome) {
 	start := time.Now()
 	ev := it.ev
+	// The event's trace goes on from the router's publish; the attempt's
+	// calls (backend, Zoom) are its children.
+	ctx, span := w.opts.Tracer.Start(tracing.FromNATS(w.base, it.msg().Headers()), "attempt", trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(tracing.EventID(ev.ID), tracing.EventType(ev.Type), tracing.AccountID(ev.AccountID), tracing.App(ev.App), tracing.Region(w.opts.Region)))
+	defer func() {
+		span.SetAttributes(tracing.Outcome(o.verdict.String()))
+		span.End()
+	}()
 	st, err := w.replies(it, start)
 	if err == nil && st.Done {
 		return w.acknowledge(it, start, fields) // every reply went out already, replay or not
@@ -95,14 +105,14 @@ func (w *Worker) handleEvent(it *item, fields []zap.Field) outcome {
 	}
 	if err == nil && !ev.Erasure && (!st.answered() || (it.replay && st.Sent == 0 && st.Acted == 0)) {
 		var a proto.BackendResponse
-		a, err = w.ask(ev)
+		a, err = w.ask(ctx, ev)
 		if err == nil {
 			st.Messages, st.Sent, st.MessageIDs = a.Messages, 0, nil
 			st.Edits, st.Deletes, st.Unfurls, st.Acted = a.Edits, a.Deletes, a.Unfurls, 0
 		}
 	}
 	if err == nil {
-		err = w.send(ev, start, &st)
+		err = w.send(ctx, ev, start, &st)
 	}
 	w.metrics.HandleSeconds.WithLabelValues(w.opts.Region).Observe(time.Since(start).Seconds())
 
@@ -245,17 +255,20 @@ func (w *Worker) prepare(ev *Event, seq uint64) error {
 // ask asks the handler what to reply, within the region's backend limits:
 // a backend that asks the region to slow down (429 or 503 with Retry-After)
 // is asked again once the pause is over, using no attempt.
-func (w *Worker) ask(ev Event) (proto.BackendResponse, error) {
+func (w *Worker) ask(ctx context.Context, ev Event) (proto.BackendResponse, error) {
+	ctx, span := w.opts.Tracer.Start(ctx, "backend call", trace.WithSpanKind(trace.SpanKindClient))
 	for {
-		if err := w.backend.acquire(w.base); err != nil {
+		if err := w.backend.acquire(ctx); err != nil {
+			tracing.End(span, err)
 			return proto.BackendResponse{}, err
 		}
-		ctx, cancel := context.WithTimeout(w.base, w.opts.HandlerTimeout)
-		a, err := w.handler.Answer(ctx, ev)
+		cctx, cancel := context.WithTimeout(ctx, w.opts.HandlerTimeout)
+		a, err := w.handler.Answer(cctx, ev)
 		cancel()
 		pause := slowDown(err)
 		w.backend.release(err == nil, pause)
 		if pause == 0 {
+			tracing.End(span, err)
 			return a, err
 		}
 		w.metrics.BackendSlowDowns.WithLabelValues(w.opts.Region).Inc()

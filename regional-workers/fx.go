@@ -13,6 +13,7 @@ import (
 
 	"github.com/hashicorp/go-retryablehttp"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/fx"
 	"go.uber.org/zap"
 
@@ -46,6 +47,7 @@ type WorkersParams struct {
 	Metrics   *Metrics
 	Health    *health.Registry
 	Governor  *governor.Governor
+	Tracing   trace.TracerProvider
 	Log       *zap.Logger
 }
 
@@ -77,6 +79,7 @@ func registerWorkers(p WorkersParams) error {
 			UserToken:          r.UserToken,
 			Directory:          directoryOn{p.Regions[r.Name].JS, natsx.StreamOptionsFrom(p.Config)},
 			Governor:           p.Governor,
+			Tracer:             p.Tracing.Tracer("github.com/geomux/geomux/regional-workers"),
 		}
 		if r.VaultKey != "" {
 			k, err := vault.ParseKey(r.VaultKey)

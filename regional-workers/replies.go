@@ -34,7 +34,7 @@ const maxRateLimited = 10
 
 // send sends the replies of st not yet sent, then does its other actions
 // (edits, deletes, unfurls), recording each one done before the next.
-func (w *Worker) send(ev Event, start time.Time, st *replyState) error {
+func (w *Worker) send(ctx context.Context, ev Event, start time.Time, st *replyState) error {
 	if st.finished() {
 		return nil
 	}
@@ -62,7 +62,7 @@ func (w *Worker) send(ev Event, start time.Time, st *replyState) error {
 			return fmt.Errorf("%w: reply %d of %s: %v", retry.ErrPermanent, st.Sent, ev.Type, err)
 		}
 		var sent zoom.Sent
-		if err := w.paced(ev, func(ctx context.Context) (err error) {
+		if err := w.paced(ctx, ev, func(ctx context.Context) (err error) {
 			sent, err = bot.Zoom.SendMessage(ctx, zm)
 			return err
 		}); err != nil {
@@ -81,7 +81,7 @@ func (w *Worker) send(ev Event, start time.Time, st *replyState) error {
 		if err != nil {
 			return fmt.Errorf("%w: %v", retry.ErrPermanent, err)
 		}
-		if err := w.paced(ev, act); err != nil {
+		if err := w.paced(ctx, ev, act); err != nil {
 			return err
 		}
 		st.Acted++
@@ -146,13 +146,13 @@ func (st *replyState) action(i int, ev Event, bot App, chat zoom.Chat) (func(con
 // paced makes one call to Zoom's chatbot API at the account's pace:
 // Zoom's per-second 429s slow the account down and the call is made again
 // (up to maxRateLimited in a row); its daily-limit 429 holds the account.
-func (w *Worker) paced(ev Event, call func(context.Context) error) error {
+func (w *Worker) paced(ctx context.Context, ev Event, call func(context.Context) error) error {
 	for limited := 0; ; {
-		if err := w.pace.wait(w.base, ev.AccountID); err != nil {
+		if err := w.pace.wait(ctx, ev.AccountID); err != nil {
 			return err
 		}
-		ctx, cancel := context.WithTimeout(w.base, w.opts.HandlerTimeout)
-		err := call(ctx)
+		cctx, cancel := context.WithTimeout(ctx, w.opts.HandlerTimeout)
+		err := call(cctx)
 		cancel()
 		var se *retry.StatusError
 		switch {

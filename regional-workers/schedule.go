@@ -68,6 +68,11 @@ const (
 	handedBack
 )
 
+// String names the verdict (in traces).
+func (v verdict) String() string {
+	return [...]string{"finished", "retrying", "waiting", "not_yet", "handed_back"}[v]
+}
+
 // outcome is a verdict and, for retrying, when the event comes back.
 type outcome struct {
 	verdict verdict

@@ -11,6 +11,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
 
 	"github.com/geomux/geomux/pkg/config"
@@ -39,6 +41,8 @@ type Options struct {
 	// Governor, if set, paces the taking of events so that an ingress in
 	// the same process keeps answering Zoom in time.
 	Governor *governor.Governor
+	// Tracer makes the spans of each attempt (none when nil).
+	Tracer trace.Tracer
 	// BotJID is robot_jid in every message of the default app.
 	BotJID string
 	// DefaultApp names the app whose bot is BotJID and sender the Sender
@@ -81,6 +85,9 @@ type Options struct {
 func (o *Options) setDefaults() {
 	if o.DefaultApp == "" {
 		o.DefaultApp = config.DefaultAppName
+	}
+	if o.Tracer == nil {
+		o.Tracer = noop.NewTracerProvider().Tracer("")
 	}
 	if o.Concurrency <= 0 {
 		o.Concurrency = 4096

@@ -3,6 +3,7 @@ package router
 import (
 	"context"
 
+	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/fx"
 	"go.uber.org/zap"
 
@@ -30,7 +31,7 @@ var Module = fx.Module("router",
 	}),
 )
 
-func newRouter(js jetstream.JetStream, regions natsfx.Regions, dir *directory.Directory, conflicts *directory.Conflicts, channels *directory.Channels, gov *governor.Governor, c config.Config, m *Metrics, log *zap.Logger) *Router {
+func newRouter(js jetstream.JetStream, regions natsfx.Regions, dir *directory.Directory, conflicts *directory.Conflicts, channels *directory.Channels, gov *governor.Governor, tp trace.TracerProvider, c config.Config, m *Metrics, log *zap.Logger) *Router {
 	return New(js, directory.NewCache(dir, log.Named("directory")), Options{
 		Regions:       c.RegionNames(),
 		Streams:       natsx.StreamOptionsFrom(c),
@@ -41,5 +42,6 @@ func newRouter(js jetstream.JetStream, regions natsfx.Regions, dir *directory.Di
 		Conflicts:     conflicts,
 		Channels:      channels,
 		Governor:      gov,
+		Tracer:        tp.Tracer("github.com/geomux/geomux/router"),
 	}, m, log)
 }

@@ -6,6 +6,7 @@
 package router
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
@@ -23,6 +26,7 @@ import (
 	"github.com/geomux/geomux/pkg/governor"
 	"github.com/geomux/geomux/pkg/logfields"
 	"github.com/geomux/geomux/pkg/natsx"
+	"github.com/geomux/geomux/pkg/tracing"
 	"github.com/geomux/geomux/pkg/zoom"
 	"github.com/geomux/geomux/proto"
 )
@@ -56,6 +60,8 @@ type Options struct {
 	// Governor, if set, paces the routing so that an ingress in the same
 	// process keeps answering Zoom in time.
 	Governor *governor.Governor
+	// Tracer makes the spans of each event's routing (none when nil).
+	Tracer trace.Tracer
 }
 
 // ChannelBook keeps which account owns each channel; *directory.Channels
@@ -124,6 +130,9 @@ type Router struct {
 func New(js jetstream.JetStream, cache *directory.Cache, opts Options, m *Metrics, log *zap.Logger) *Router {
 	if opts.DefaultApp == "" {
 		opts.DefaultApp = config.DefaultAppName
+	}
+	if opts.Tracer == nil {
+		opts.Tracer = noop.NewTracerProvider().Tracer("")
 	}
 	r := &Router{js: js, cache: cache, opts: opts, regions: map[string]bool{}, regionJS: map[string]jetstream.JetStream{}, log: log, metrics: m,
 		failLog: log.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core { return zapcore.NewSamplerWithOptions(c, time.Second, 5, 100) }))}
@@ -318,6 +327,15 @@ type pendingAck struct {
 	reason    string // why it was parked
 	channel   string // the event's channel key, to learn its account
 	start     time.Time
+	// span is the publish's, ended with its acknowledgement (nil: none).
+	span trace.Span
+}
+
+// end ends the publish's span.
+func (p pendingAck) end(err error) {
+	if p.span != nil {
+		tracing.End(p.span, err)
+	}
 }
 
 // handle routes one event. It is called by one goroutine, in stream order;
@@ -350,10 +368,15 @@ func (r *Router) handle(in jetstream.Msg) {
 	}
 	out := &nats.Msg{Header: h, Data: in.Data()}
 	app := r.appOf(h)
+	ctx, span := r.opts.Tracer.Start(tracing.FromNATS(context.Background(), h), "route", trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithAttributes(tracing.EventID(id), tracing.AccountID(account), tracing.App(app)))
+	defer span.End()
+	_, lookup := r.opts.Tracer.Start(ctx, "lookup")
 	var region, reason string
 	if account == "" {
 		var err error
 		if account, err = r.channelAccount(h); err != nil {
+			tracing.End(lookup, err)
 			_ = in.NakWithDelay(deferDelay) // the channel book cannot be read now
 			return
 		}
@@ -364,6 +387,8 @@ func (r *Router) handle(in jetstream.Msg) {
 	if reason == "" {
 		region, reason = r.route(app, account)
 	}
+	lookup.SetAttributes(tracing.Region(region), tracing.Outcome(cmp.Or(reason, "routed")))
+	lookup.End()
 	ok := reason == ""
 	var also []jetstream.PubAckFuture
 	uninstall := account != "" && h.Get(proto.HeaderEventType) == zoom.EventAppDeauthorized
@@ -405,8 +430,11 @@ func (r *Router) handle(in jetstream.Msg) {
 		_ = in.NakWithDelay(deferDelay)
 		return
 	}
+	pctx, pubSpan := r.opts.Tracer.Start(ctx, "publish", trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(tracing.Region(region)))
+	tracing.ToNATS(pctx, h) // the region's worker continues from here
 	fut, err := pub.PublishMsgAsync(out)
 	if err != nil {
+		tracing.End(pubSpan, err)
 		r.metrics.Failures.Inc()
 		r.failLog.Warn("Route publish failed; will retry", logfields.EventID(id), logfields.AccountID(account), zap.Error(err))
 		_ = in.NakWithDelay(time.Second)
@@ -414,7 +442,7 @@ func (r *Router) handle(in jetstream.Msg) {
 	}
 	// Only this goroutine sends on the lane, and it had room: this does not block.
 	l.ch <- pendingAck{in: in, fut: fut, also: also, account: account, id: id, region: region, app: app, reason: reason,
-		channel: h.Get(proto.HeaderChannel), uninstall: uninstall, start: time.Now()}
+		channel: h.Get(proto.HeaderChannel), uninstall: uninstall, start: time.Now(), span: pubSpan}
 }
 
 // deferDelay is how long an event whose region is unreachable waits in the
@@ -427,8 +455,10 @@ func (r *Router) ackLoop(l *lane) {
 	for p := range l.ch {
 		select {
 		case <-r.stopping:
+			p.end(errors.New("stopping"))
 			_ = p.in.Nak()
 		case <-p.fut.Ok():
+			p.end(nil)
 			if err := r.awaitAll(p.also); err != nil {
 				r.metrics.Failures.Inc()
 				r.failLog.Warn("Erasure copy not stored; will retry", logfields.EventID(p.id), logfields.AccountID(p.account), zap.Error(err))
@@ -438,6 +468,7 @@ func (r *Router) ackLoop(l *lane) {
 			_ = p.in.Ack()
 			r.routed(p)
 		case err := <-p.fut.Err():
+			p.end(err)
 			r.metrics.Failures.Inc()
 			r.failLog.Warn("Route publish failed; will retry", logfields.EventID(p.id), logfields.AccountID(p.account), zap.Error(err))
 			_ = p.in.NakWithDelay(time.Second)

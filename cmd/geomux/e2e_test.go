@@ -97,7 +97,9 @@ type fakeBackend struct {
 
 	mu   sync.Mutex
 	reqs []proto.BackendRequest
-	fail func(n int) int // status to answer the n-th request with, 0 for normal
+	// traceparents are the requests' W3C traceparent headers.
+	traceparents []string
+	fail         func(n int) int // status to answer the n-th request with, 0 for normal
 	// refuse, if set, is the status to answer req with, 0 for normal.
 	refuse func(req proto.BackendRequest) int
 }
@@ -123,6 +125,7 @@ func newFakeBackend(t *testing.T, region string) *fakeBackend {
 		}
 		b.mu.Lock()
 		b.reqs = append(b.reqs, req)
+		b.traceparents = append(b.traceparents, r.Header.Get("Traceparent"))
 		n, fail, refuse := len(b.reqs), b.fail, b.refuse
 		b.mu.Unlock()
 		if fail != nil {

@@ -29,6 +29,7 @@ import (
 // Module needs config.Config and config.Target supplied.
 var Module = fx.Module("platform",
 	zapfx.Module,
+	fx.Provide(newTracing),
 	natsfx.Module,
 	httpclientfx.Module,
 	fx.Provide(
