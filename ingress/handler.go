@@ -30,6 +30,7 @@ import (
 	"github.com/geomux/geomux/pkg/config"
 	"github.com/geomux/geomux/pkg/health"
 	"github.com/geomux/geomux/pkg/logfields"
+	"github.com/geomux/geomux/pkg/retry"
 	"github.com/geomux/geomux/pkg/tracing"
 	"github.com/geomux/geomux/pkg/zoom"
 	"github.com/geomux/geomux/proto"
@@ -289,7 +290,7 @@ func (s *Handler) persist(w http.ResponseWriter, r *http.Request, a *app, body [
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.PublishTimeout)
 	defer cancel()
 	pubStart := s.now()
-	ack, err := s.js.PublishMsg(ctx, msg)
+	ack, err := s.publish(ctx, msg)
 	s.metrics.PublishSeconds.Observe(s.now().Sub(pubStart).Seconds())
 	tracing.End(store, err)
 	if err != nil {
@@ -308,6 +309,39 @@ func (s *Handler) persist(w http.ResponseWriter, r *http.Request, a *app, body [
 		}
 	}
 	w.WriteHeader(http.StatusOK)
+}
+
+// publishAttempts is how many tries the publish timeout is shared among:
+// a try the stream does not answer (its leader lost, an election under
+// way) leaves time for others.
+const publishAttempts = 4
+
+// publishPause is the pause between tries that failed at once (no
+// responders: the stream has no leader yet).
+const publishPause = 50 * time.Millisecond
+
+// publish stores msg within ctx's deadline, trying again while time is
+// left: each try waits for JetStream's answer for a share of the publish
+// timeout. The Nats-Msg-Id makes the copy of a try that was stored after
+// all a duplicate, acknowledged and not stored twice.
+func (s *Handler) publish(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
+	try := max(s.opts.PublishTimeout/publishAttempts, 100*time.Millisecond)
+	for {
+		tctx, cancel := context.WithTimeout(ctx, try)
+		ack, err := s.js.PublishMsg(tctx, msg, jetstream.WithRetryAttempts(0))
+		cancel()
+		// A stream that answered with an error (full, say) answers the
+		// same to another try: only a missing answer is tried again.
+		var answered *jetstream.APIError
+		if err == nil || ctx.Err() != nil || !retry.Retryable(err) || errors.As(err, &answered) {
+			return ack, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, err
+		case <-time.After(publishPause):
+		}
+	}
 }
 
 func (s *Handler) unavailable(w http.ResponseWriter, a *app, err error, fields []zap.Field) {

@@ -207,3 +207,70 @@ func TestStoreFull(t *testing.T) {
 }
 
 func newJetStream(nc *nats.Conn) (jetstream.JetStream, error) { return natsfx.NewJetStream(nc) }
+
+// A publish the stream does not answer (its leader lost, an election under
+// way) is tried again within the publish timeout, not answered 503 at the
+// first silence: here the transit stream appears after two unanswered tries.
+func TestPublishIsTriedAgainWithinItsTimeout(t *testing.T) {
+	sc := config.Default().NATS
+	sc.StoreDir, sc.ListenWithoutAuth = t.TempDir(), true
+	ns := startServer(t, sc)
+	nc, err := nats.Connect("", nats.InProcessServer(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := newJetStream(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Until the stream exists, this subscriber receives each try and, as a
+	// stream without a leader, answers none.
+	tries := make(chan *nats.Msg, 16)
+	sub, err := nc.ChanSubscribe(proto.IngressSubject, tries)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := ingress.NewHandler(js, ingress.Options{
+		Verifier:       zoom.NewVerifier([]string{secret}, 5*time.Minute),
+		PublishTimeout: 2 * time.Second,
+	}, ingress.NewMetrics(prometheus.NewRegistry()), health.NewRegistry(), zap.NewNop())
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+
+	type answer struct {
+		status int
+		took   time.Duration
+	}
+	answered := make(chan answer, 1)
+	go func() {
+		status, took := postTimed(t, srv.URL+ingress.WebhookPath, zoomtest.BotNotification("a", "during an election", 1))
+		answered <- answer{status, took}
+	}()
+	for range 2 {
+		select {
+		case <-tries:
+		case a := <-answered:
+			t.Fatalf("answered %d after %s, before a second try", a.status, a.took)
+		case <-time.After(zoomPatience):
+			t.Fatal("no try of the publish")
+		}
+	}
+	if err := sub.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := natsx.EnsureStream(context.Background(), js, natsx.IngressStreamConfig(natsx.StreamOptionsFrom(config.Default()))); err != nil {
+		t.Fatal(err)
+	}
+	a := <-answered
+	if a.status != http.StatusOK || a.took >= zoomPatience {
+		t.Fatalf("answered %d after %s, want 200 within Zoom's 3 s", a.status, a.took)
+	}
+	s, err := js.Stream(context.Background(), proto.IngressStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info, err := s.Info(context.Background()); err != nil || info.State.Msgs != 1 {
+		t.Fatalf("stored %v (%v), want the event once", info.State.Msgs, err)
+	}
+}
