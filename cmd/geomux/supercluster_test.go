@@ -465,15 +465,30 @@ func TestSupercluster(t *testing.T) {
 	})
 
 	t.Run("audit locality", func(t *testing.T) {
-		if code, out := runTool(d.env("auditor"), "audit", "locality", "--config", scConfig("auditor.yaml")); code != 0 {
+		code, out := runTool(d.env("auditor"), "audit", "locality", "--config", scConfig("auditor.yaml"))
+		if code != 0 {
 			t.Fatalf("audit on the deployment: exit %d\n%s", code, out)
+		}
+		// The walkthrough shows what the command prints.
+		readme, err := os.ReadFile(scConfig("README.md"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sample := ""
+		for _, l := range strings.Split(string(readme), "\n") {
+			if s, ok := strings.CutPrefix(l, "# locality OK:"); ok {
+				sample = "locality OK:" + s
+			}
+		}
+		if sample == "" || !strings.Contains(out, sample+"\n") {
+			t.Errorf("deploy/supercluster/README.md shows %q; the audit printed\n%s", sample, out)
 		}
 		// A region's stream made elsewhere, by hand, is named.
 		js := jsFor(t, d.regions["us"], "deployer")
 		if _, err := js.CreateStream(context.Background(), jetstream.StreamConfig{Name: proto.RegionDeadLetterStream("eu"), Subjects: []string{"misplaced.eu.dlq"}}); err != nil {
 			t.Fatal(err)
 		}
-		code, out := runTool(d.env("auditor"), "audit", "locality", "--config", scConfig("auditor.yaml"))
+		code, out = runTool(d.env("auditor"), "audit", "locality", "--config", scConfig("auditor.yaml"))
 		if code == 0 || !strings.Contains(out, proto.RegionDeadLetterStream("eu")+" on us: holds region eu's data on the us servers") {
 			t.Errorf("audit with a misplaced stream: exit %d\n%s", code, out)
 		}
