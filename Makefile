@@ -43,10 +43,24 @@ run: build ## Run everything in one process with deploy/local/geomux.yaml (embed
 # screenshots) lands in $(ARTIFACTS)/_artifacts/, replaced by each `make test`.
 ARTIFACTS := test-artifacts
 
+# The inner loop: make test PKG=router RUN=TestRoute runs the tests of one
+# package (a directory, ./... below it with /...) matching RUN, and nothing
+# else.
+PKG ?=
+RUN ?=
+
 .PHONY: test
-test: tidy-lint vet modules vulncheck rules fuzz ## Run every test of every module with the race detector (screenshots in test-artifacts/)
+ifeq ($(PKG),)
+test: tidy-lint vet lint modules vulncheck rules fuzz ## Run every test of every module with the race detector (screenshots in test-artifacts/); PKG=dir RUN=regexp for one package
 	@rm -rf $(ARTIFACTS) && mkdir -p $(ARTIFACTS)
 	@set -e; for m in $(MODULES); do echo "== test $$m"; (cd $$m && $(GO) test -race -count=1 -artifacts -outputdir="$(CURDIR)/$(ARTIFACTS)" ./...); done
+else
+test:
+	@p="$(patsubst ./%,%,$(PKG))"; m=""; \
+	for c in $(MODULES); do case "$$p" in $$c|$$c/*) [ $${#c} -gt $${#m} ] && m=$$c;; esac; done; \
+	[ -n "$$m" ] || { echo "PKG=$(PKG) is in none of the modules: $(MODULES)"; exit 2; }; \
+	rel="$${p#$$m}"; cd $$m && $(GO) test -race -count=1 $(if $(RUN),-run '$(RUN)') "./$${rel#/}"
+endif
 
 # Go fuzzes one target per invocation. A failing input is saved under the
 # package's testdata/fuzz/<target>/: keep it there, it becomes a test case.
@@ -128,8 +142,24 @@ tidy-lint: ## Fail if a go.mod or go.sum is not tidy
 	@set -e; for m in $(MODULES); do (cd $$m && GOWORK=off $(GO) mod tidy -diff) || { echo "$$m is not tidy: run make tidy"; exit 1; }; done
 
 .PHONY: fmt
-fmt: ## gofmt every Go file
+fmt: ## gofmt every Go file, and group imports: standard, others, geomux
 	gofmt -w $(MODULES)
+	@GOBIN=$(CURDIR)/bin $(GO) install github.com/daixiang0/gci@$(GCI)
+	bin/gci write $(GCI_SECTIONS) $(MODULES)
+
+# staticcheck on every module, and imports in three groups (standard
+# library, other modules, geomux's own), checked by gci.
+STATICCHECK  := v0.8.2
+GCI          := v0.14.0
+GCI_SECTIONS := -s standard -s default -s "prefix(github.com/geomux/geomux)" --skip-generated
+
+.PHONY: lint
+lint: ## staticcheck every module, and check the import grouping (make fmt fixes it)
+	@GOBIN=$(CURDIR)/bin $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK)
+	@GOBIN=$(CURDIR)/bin $(GO) install github.com/daixiang0/gci@$(GCI)
+	@set -e; for m in $(MODULES); do echo "== staticcheck $$m"; (cd $$m && $(CURDIR)/bin/staticcheck ./...); done
+	@out=$$(bin/gci list $(GCI_SECTIONS) $(MODULES)); \
+	if [ -n "$$out" ]; then echo "imports not grouped as standard, others, geomux (run make fmt):"; echo "$$out"; exit 1; fi
 
 .PHONY: clean
 clean: ## Remove the binary, the local data directory and the test artifacts

@@ -26,9 +26,6 @@ func main() {
 	os.Exit(run(os.Args[1:]))
 }
 
-// usageError is a wrong argument: exit 2.
-type usageError struct{ error }
-
 func run(args []string) int {
 	if len(args) > 0 {
 		switch args[0] {

@@ -6,16 +6,14 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-
-	"github.com/geomux/geomux/ingress/install"
-	"github.com/geomux/geomux/pkg/directory"
-
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/fx"
 	"go.uber.org/zap"
 
+	"github.com/geomux/geomux/ingress/install"
 	"github.com/geomux/geomux/pkg/config"
+	"github.com/geomux/geomux/pkg/directory"
 	"github.com/geomux/geomux/pkg/governor"
 	"github.com/geomux/geomux/pkg/health"
 	"github.com/geomux/geomux/pkg/httpserver"

@@ -14,9 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/geomux/geomux/pkg/governor"
-	"github.com/geomux/geomux/pkg/httpx"
-
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,7 +25,9 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/geomux/geomux/pkg/config"
+	"github.com/geomux/geomux/pkg/governor"
 	"github.com/geomux/geomux/pkg/health"
+	"github.com/geomux/geomux/pkg/httpx"
 	"github.com/geomux/geomux/pkg/logfields"
 	"github.com/geomux/geomux/pkg/retry"
 	"github.com/geomux/geomux/pkg/tracing"

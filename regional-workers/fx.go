@@ -6,11 +6,6 @@ import (
 	"errors"
 	"sync"
 
-	"github.com/geomux/geomux/proto"
-
-	"github.com/geomux/geomux/pkg/directory"
-	"github.com/geomux/geomux/pkg/vault"
-
 	"github.com/hashicorp/go-retryablehttp"
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
@@ -18,12 +13,15 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/geomux/geomux/pkg/config"
+	"github.com/geomux/geomux/pkg/directory"
 	"github.com/geomux/geomux/pkg/governor"
 	"github.com/geomux/geomux/pkg/health"
 	"github.com/geomux/geomux/pkg/natsfx"
 	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/pkg/platformfx"
+	"github.com/geomux/geomux/pkg/vault"
 	"github.com/geomux/geomux/pkg/zoom"
+	"github.com/geomux/geomux/proto"
 )
 
 // Module runs a worker for each region of the target (config.Target). It

@@ -18,6 +18,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/geomux/geomux/pkg/config"
@@ -27,7 +28,6 @@ import (
 	"github.com/geomux/geomux/pkg/zoom"
 	"github.com/geomux/geomux/proto"
 	"github.com/geomux/geomux/regional-workers"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // A region's worker processes share its events, and a conversation stays in

@@ -3,11 +3,10 @@ package router
 import (
 	"context"
 
+	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/fx"
 	"go.uber.org/zap"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/geomux/geomux/pkg/config"
 	"github.com/geomux/geomux/pkg/directory"

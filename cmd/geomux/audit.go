@@ -8,11 +8,10 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/geomux/geomux/pkg/config"
-
 	"github.com/spf13/cobra"
 
 	"github.com/geomux/geomux/pkg/audit"
+	"github.com/geomux/geomux/pkg/config"
 	"github.com/geomux/geomux/pkg/natsfx"
 )
 

@@ -437,13 +437,13 @@ func TestE2ETransientBackendFailureIsRetried(t *testing.T) {
 	})
 	p.setRegion("acct-flaky", "eu")
 	p.send("acct-flaky", "retry me")
-	got := p.waitDelivered(1)
+	p.waitDelivered(1)
 	if n := len(p.backends["eu"].requests()); n != 3 {
 		t.Errorf("backend called %d times, want 3 (two failures, one success)", n)
 	}
 	// Nothing more arrives: the retried event is sent to Zoom once.
 	p.send("acct-flaky", "marker")
-	got = p.waitDelivered(2)
+	got := p.waitDelivered(2)
 	if len(got) != 2 || got[0].Text != "eu: retry me" {
 		t.Errorf("replies %v, want the retried one once then the marker", texts(got))
 	}

@@ -4,10 +4,10 @@ import (
 	"archive/tar"
 	"bytes"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"time"
 
@@ -123,7 +123,9 @@ func Build(s Spec) (v1.Image, error) {
 	if err := tw.Close(); err != nil {
 		return nil, err
 	}
-	layer, err := tarball.LayerFromReader(bytes.NewReader(buf.Bytes()), tarball.WithMediaType(types.OCILayer))
+	layerBytes := buf.Bytes()
+	layer, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(layerBytes)), nil },
+		tarball.WithMediaType(types.OCILayer))
 	if err != nil {
 		return nil, err
 	}
@@ -158,11 +160,12 @@ func Build(s Spec) (v1.Image, error) {
 	return mutate.ConfigFile(img, cf)
 }
 
-// goZoneInfo is the time zone database of the Go toolchain on PATH.
+// goZoneInfo is the time zone database of the Go toolchain on PATH ("" if
+// there is none: --zoneinfo is then required).
 func goZoneInfo() string {
-	root := runtime.GOROOT()
-	if out, err := exec.Command("go", "env", "GOROOT").Output(); err == nil {
-		root = strings.TrimSpace(string(out))
+	out, err := exec.Command("go", "env", "GOROOT").Output()
+	if err != nil {
+		return ""
 	}
-	return filepath.Join(root, "lib", "time", "zoneinfo.zip")
+	return filepath.Join(strings.TrimSpace(string(out)), "lib", "time", "zoneinfo.zip")
 }

@@ -192,7 +192,7 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 	claims, err := h.verifyState(state)
 	if err != nil {
 		h.sampled.Info("Install state refused", logfields.Reason(err.Error()))
-		h.problem(w, http.StatusBadRequest, "This installation link is not valid", err.Error()+" Please start again.", true)
+		h.problem(w, http.StatusBadRequest, "This installation link is not valid", statePage[err]+" Please start again.", true)
 		return
 	}
 	var sec installSecret
@@ -220,9 +220,15 @@ func (h *Handler) callback(w http.ResponseWriter, r *http.Request) {
 }
 
 var (
-	errStateExpired = errors.New("It has expired.")
-	errStateInvalid = errors.New("It was not issued by this service, or was altered.")
+	errStateExpired = errors.New("install state expired")
+	errStateInvalid = errors.New("install state not issued by this service, or altered")
 )
+
+// statePage is what the install page says of a refused state.
+var statePage = map[error]string{
+	errStateExpired: "It has expired.",
+	errStateInvalid: "It was not issued by this service, or was altered.",
+}
 
 func (h *Handler) verifyState(s string) (*stateClaims, error) {
 	var c stateClaims

@@ -10,9 +10,8 @@ import (
 	"slices"
 	"strings"
 
-	"go.uber.org/zap"
-
 	"github.com/nats-io/nats.go/jetstream"
+	"go.uber.org/zap"
 
 	"github.com/geomux/geomux/pkg/admin"
 	"github.com/geomux/geomux/pkg/logfields"

@@ -7,7 +7,6 @@ import (
 	"strings"
 
 	"github.com/hashicorp/go-retryablehttp"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"go.uber.org/fx"

@@ -154,7 +154,7 @@ func (c *chatAPI) setup(w http.ResponseWriter, r *http.Request) {
 		out.Apps = append(out.Apps, app{a.Name, a.BotJID, a.Region})
 	}
 	for _, g := range c.cfg.Regions {
-		out.Regions = append(out.Regions, region{g.Name, g.DisplayName})
+		out.Regions = append(out.Regions, region(g))
 	}
 	httpx.WriteJSON(w, http.StatusOK, out)
 }

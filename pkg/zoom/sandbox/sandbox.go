@@ -24,7 +24,6 @@ import (
 	"time"
 
 	"github.com/geomux/geomux/pkg/httpx"
-
 	"github.com/geomux/geomux/pkg/zoom"
 )
 
