@@ -353,6 +353,17 @@ func (r *Router) handle(in jetstream.Msg) {
 	r.handlers.Add(1)
 	r.mu.Unlock()
 	defer r.handlers.Done()
+	defer func() {
+		// A bug must not take the process down with every region and the
+		// ingress: the event is tried again, like any failure. The
+		// panic's value may hold content: its type only is logged.
+		if p := recover(); p != nil {
+			r.metrics.Failures.Inc()
+			r.log.Error("Routing an event panicked; it is tried again", logfields.EventID(in.Headers().Get(proto.HeaderEventID)),
+				zap.String("panic", fmt.Sprintf("%T", p)), zap.Stack("stack"))
+			_ = in.NakWithDelay(time.Second)
+		}
+	}()
 	if waited, _ := r.opts.Governor.Wait(context.Background()); waited > ConsumerConfig().AckWait/4 {
 		_ = in.InProgress() // it waited for the ingress: restart its ack wait
 	}

@@ -2,6 +2,7 @@ package router_test
 
 import (
 	"context"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -9,7 +10,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/geomux/geomux/pkg/config"
 	"github.com/geomux/geomux/pkg/directory"
@@ -296,5 +300,47 @@ func TestStopGivingUpMidPublish(t *testing.T) {
 	natstest.Eventually(t, 40*time.Second, func() bool { return f.count(proto.IngressStream) == 0 }, "the event to be routed after all")
 	if n := f.count(proto.RegionEventsStream("eu")); n != 1 {
 		t.Errorf("region holds %d copies, want 1", n)
+	}
+}
+
+// panicOnce is a tracer whose first span of name panics, as a bug in the
+// routing would.
+type panicOnce struct {
+	trace.Tracer
+	name     string
+	panicked atomic.Bool
+}
+
+func (p *panicOnce) Start(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
+	if name == p.name && p.panicked.CompareAndSwap(false, true) {
+		panic("a bug while routing")
+	}
+	return p.Tracer.Start(ctx, name, opts...)
+}
+
+func TestPanicWhileRoutingIsRetried(t *testing.T) {
+	f := newFixture(t)
+	f.setRegion("acct-p", "eu")
+	f.metrics = router.NewMetrics(prometheus.NewRegistry())
+	tracer := &panicOnce{Tracer: noop.NewTracerProvider().Tracer(""), name: "lookup"}
+	core, logs := observer.New(zap.ErrorLevel)
+	r := router.New(f.nats.JS, directory.NewCache(f.dir, zap.NewNop()), router.Options{
+		Regions: regions, Streams: natsx.StreamOptionsFrom(config.Default()), Tracer: tracer,
+	}, f.metrics, zap.New(core))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := r.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stop(t, r) })
+
+	id := f.publish("acct-p")
+	natstest.Eventually(t, 10*time.Second, func() bool { return f.count(proto.RegionEventsStream("eu")) == 1 }, "the event in eu")
+	if !tracer.panicked.Load() {
+		t.Fatal("the routing did not panic: the test tests nothing")
+	}
+	entries := logs.FilterMessage("Routing an event panicked; it is tried again").All()
+	if len(entries) != 1 || entries[0].ContextMap()["event_id"] != id || entries[0].ContextMap()["panic"] != "string" {
+		t.Errorf("logged %v, want one line with the event's id and the panic's type", entries)
 	}
 }
