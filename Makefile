@@ -1,5 +1,5 @@
 # geomux: `make run` starts the whole pipeline on one machine; `make test` runs every test.
-MODULES := proto pkg ingress router regional-workers cmd/geomux bench deploy/image
+MODULES := proto pkg ingress router regional-workers cmd/geomux bench deploy/image deploy/helm
 # geomux is built and tested with this Go release, which the go command
 # fetches through the Go module proxy (a machine's own Go may be older:
 # go1.26.8 has reachable standard-library vulnerabilities, see vulncheck).
@@ -51,15 +51,15 @@ RUN ?=
 
 .PHONY: test
 ifeq ($(PKG),)
-test: tidy-lint vet lint modules vulncheck rules fuzz ## Run every test of every module with the race detector (screenshots in test-artifacts/); PKG=dir RUN=regexp for one package
+test: tidy-lint vet lint modules vulncheck rules helm fuzz ## Run every test of every module with the race detector (screenshots in test-artifacts/); PKG=dir RUN=regexp for one package
 	@rm -rf $(ARTIFACTS) && mkdir -p $(ARTIFACTS)
-	@set -e; for m in $(MODULES); do echo "== test $$m"; (cd $$m && $(GO) test -race -count=1 -artifacts -outputdir="$(CURDIR)/$(ARTIFACTS)" ./...); done
+	@set -e; for m in $(MODULES); do echo "== test $$m"; (cd $$m && HELM=$(CURDIR)/bin/helm $(GO) test -race -count=1 -artifacts -outputdir="$(CURDIR)/$(ARTIFACTS)" ./...); done
 else
 test:
 	@p="$(patsubst ./%,%,$(PKG))"; m=""; \
 	for c in $(MODULES); do case "$$p" in $$c|$$c/*) [ $${#c} -gt $${#m} ] && m=$$c;; esac; done; \
 	[ -n "$$m" ] || { echo "PKG=$(PKG) is in none of the modules: $(MODULES)"; exit 2; }; \
-	rel="$${p#$$m}"; cd $$m && $(GO) test -race -count=1 $(if $(RUN),-run '$(RUN)') "./$${rel#/}"
+	rel="$${p#$$m}"; cd $$m && HELM=$(CURDIR)/bin/helm $(GO) test -race -count=1 $(if $(RUN),-run '$(RUN)') "./$${rel#/}"
 endif
 
 # Go fuzzes one target per invocation. A failing input is saved under the
@@ -114,6 +114,14 @@ rules: ## Check deploy/prometheus/alerts.yaml and run its unit tests with promto
 	  promtool check rules deploy/prometheus/alerts.yaml && \
 	  cd deploy/prometheus && promtool test rules alerts_test.yaml; \
 	fi
+
+# Helm, built from its module (no download of a binary): deploy/helm's test
+# runs helm lint and helm template on the chart deploy/helm/geomux.
+HELM_VERSION := v3.22.0
+
+.PHONY: helm
+helm: ## Install helm in bin/ (the chart's test uses it)
+	@GOBIN=$(CURDIR)/bin $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION)
 
 .PHONY: modules
 modules: ## Check that each module builds on its own, outside the workspace
