@@ -76,7 +76,7 @@ fuzz: ## Run each fuzz target for FUZZTIME (default 40000x executions), e.g. mak
 test-short: ## Run every test without the race detector (faster)
 	@set -e; for m in $(MODULES); do (cd $$m && $(GO) test -count=1 ./...); done
 
-# The load benchmark (bench/, README "Performance"): baselines, open-loop
+# The load benchmark (bench/, bench/README.md): baselines, open-loop
 # rate steps end to end, sync_always, a 2-minute memory run and scale-out on
 # separate processes, then the realistic-load phases; about 12 minutes on 2
 # cores. Results: bench/results/.

@@ -166,7 +166,7 @@ func (o *overloadResult) markdown(b *strings.Builder) {
 	}
 	fmt.Fprintf(b, "| %d | %.0f | %d | %d | %d | %.2f | %.2f | %.2f | %.0f | %.0f | %s | %d | %d |\n\n",
 		o.Sent, o.AchievedRate, o.Unanswered, o.Late, o.Refused, o.AckP50, o.AckP99, o.AckP999, o.PeakRSSMB, o.FinalRSSMB, drainS, o.Replied, o.Lost)
-	b.WriteString("Latencies in ms; the backlog waits in JetStream while the ingress keeps answering (README, \"Overload\"). The drain is from the end of sending to the last reply.\n\n")
+	b.WriteString("Latencies in ms; the backlog waits in JetStream while the ingress keeps answering (docs/how-it-works.md, \"Overload\"). The drain is from the end of sending to the last reply.\n\n")
 }
 
 // scalingResult is the end-to-end steps with geomux held to procs cores

@@ -7,7 +7,7 @@ import (
 )
 
 // Config is the whole geomux configuration. The YAML keys are the yaml tags;
-// see deploy/local/geomux.yaml for a commented example and the README for the
+// see deploy/local/geomux.yaml for a commented example and docs/configuration.md for the
 // reference.
 type Config struct {
 	Log     Log      `yaml:"log"`
