@@ -2,7 +2,6 @@ package router
 
 import (
 	"context"
-	"math"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -10,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/geomux/geomux/pkg/natsx"
+	"github.com/geomux/geomux/proto"
 )
 
 // Metrics of the router.
@@ -68,20 +68,40 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 }
 
-// watchParked exports how many events wait in the parked stream.
+// watchParked exports how many events wait in the parked stream, by what
+// they wait for (parkedCollector).
 func (m *Metrics) watchParked(s jetstream.Stream) {
-	g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-		Name: "geomux_router_parked_messages", Help: "Events waiting in the parked stream for their account to get a region.",
-	}, func() float64 {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		defer cancel()
-		info, err := s.Info(ctx)
-		if err != nil {
-			return math.NaN()
+	_ = m.reg.Register(parkedCollector{s})
+}
+
+// parkedDesc is geomux_router_parked_messages{waiting_for}.
+var parkedDesc = prometheus.NewDesc("geomux_router_parked_messages",
+	"Events waiting in the parked stream: for their account to get a region (waiting_for=region; a pinned app's conflict too), or, naming no account, for their channel's account to be known (waiting_for=account).",
+	[]string{"waiting_for"}, nil)
+
+// parkedCollector reads the parked stream's count per subject at each
+// scrape: an event parked by channel (proto.ParkedChannelSubject) waits for
+// an account, the others for a region. A scrape while NATS does not answer
+// exports nothing.
+type parkedCollector struct{ s jetstream.Stream }
+
+func (c parkedCollector) Describe(ch chan<- *prometheus.Desc) { ch <- parkedDesc }
+
+func (c parkedCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	info, err := c.s.Info(ctx, jetstream.WithSubjectFilter(proto.ParkedSubjects))
+	if err != nil {
+		return
+	}
+	var account uint64
+	for subject, n := range info.State.Subjects {
+		if _, ok := proto.ParkedChannelOf(subject); ok {
+			account += n
 		}
-		return float64(info.State.Msgs)
-	})
-	_ = m.reg.Register(g)
+	}
+	ch <- prometheus.MustNewConstMetric(parkedDesc, prometheus.GaugeValue, float64(info.State.Msgs-account), "region")
+	ch <- prometheus.MustNewConstMetric(parkedDesc, prometheus.GaugeValue, float64(account), "account")
 }
 
 // watchBacklog exports the router's backlog (natsx.BacklogCollector): the

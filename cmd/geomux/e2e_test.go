@@ -484,8 +484,10 @@ func TestE2EParkedEventsFlowOnceTheRegionIsSet(t *testing.T) {
 	p.send("acct-new", "before install finished")
 	// The event is accepted and parked: no region sees it.
 	natstest.Eventually(t, 10*time.Second, func() bool {
-		return strings.Contains(p.metrics(), "geomux_router_parked_total 1")
-	}, "event parked")
+		m := p.metrics()
+		return strings.Contains(m, "geomux_router_parked_total 1") && strings.Contains(m, `geomux_router_parked_messages{waiting_for="region"} 1`) &&
+			strings.Contains(m, `geomux_router_parked_messages{waiting_for="account"} 0`)
+	}, "event parked, waiting for a region")
 	for _, r := range e2eRegions {
 		if n := len(p.backends[r].requests()); n != 0 {
 			t.Fatalf("region %s saw an event of an account without region", r)
@@ -496,6 +498,9 @@ func TestE2EParkedEventsFlowOnceTheRegionIsSet(t *testing.T) {
 	if got[0].Text != "eu: before install finished" {
 		t.Errorf("reply %q", got[0].Text)
 	}
+	natstest.Eventually(t, 10*time.Second, func() bool {
+		return strings.Contains(p.metrics(), `geomux_router_parked_messages{waiting_for="region"} 0`)
+	}, "nothing parked any more")
 }
 
 func TestE2EDirectorySurvivesRestart(t *testing.T) {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
 
@@ -71,6 +73,9 @@ func TestE2EEveryZoomExampleEvent(t *testing.T) {
 		var parked struct{ Events int }
 		return code == http.StatusOK && json.Unmarshal([]byte(body), &parked) == nil && parked.Events == 1
 	}, "the external mention parked without account")
+	if m := p.metrics(); !strings.Contains(m, `geomux_router_parked_messages{waiting_for="account"} 1`) {
+		t.Errorf("the parked gauge does not count the mention as waiting for an account:\n%s", regexp.MustCompile(`(?m)^geomux_router_parked_messages.*$`).FindAllString(m, -1))
+	}
 	// The account adds the app to that channel: the mention follows.
 	added := bytes.Replace(zoomtest.Event("team_chat_app_mention"), []byte("8AmQ0WOoQ1O3a84yYFc2xQ"), []byte("OtherChannel01"), 1)
 	added = bytes.Replace(added, []byte(`"team_chat.app_mention"`), []byte(`"team_chat.channel_app_added"`), 1)

@@ -446,7 +446,7 @@ func TestE2EStaleUninstallDoesNotEraseALaterInstall(t *testing.T) {
 	// Later that day they install through the install page.
 	p.installByHTTP(account, "admin", "eu")
 	natstest.Eventually(t, 20*time.Second, func() bool {
-		return strings.Contains(p.metrics(), "geomux_router_parked_messages 0") && p.regionIdle("eu")
+		return strings.Contains(p.metrics(), `geomux_router_parked_messages{waiting_for="region"} 0`) && p.regionIdle("eu")
 	}, "nothing parked, the region idle")
 	if p.vaultRecord("eu", account) == nil {
 		t.Error("the install's tokens were erased by the earlier uninstall")
