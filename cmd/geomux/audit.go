@@ -12,7 +12,6 @@ import (
 
 	"github.com/geomux/geomux/pkg/audit"
 	"github.com/geomux/geomux/pkg/config"
-	"github.com/geomux/geomux/pkg/natsfx"
 )
 
 func newAuditCmd() *cobra.Command {
@@ -45,29 +44,21 @@ intended (a lab, a demo, a deployment in one jurisdiction).`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
 			defer cancel()
-			hub, err := connectCLI(cfg.NATS)
+			hub, hubJS, err := cliJetStream(cfg.NATS)
 			if err != nil {
 				return err
 			}
 			defer hub.Close()
-			hubJS, err := natsfx.NewJetStream(hub)
-			if err != nil {
-				return err
-			}
 			systems := []audit.System{{Name: "hub", JS: hubJS}}
 			for _, r := range cfg.Regions {
 				if !r.NATS.Separate() {
 					continue
 				}
-				nc, err := connectCLI(cfg.NATS.ForRegion(r))
+				nc, js, err := cliJetStream(cfg.NATS.ForRegion(r))
 				if err != nil {
 					return fmt.Errorf("region %s: %w", r.Name, err)
 				}
 				defer nc.Close()
-				js, err := natsfx.NewJetStream(nc)
-				if err != nil {
-					return err
-				}
 				systems = append(systems, audit.System{Name: r.Name, JS: js})
 			}
 			var shared []string

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/geomux/geomux/pkg/config"
+	"github.com/geomux/geomux/pkg/natsfx"
 	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/regional-workers/dlq"
 )
@@ -50,13 +51,8 @@ func (f *dlqFlags) open(ctx context.Context) (*dlq.Store, func(), error) {
 		return nil, nil, usageError{err}
 	}
 	region, _ := cfg.Region(f.region)
-	nc, err := connectCLI(cfg.NATS.ForRegion(region))
+	nc, js, err := cliJetStream(cfg.NATS.ForRegion(region))
 	if err != nil {
-		return nil, nil, err
-	}
-	js, err := jetstream.New(nc)
-	if err != nil {
-		nc.Close()
 		return nil, nil, err
 	}
 	s, err := dlq.Open(ctx, js, f.region)
@@ -88,6 +84,21 @@ func printJSON(out io.Writer, v any) error {
 	enc.SetIndent("", "  ")
 	enc.SetEscapeHTML(false)
 	return enc.Encode(v)
+}
+
+// cliJetStream connects to the NATS of a config (connectCLI) and returns
+// its JetStream; the caller closes the connection.
+func cliJetStream(c config.NATS) (*nats.Conn, jetstream.JetStream, error) {
+	nc, err := connectCLI(c)
+	if err != nil {
+		return nil, nil, err
+	}
+	js, err := natsfx.NewJetStream(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	return nc, js, nil
 }
 
 // connectCLI connects to the NATS of a config: nats.url, or the embedded

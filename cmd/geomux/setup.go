@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/geomux/geomux/pkg/config"
-	"github.com/geomux/geomux/pkg/natsfx"
 	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/proto"
 	workers "github.com/geomux/geomux/regional-workers"
@@ -49,15 +48,11 @@ update can move a stream, and its data, elsewhere.`,
 func setup(ctx context.Context, out io.Writer, cfg config.Config) error {
 	so := natsx.StreamOptionsFrom(cfg)
 	so.Bind = false
-	hub, err := connectCLI(cfg.NATS)
+	hub, hubJS, err := cliJetStream(cfg.NATS)
 	if err != nil {
 		return err
 	}
 	defer hub.Close()
-	hubJS, err := natsfx.NewJetStream(hub)
-	if err != nil {
-		return err
-	}
 	say := func(system, kind, name string) { fmt.Fprintf(out, "%-6s %-8s %s\n", system, kind, name) }
 	for _, sc := range []jetstream.StreamConfig{natsx.IngressStreamConfig(so), natsx.ParkedStreamConfig(so)} {
 		if _, err := natsx.EnsureStream(ctx, hubJS, sc); err != nil {
@@ -80,14 +75,12 @@ func setup(ctx context.Context, out io.Writer, cfg config.Config) error {
 		js := hubJS
 		system := "hub"
 		if r.NATS.Separate() {
-			nc, err := connectCLI(cfg.NATS.ForRegion(r))
+			nc, rjs, err := cliJetStream(cfg.NATS.ForRegion(r))
 			if err != nil {
 				return fmt.Errorf("region %s: %w", r.Name, err)
 			}
 			defer nc.Close()
-			if js, err = natsfx.NewJetStream(nc); err != nil {
-				return err
-			}
+			js = rjs
 			system = r.Name
 		}
 		for _, sc := range []jetstream.StreamConfig{
