@@ -630,3 +630,45 @@ func TestDedupWindowCoversZoomRetries(t *testing.T) {
 		t.Fatalf("a 30m dedup window was accepted: %v", err)
 	}
 }
+
+// An unknown key is one problem among the others, with its key path, the
+// key it probably meant, and no Go type names anywhere.
+func TestUnknownKeysAreReportedWithTheRest(t *testing.T) {
+	const yml = `
+ingress:
+  listn: 127.0.0.1:8080
+  publish_timeout: soon
+worker:
+  concurrency: lots
+admin:
+  token: short
+regions:
+  - {name: eu, handlr: echo}
+zoom:
+  webhook_secret_tokens: [wh]
+  client_id: cid
+  client_secret: cs
+  bot_jid: bot@xmpp.zoom.us
+  colour: blue
+`
+	_, err := read(t, yml, nil)
+	ps := problems(t, err)
+	want := []struct{ prefix, contains string }{
+		{"ingress.listn (line 3):", "did you mean ingress.listen?"},
+		{"ingress.publish_timeout (line 4):", `"soon" is not a duration`},
+		{"worker.concurrency (line 6):", "`lots` is not a whole number"},
+		{"regions[eu].handlr (line 10):", "did you mean regions[eu].handler?"},
+		{"zoom.colour (line 16):", "no such setting (docs/configuration.md"},
+		{"admin.token:", "at least 16 characters"},
+	}
+	for _, w := range want {
+		if !hasProblem(ps, w.prefix, w.contains) {
+			t.Errorf("no problem %q ... %q in:\n  %s", w.prefix, w.contains, strings.Join(ps, "\n  "))
+		}
+	}
+	for _, p := range ps {
+		if strings.Contains(p, "config.") || strings.Contains(p, "!!") || strings.Contains(p, "unmarshal") {
+			t.Errorf("a problem in Go's or YAML's words: %q", p)
+		}
+	}
+}

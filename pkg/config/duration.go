@@ -19,14 +19,20 @@ func (d Duration) String() string { return time.Duration(d).String() }
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	var s string
 	if err := n.Decode(&s); err != nil {
-		return fmt.Errorf("line %d: want a duration like \"5s\"", n.Line)
+		return typeError(n, "want a duration like \"5s\"")
 	}
 	v, err := parseDuration(s)
 	if err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
+		return typeError(n, err.Error())
 	}
 	*d = Duration(v)
 	return nil
+}
+
+// typeError is a value's problem as the YAML decoder collects them (it
+// goes on decoding the rest, so that every problem is reported at once).
+func typeError(n *yaml.Node, msg string) error {
+	return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %s", n.Line, msg)}}
 }
 
 // MarshalYAML writes the duration string.

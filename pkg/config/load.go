@@ -52,7 +52,7 @@ func Load(path string, environ []string, roles ...Role) (Config, error) {
 		return c, err
 	}
 	// What the file itself holds, not the environment's secrets.
-	file, _ := decode(path, raw)
+	file, _, _ := decode(path, raw)
 	if st, err := f.Stat(); err == nil {
 		if w := readableByOthers(path, st.Mode(), &file); w != "" {
 			c.Warnings = append(c.Warnings, w)
@@ -67,11 +67,11 @@ func Read(name string, r io.Reader, environ []string, roles ...Role) (Config, er
 	if err != nil {
 		return Config{}, fmt.Errorf("read config %s: %w", name, err)
 	}
-	cfg, err := decode(name, raw)
+	cfg, problems, err := decode(name, raw)
 	if err != nil {
 		return Config{}, err
 	}
-	problems := applyEnv(&cfg, environ)
+	problems = append(problems, applyEnv(&cfg, environ)...)
 	for i := range cfg.Regions {
 		cfg.Regions[i].setDefaults()
 	}
@@ -83,30 +83,31 @@ func Read(name string, r io.Reader, environ []string, roles ...Role) (Config, er
 }
 
 // decode reads a YAML config on top of Default. Lists in the file replace
-// the defaults' lists; an empty file keeps every default.
-func decode(name string, raw []byte) (Config, error) {
+// the defaults' lists; an empty file keeps every default. Keys that name no
+// setting and values of the wrong kind are problems, each with its key
+// path, reported with the others; only a file that is not YAML is an error
+// at once.
+func decode(name string, raw []byte) (Config, []string, error) {
 	cfg := Default()
-	if len(bytes.TrimSpace(raw)) > 0 {
-		dec := yaml.NewDecoder(bytes.NewReader(raw))
-		dec.KnownFields(true)
-		if err := dec.Decode(&cfg); err != nil && !errors.Is(err, io.EOF) {
-			return Config{}, &Error{Source: name, Problems: yamlProblems(err)}
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return cfg, nil, nil
+	}
+	var doc yaml.Node
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		return Config{}, nil, &Error{Source: name, Problems: []string{strings.TrimPrefix(err.Error(), "yaml: ")}}
+	}
+	keys := checkKeys(&doc)
+	problems := keys.problems
+	if err := doc.Decode(&cfg); err != nil {
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return Config{}, nil, &Error{Source: name, Problems: []string{strings.TrimPrefix(err.Error(), "yaml: ")}}
+		}
+		for _, e := range te.Errors {
+			problems = append(problems, keys.valueProblem(e))
 		}
 	}
-	return cfg, nil
-}
-
-// yamlProblems turns a yaml error into one line per problem.
-func yamlProblems(err error) []string {
-	var te *yaml.TypeError
-	if errors.As(err, &te) {
-		out := make([]string, len(te.Errors))
-		for i, e := range te.Errors {
-			out[i] = strings.Replace(e, " in type config.", " in ", 1)
-		}
-		return out
-	}
-	return []string{strings.TrimPrefix(err.Error(), "yaml: ")}
+	return cfg, problems, nil
 }
 
 // setting is one overridable leaf of the config.

@@ -40,11 +40,11 @@ func parseSize(s string) (Size, error) {
 func (z *Size) UnmarshalYAML(n *yaml.Node) error {
 	var s string
 	if err := n.Decode(&s); err != nil {
-		return fmt.Errorf("line %d: want a size like \"10GB\"", n.Line)
+		return typeError(n, "want a size like \"10GB\"")
 	}
 	v, err := parseSize(s)
 	if err != nil {
-		return fmt.Errorf("line %d: %w", n.Line, err)
+		return typeError(n, err.Error())
 	}
 	*z = v
 	return nil

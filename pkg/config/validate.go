@@ -44,206 +44,41 @@ func (c *Config) problems(roles []Role) []string {
 	if len(roles) == 0 {
 		roles = AllRoles
 	}
-	has := func(r Role) bool { return slices.Contains(roles, r) }
-	var p problems
-
-	p.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
-	p.oneOf("log.format", c.Log.Format, "json", "console")
-
-	if c.NATS.URL == "" {
-		if c.NATS.StoreDir == "" {
-			p.add("nats.store_dir", "required when nats.url is empty (the embedded server stores JetStream data there)")
-		}
-		if c.NATS.Listen != "" {
-			p.loopback("nats.listen", c.NATS.Listen)
-		}
-		if c.NATS.MonitorListen != "" {
-			// What it serves names accounts' streams and connections:
-			// for this machine only, as nats.listen.
-			p.loopback("nats.monitor_listen", c.NATS.MonitorListen)
-		}
-	} else {
-		p.natsURL("nats.url", c.NATS.URL)
-	}
-	p.oneOf("nats.transit_storage", c.NATS.TransitStorage, "file", "memory")
-	if c.NATS.Replicas < 0 || c.NATS.Replicas > 5 {
-		p.add("nats.replicas", "must be between 1 and 5 (0 means 1)")
-	}
-	p.auth("nats.auth", c.NATS.Auth)
-	hub := has(RoleIngress) || has(RoleRouter) // a worker of a separate region needs no hub
-	if hub && c.Separated() && c.NATS.TransitStorage != "memory" {
-		p.add("nats.transit_storage", "must be memory when regions have NATS systems of their own: the transit stream holds every region's events, and no region's data may touch the hub's disk")
-	}
-	if hub && c.NATS.URL == "" && c.Separated() {
-		p.add("nats.url", "required when regions have NATS systems of their own (the embedded server is for one machine)")
-	}
-	if c.NATS.MaxStore != 0 && c.NATS.MaxStore < 1<<20 {
-		p.add("nats.max_store", "must be at least 1MiB (or 0 for nats-server's default)")
-	}
-	if c.NATS.DedupWindow.D() < 90*time.Minute {
-		p.add("nats.dedup_window", "must be at least 90m: Zoom re-delivers an event up to about 85 minutes after the first try")
-	}
-	p.atLeast("nats.connect_timeout", c.NATS.ConnectTimeout, 100*time.Millisecond)
-
-	if has(RoleIngress) {
-		p.hostPort("ingress.listen", c.Ingress.Listen)
-		p.atLeast("ingress.publish_timeout", c.Ingress.PublishTimeout, 10*time.Millisecond)
-		if c.Ingress.PublishTimeout.D() >= 3*time.Second {
-			p.add("ingress.publish_timeout", "must be under 3s: Zoom gives up waiting after 3 s, so a slower answer is lost")
-		}
-		p.atLeast("ingress.max_clock_skew", c.Ingress.MaxClockSkew, time.Second)
-		if c.Ingress.MaxConnections < 16 {
-			p.add("ingress.max_connections", "must be at least 16 (4096 by default)")
-		}
-		if c.Ingress.ShutdownDelay < 0 || c.Ingress.ShutdownDelay >= c.ShutdownTimeout {
-			p.add("ingress.shutdown_delay", fmt.Sprintf("must be between 0 and shutdown_timeout (%s)", c.ShutdownTimeout))
-		}
-		p.ingressTLS(c.Ingress.TLS)
-		for _, a := range c.Zoom.AllApps() {
-			key := c.appKey(a)
-			if len(a.WebhookSecretTokens) == 0 {
-				p.add(key+"webhook_secret_tokens", "required: the app's webhook Secret Token (Zoom Marketplace → Features → Access); list the previous one too while rotating")
-			}
-			for i, t := range a.WebhookSecretTokens {
-				if strings.TrimSpace(t) == "" {
-					p.add(fmt.Sprintf("%swebhook_secret_tokens[%d]", key, i), "is empty")
-				}
-			}
-		}
-	}
-	p.apps(c)
-
-	runs := has(RoleIngress) || has(RoleRouter) || has(RoleWorker)
-	if runs && c.Admin.Listen != "" {
-		p.hostPort("admin.listen", c.Admin.Listen)
-		if len(c.Admin.Token) < 16 {
-			p.add("admin.token", "required, at least 16 characters, when admin.listen is set (set it with GEOMUX_ADMIN_TOKEN)")
-		}
-	}
-
-	if has(RoleWorker) {
-		for _, a := range c.Zoom.AllApps() {
-			key := c.appKey(a)
-			p.required(key+"client_id", a.ClientID)
-			p.required(key+"client_secret", a.ClientSecret)
-			if !strings.Contains(a.BotJID, "@") {
-				p.add(key+"bot_jid", "required: the chatbot's JID, e.g. v1abc@xmpp.zoom.us (Marketplace → Features → Chat Subscription)")
-			}
-		}
-		p.httpURL("zoom.api_base_url", c.Zoom.APIBaseURL)
-		p.httpURL("zoom.oauth_base_url", c.Zoom.OAuthBaseURL)
-		if c.Retry.MaxAttempts < 1 {
-			p.add("retry.max_attempts", "must be at least 1")
-		}
-		if len(c.Retry.Backoff) == 0 {
-			p.add("retry.backoff", "needs at least one duration, e.g. [\"1s\", \"5s\", \"30s\"]")
-		}
-		for i, d := range c.Retry.Backoff {
-			p.atLeast(fmt.Sprintf("retry.backoff[%d]", i), d, 10*time.Millisecond)
-		}
-		if c.Retry.HTTPRetries < 0 || c.Retry.HTTPRetries > 10 {
-			p.add("retry.http_retries", "must be between 0 and 10")
-		}
-		p.worker(c.Worker)
-		if c.ShutdownTimeout.D() >= time.Second && c.ShutdownTimeout.D() < c.Worker.HandlerTimeout.D()+3*time.Second {
-			p.add("shutdown_timeout", fmt.Sprintf("must be at least worker.handler_timeout + 3s (%s): a stop lets the events in hand finish", c.Worker.HandlerTimeout.D()+3*time.Second))
-		}
-	}
-
-	if has(RoleRouter) {
-		p.atLeast("router.park_ttl", c.Router.ParkTTL, time.Minute)
-		if b := c.Router.ParkMaxBytes; b != 0 && b < 1<<20 {
-			p.add("router.park_max_bytes", "must be 0 (no cap) or at least 1MiB")
-		}
-	}
-
-	if len(c.Regions) == 0 {
-		p.add("regions", "at least one region is required, e.g. - {name: eu, handler: echo}")
-	}
-	seen := map[string]bool{}
-	for i, r := range c.Regions {
-		key := fmt.Sprintf("regions[%d]", i)
-		if !proto.ValidRegionName(r.Name) {
-			p.add(key+".name", fmt.Sprintf("%q is not a region name (lowercase letters, digits and '-', starting with a letter, e.g. eu)", r.Name))
-		} else {
-			key = fmt.Sprintf("regions[%s]", r.Name)
-		}
-		if seen[r.Name] {
-			p.add(key+".name", "is listed twice")
-		}
-		seen[r.Name] = true
-		if has(RoleWorker) {
-			switch r.Handler {
-			case HandlerEcho:
-			case HandlerHTTP:
-				p.httpURL(key+".backend_url", r.BackendURL)
-			default:
-				p.add(key+".handler", fmt.Sprintf("%q is not a handler (use echo or http)", r.Handler))
-			}
-			p.atLeast(key+".timeout", r.Timeout, 10*time.Millisecond)
-		}
-		if r.NATS.URL != "" {
-			p.natsURL(key+".nats.url", r.NATS.URL)
-		}
-		p.auth(key+".nats.auth", r.NATS.Auth)
-		if r.NATS.Replicas < 0 || r.NATS.Replicas > 5 {
-			p.add(key+".nats.replicas", "must be between 1 and 5 (0 means 1)")
-		}
-		if r.VaultKey != "" && !validVaultKey(r.VaultKey) {
-			p.add(key+".vault_key", "must be 32 random bytes, base64-encoded (openssl rand -base64 32)")
-		}
-		if has(RoleWorker) && c.Install.Enabled() && r.VaultKey == "" {
-			p.add(key+".vault_key", "required when install.public_url is set: the region keeps its accounts' tokens encrypted with it (openssl rand -base64 32)")
-		}
-		if r.UserToken && r.VaultKey == "" {
-			p.add(key+".user_token", "needs a vault_key: the tokens come from the region's vault")
-		}
-		if u, err := url.Parse(r.BackendURL); err == nil && r.UserToken && r.Handler == HandlerHTTP && u.Scheme == "http" && !isLoopbackHost(u.Hostname()) && !r.PlaintextTokens {
-			p.add(key+".backend_url", fmt.Sprintf("%q is http: with user_token every event would carry a user's Zoom token in clear; use https (or, in a lab only, set plaintext_tokens: true)", RedactURL(r.BackendURL)))
-		}
-		if has(RoleWorker) && r.Handler == HandlerHTTP && r.Timeout >= c.Worker.HandlerTimeout {
-			p.add(key+".timeout", fmt.Sprintf("must be shorter than worker.handler_timeout (%s)", c.Worker.HandlerTimeout))
-		}
-	}
-
-	p.tokenLinks(c, has)
-	p.demoSecretsInPublic(c)
-	if c.Install.Enabled() {
-		if u, err := url.Parse(c.Install.PublicURL); err != nil || u.Host == "" || (u.Scheme != "https" && !(u.Scheme == "http" && isLoopbackHost(u.Hostname()))) || (u.Path != "" && u.Path != "/") {
-			p.add("install.public_url", fmt.Sprintf("%q is not an https URL without a path (http only for localhost), e.g. https://bot.example.com", RedactURL(c.Install.PublicURL)))
-		}
-		if has(RoleIngress) {
-			if len(c.Install.StateKey) < 32 {
-				p.add("install.state_key", "required, at least 32 characters, when install.public_url is set (openssl rand -base64 32; set it with GEOMUX_INSTALL_STATE_KEY)")
-			}
-			d := c.Zoom.DefaultApp()
-			p.required(c.appKey(d)+"client_id", d.ClientID)
-			p.required(c.appKey(d)+"client_secret", d.ClientSecret)
-		}
-	}
-	if c.Sandbox.Listen != "" {
-		p.hostPort("sandbox.listen", c.Sandbox.Listen)
-		if r := c.Sandbox.RateLimit.PerSecond; r < 1 && r != -1 {
-			p.add("sandbox.rate_limit.per_second", "must be at least 1, or -1 for no limit")
-		}
-		if c.Sandbox.RateLimit.PerDay < 0 {
-			p.add("sandbox.rate_limit.per_day", "must be at least 0 (0: no limit)")
-		}
-	}
-	p.atLeast("shutdown_timeout", c.ShutdownTimeout, time.Second)
-	if c.MemoryLimit != 0 && c.MemoryLimit < MinMemoryLimit {
-		p.add("memory_limit", "must be at least 64MiB, or 0 for 90% of the container's limit")
+	k := &check{c: c, has: func(r Role) bool { return slices.Contains(roles, r) }}
+	for _, section := range []func(*check){
+		(*check).log, (*check).nats, (*check).ingress, (*check).apps, (*check).admin, (*check).workers,
+		(*check).router, (*check).regions, (*check).links, (*check).install, (*check).sandbox, (*check).process,
+	} {
+		section(k)
 	}
 	// A rule two roles share is said once.
 	said := map[string]bool{}
-	uniq := p[:0]
-	for _, x := range p {
+	uniq := k.problems[:0]
+	for _, x := range k.problems {
 		if !said[x] {
 			said[x] = true
 			uniq = append(uniq, x)
 		}
 	}
 	return uniq
+}
+
+// check is one validation of a config for some roles: each section of the
+// config is checked by a method of its own, and what is wrong collected.
+type check struct {
+	c   *Config
+	has func(Role) bool
+	problems
+}
+
+// apps is the apps of zoom.apps (problems.apps).
+func (k *check) apps() { k.problems.apps(k.c) }
+
+// links is where secrets travel: NATS links that carry tokens, and demo
+// secrets on a public listener.
+func (k *check) links() {
+	k.tokenLinks(k.c, k.has)
+	k.demoSecretsInPublic(k.c)
 }
 
 // appKey is the key prefix of an app's settings: zoom. for the one-app
