@@ -1,10 +1,7 @@
 package install
 
 import (
-	"crypto/aes"
-	"crypto/cipher"
 	"crypto/hkdf"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
@@ -13,27 +10,25 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/geomux/geomux/pkg/seal"
 )
 
 // sealer encrypts what the install flow keeps in the admin's browser, with a
 // key derived from install.state_key: the browser can hold it but neither
 // read nor change it.
-type sealer struct{ aead cipher.AEAD }
+type sealer struct{ key seal.Key }
 
 func newSealer(stateKey []byte) (sealer, error) {
 	key, err := hkdf.Key(sha256.New, stateKey, nil, "geomux install cookies", 32)
 	if err != nil {
 		return sealer{}, err
 	}
-	block, err := aes.NewCipher(key)
+	k, err := seal.NewKey(key)
 	if err != nil {
 		return sealer{}, err
 	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return sealer{}, err
-	}
-	return sealer{aead: aead}, nil
+	return sealer{key: k}, nil
 }
 
 // seal encrypts v, bound to name (a cookie cannot be passed off as another),
@@ -46,20 +41,17 @@ func (s sealer) seal(name string, v any, exp time.Time) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	nonce := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(b)+s.aead.Overhead())
-	_, _ = rand.Read(nonce)
-	return base64.RawURLEncoding.EncodeToString(s.aead.Seal(nonce, nonce, b, []byte(name))), nil
+	return base64.RawURLEncoding.EncodeToString(s.key.Seal(name, b)), nil
 }
 
 var errCookie = errors.New("install cookie missing, expired or altered")
 
 func (s sealer) open(name, val string, now time.Time, v any) error {
 	raw, err := base64.RawURLEncoding.DecodeString(val)
-	n := s.aead.NonceSize()
-	if err != nil || len(raw) < n {
+	if err != nil {
 		return errCookie
 	}
-	plain, err := s.aead.Open(nil, raw[:n], raw[n:], []byte(name))
+	plain, err := s.key.Open(name, raw)
 	if err != nil {
 		return errCookie
 	}

@@ -5,7 +5,6 @@ package admin
 
 import (
 	"crypto/subtle"
-	"encoding/json"
 	"net/http"
 	"net/http/pprof"
 	"strings"
@@ -14,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/geomux/geomux/pkg/health"
+	"github.com/geomux/geomux/pkg/httpx"
 )
 
 // Route is one admin API route; Pattern is a net/http pattern such as
@@ -61,15 +61,10 @@ func RequireToken(token string, next http.Handler) http.Handler {
 	})
 }
 
-// WriteJSON answers v as JSON.
+// WriteJSON answers v as indented JSON, never cached.
 func WriteJSON(w http.ResponseWriter, status int, v any) {
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	enc := json.NewEncoder(w)
-	enc.SetEscapeHTML(false)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
+	httpx.WriteIndentedJSON(w, status, v)
 }
 
 // WriteError answers {"error": msg}.

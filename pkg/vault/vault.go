@@ -9,9 +9,6 @@ package vault
 
 import (
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -21,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/geomux/geomux/pkg/seal"
 	"github.com/geomux/geomux/pkg/zoom"
 )
 
@@ -33,7 +31,7 @@ var (
 )
 
 // Key is a region's vault key.
-type Key struct{ aead cipher.AEAD }
+type Key struct{ k seal.Key }
 
 // ParseKey reads a base64 (standard or URL alphabet) 32-byte key.
 func ParseKey(s string) (Key, error) {
@@ -47,31 +45,19 @@ func ParseKey(s string) (Key, error) {
 	if err != nil || len(raw) != 32 {
 		return Key{}, ErrBadKey
 	}
-	block, err := aes.NewCipher(raw)
+	k, err := seal.NewKey(raw)
 	if err != nil {
 		return Key{}, ErrBadKey
 	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return Key{}, ErrBadKey
-	}
-	return Key{aead: aead}, nil
+	return Key{k: k}, nil
 }
 
-// Seal encrypts plain for account: a random nonce, then the ciphertext.
-func (k Key) Seal(account string, plain []byte) []byte {
-	nonce := make([]byte, k.aead.NonceSize(), k.aead.NonceSize()+len(plain)+k.aead.Overhead())
-	_, _ = rand.Read(nonce)
-	return k.aead.Seal(nonce, nonce, plain, []byte(account))
-}
+// Seal encrypts plain for account.
+func (k Key) Seal(account string, plain []byte) []byte { return k.k.Seal(account, plain) }
 
 // Open decrypts what Seal made for account.
 func (k Key) Open(account string, sealed []byte) ([]byte, error) {
-	n := k.aead.NonceSize()
-	if len(sealed) < n {
-		return nil, errors.New("vault: record too short")
-	}
-	plain, err := k.aead.Open(nil, sealed[:n], sealed[n:], []byte(account))
+	plain, err := k.k.Open(account, sealed)
 	if err != nil {
 		return nil, errors.New("vault: record does not decrypt with this region's key (wrong vault_key, or not this account's)")
 	}
