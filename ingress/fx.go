@@ -33,6 +33,7 @@ var Module = fx.Module("ingress",
 // HandlerParams are newHandler's dependencies.
 type HandlerParams struct {
 	fx.In
+	Lifecycle fx.Lifecycle
 	JS        jetstream.JetStream
 	Conn      *nats.Conn
 	Config    config.Config
@@ -60,18 +61,20 @@ func newHandler(p HandlerParams) (*Handler, error) {
 		opts.Apps[a.Name] = zoom.NewVerifier(a.WebhookSecretTokens, c.Ingress.MaxClockSkew.D())
 	}
 	if c.Install.Enabled() {
-		ctx, cancel := context.WithTimeout(context.Background(), c.NATS.ConnectTimeout.D())
-		defer cancel()
-		so := natsx.StreamOptionsFrom(c)
-		kv, err := so.KeyValue(ctx, p.JS, natsx.InstallNoncesConfig(so))
-		if err != nil {
-			return nil, err
-		}
+		// The bucket of used install states is opened at start, before the
+		// listener takes requests.
+		nonces := &install.KVNonces{}
+		p.Lifecycle.Append(fx.StartHook(func(ctx context.Context) error {
+			so := natsx.StreamOptionsFrom(c)
+			kv, err := so.KeyValue(ctx, p.JS, natsx.InstallNoncesConfig(so))
+			nonces.KV = kv
+			return err
+		}))
 		ih, err := install.New(install.Options{
 			PublicURL: c.Install.PublicURL, StateKey: []byte(c.Install.StateKey),
 			BotName: c.Install.BotName, Vendor: c.Install.Vendor,
 			Regions: c.Regions, OAuthOrigin: install.OriginOf(c.Zoom.OAuthBaseURL),
-		}, p.Directory, p.Zoom, install.KVNonces{KV: kv}, p.Log.Named("install"))
+		}, p.Directory, p.Zoom, nonces, p.Log.Named("install"))
 		if err != nil {
 			return nil, err
 		}

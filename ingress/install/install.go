@@ -387,11 +387,12 @@ func OriginOf(raw string) string {
 }
 
 // KVNonces keeps used states in a KV bucket (natsx.InstallNoncesConfig):
-// a state's id can be created there once.
+// a state's id can be created there once. KV is set before the first Use
+// (at start).
 type KVNonces struct{ KV jetstream.KeyValue }
 
 // Use reports whether id is used for the first time.
-func (n KVNonces) Use(ctx context.Context, id string) (bool, error) {
+func (n *KVNonces) Use(ctx context.Context, id string) (bool, error) {
 	_, err := n.KV.Create(ctx, id, []byte{1})
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return false, nil

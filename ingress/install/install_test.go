@@ -172,7 +172,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	e.h, err = install.New(install.Options{
 		PublicURL: e.public, StateKey: []byte(stateKey), BotName: botName, Vendor: vendor,
 		Regions: regions, OAuthOrigin: install.OriginOf(e.zoomURL),
-	}, directory.Installer{Dir: dir, Handoff: e.handoffs.handoff}, e.zc, install.KVNonces{KV: nkv}, zap.NewNop())
+	}, directory.Installer{Dir: dir, Handoff: e.handoffs.handoff}, e.zc, &install.KVNonces{KV: nkv}, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}

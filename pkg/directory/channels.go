@@ -31,11 +31,17 @@ const channelsInMemory = 100_000
 // OpenChannels sets up the channels bucket (creating it if the options
 // allow) and returns it.
 func OpenChannels(ctx context.Context, js jetstream.JetStream, o natsx.StreamOptions) (*Channels, error) {
+	return opened(ctx, js, o, LaterChannels())
+}
+
+// LaterChannels returns Channels whose bucket OpenBucket opens (at start).
+func LaterChannels() *Channels { return &Channels{known: map[string]string{}} }
+
+// OpenBucket sets up the channels bucket. Call it once, before use.
+func (c *Channels) OpenBucket(ctx context.Context, js jetstream.JetStream, o natsx.StreamOptions) error {
 	kv, err := o.KeyValue(ctx, js, natsx.ChannelsConfig(o))
-	if err != nil {
-		return nil, err
-	}
-	return &Channels{kv: kv, known: map[string]string{}}, nil
+	c.kv = kv
+	return err
 }
 
 // Learn records that account owns channel. It reports whether that is

@@ -41,11 +41,17 @@ type Conflicts struct {
 // OpenConflicts sets up the conflicts bucket (creating it if the options
 // allow) and returns it.
 func OpenConflicts(ctx context.Context, js jetstream.JetStream, o natsx.StreamOptions) (*Conflicts, error) {
+	return opened(ctx, js, o, LaterConflicts())
+}
+
+// LaterConflicts returns Conflicts whose bucket OpenBucket opens (at start).
+func LaterConflicts() *Conflicts { return &Conflicts{now: time.Now} }
+
+// OpenBucket sets up the conflicts bucket. Call it once, before use.
+func (c *Conflicts) OpenBucket(ctx context.Context, js jetstream.JetStream, o natsx.StreamOptions) error {
 	kv, err := o.KeyValue(ctx, js, natsx.ConflictsConfig(o))
-	if err != nil {
-		return nil, err
-	}
-	return &Conflicts{kv: kv, now: time.Now}, nil
+	c.kv = kv
+	return err
 }
 
 // Record counts one more parked event of the conflict c.

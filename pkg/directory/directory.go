@@ -41,11 +41,31 @@ func Open(ctx context.Context, js jetstream.JetStream, opts ...natsx.StreamOptio
 	if len(opts) > 0 {
 		o = opts[0]
 	}
-	kv, err := o.KeyValue(ctx, js, natsx.DirectoryConfig(o))
-	if err != nil {
-		return nil, err
+	return opened(ctx, js, o, Later())
+}
+
+// opened is b with its bucket opened now (for the Open functions; a
+// process opens its buckets at start).
+func opened[B interface {
+	OpenBucket(context.Context, jetstream.JetStream, natsx.StreamOptions) error
+}](ctx context.Context, js jetstream.JetStream, o natsx.StreamOptions, b B) (B, error) {
+	if err := b.OpenBucket(ctx, js, o); err != nil {
+		var none B
+		return none, err
 	}
-	return New(kv), nil
+	return b, nil
+}
+
+// Later returns a Directory whose bucket OpenBucket opens: a process opens
+// it at start, not when it is assembled.
+func Later() *Directory { return &Directory{now: time.Now} }
+
+// OpenBucket sets up the directory bucket (creating it if the options
+// allow). Call it once, before the Directory is used.
+func (d *Directory) OpenBucket(ctx context.Context, js jetstream.JetStream, o natsx.StreamOptions) error {
+	kv, err := o.KeyValue(ctx, js, natsx.DirectoryConfig(o))
+	d.kv = kv
+	return err
 }
 
 // New returns a Directory over an existing bucket.

@@ -51,26 +51,32 @@ var Remote = fx.Module("directory-remote",
 	fx.Provide(func(nc *nats.Conn) directory.Recorder { return directory.Remote{Conn: nc} }),
 )
 
-// NewDirectory opens (creating if needed) the directory bucket.
-func NewDirectory(js jetstream.JetStream, c config.Config) (*directory.Directory, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), c.NATS.ConnectTimeout.D())
-	defer cancel()
-	return directory.Open(ctx, js, natsx.StreamOptionsFrom(c))
+// bucket is a hub bucket opened (created if needed) at start, before the
+// parts that use it start.
+type bucket interface {
+	OpenBucket(ctx context.Context, js jetstream.JetStream, o natsx.StreamOptions) error
 }
 
-// NewConflicts opens (creating if needed) the bucket of conflicts between
-// pinned apps and the directory.
-func NewConflicts(js jetstream.JetStream, c config.Config) (*directory.Conflicts, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), c.NATS.ConnectTimeout.D())
-	defer cancel()
-	return directory.OpenConflicts(ctx, js, natsx.StreamOptionsFrom(c))
+func openAtStart[B bucket](lc fx.Lifecycle, js jetstream.JetStream, c config.Config, b B) B {
+	lc.Append(fx.StartHook(func(ctx context.Context) error { return b.OpenBucket(ctx, js, natsx.StreamOptionsFrom(c)) }))
+	return b
 }
 
-// NewChannels opens the hub's record of which account owns each channel.
-func NewChannels(js jetstream.JetStream, c config.Config) (*directory.Channels, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), c.NATS.ConnectTimeout.D())
-	defer cancel()
-	return directory.OpenChannels(ctx, js, natsx.StreamOptionsFrom(c))
+// NewDirectory is the directory, its bucket opened at start.
+func NewDirectory(lc fx.Lifecycle, js jetstream.JetStream, c config.Config) *directory.Directory {
+	return openAtStart(lc, js, c, directory.Later())
+}
+
+// NewConflicts is the bucket of conflicts between pinned apps and the
+// directory, opened at start.
+func NewConflicts(lc fx.Lifecycle, js jetstream.JetStream, c config.Config) *directory.Conflicts {
+	return openAtStart(lc, js, c, directory.LaterConflicts())
+}
+
+// NewChannels is the hub's record of which account owns each channel,
+// opened at start.
+func NewChannels(lc fx.Lifecycle, js jetstream.JetStream, c config.Config) *directory.Channels {
+	return openAtStart(lc, js, c, directory.LaterChannels())
 }
 
 // NewInstaller records installs: the directory entry, and the tokens handed
