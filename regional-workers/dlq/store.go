@@ -115,31 +115,39 @@ func (s *Store) List(ctx context.Context, f Filter) ([]Entry, error) {
 	defer s.drop(s.stream, cons)
 	now := s.now()
 	var out []Entry
+	err = readAll(cons, func(m jetstream.Msg, md *jetstream.MsgMetadata) {
+		if e := entryFrom(md.Sequence.Stream, md.Timestamp, m.Headers(), nil); f.match(e, now) {
+			out = append(out, e)
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dlq: %w", err)
+	}
+	return out, nil
+}
+
+// readAll hands each message a reader's consumer has to each, in order,
+// until none is left.
+func readAll(cons jetstream.Consumer, each func(jetstream.Msg, *jetstream.MsgMetadata)) error {
 	for {
 		batch, err := cons.FetchNoWait(256)
 		if err != nil {
-			return nil, fmt.Errorf("dlq: %w", err)
+			return err
 		}
 		n := 0
 		for m := range batch.Messages() {
 			n++
 			md, err := m.Metadata()
 			if err != nil {
-				return nil, fmt.Errorf("dlq: %w", err)
+				return err
 			}
-			e := entryFrom(md.Sequence.Stream, md.Timestamp, m.Headers(), nil)
-			if f.match(e, now) {
-				out = append(out, e)
-			}
+			each(m, md)
 			if md.NumPending == 0 {
-				return out, batch.Error()
+				return batch.Error()
 			}
 		}
-		if err := batch.Error(); err != nil {
-			return nil, fmt.Errorf("dlq: %w", err)
-		}
-		if n == 0 {
-			return out, nil
+		if err := batch.Error(); err != nil || n == 0 {
+			return err
 		}
 	}
 }
@@ -329,24 +337,14 @@ func (s *Store) History(ctx context.Context) ([]Action, error) {
 	}
 	defer s.drop(st, cons)
 	var out []Action
-	for {
-		batch, err := cons.FetchNoWait(256)
-		if err != nil {
-			return nil, fmt.Errorf("dlq: history: %w", err)
+	err = readAll(cons, func(m jetstream.Msg, _ *jetstream.MsgMetadata) {
+		var a Action
+		if err := json.Unmarshal(m.Data(), &a); err == nil {
+			out = append(out, a)
 		}
-		n := 0
-		for m := range batch.Messages() {
-			n++
-			var a Action
-			if err := json.Unmarshal(m.Data(), &a); err == nil {
-				out = append(out, a)
-			}
-			if md, err := m.Metadata(); err == nil && md.NumPending == 0 {
-				return out, nil
-			}
-		}
-		if n == 0 {
-			return out, batch.Error()
-		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("dlq: history: %w", err)
 	}
+	return out, nil
 }
