@@ -5,11 +5,13 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -23,16 +25,39 @@ func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	return code, out.String(), errb.String()
 }
 
-// freePort returns a loopback address nothing listens on right now.
+// freePort returns a loopback address nothing listens on right now, for a
+// listener that starts later (often in another process). It is taken below
+// the kernel's ephemeral range (32768 and up on Linux), where every
+// "127.0.0.1:0" of the tests and their processes binds: a port handed out
+// here and bound a moment later cannot have been given to one of those
+// meanwhile. It never hands out the same port twice in one test binary.
 func freePort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	freePorts.Lock()
+	defer freePorts.Unlock()
+	for range 1000 {
+		port := 20000 + rand.IntN(12000)
+		if freePorts.given[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue // in use
+		}
+		addr := l.Addr().String()
+		l.Close()
+		freePorts.given[port] = true
+		return addr
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatal("no free port between 20000 and 32000")
+	return ""
 }
+
+// freePorts are the ports freePort handed out.
+var freePorts = struct {
+	sync.Mutex
+	given map[int]bool
+}{given: map[int]bool{}}
 
 func writeConfig(t *testing.T, body string) string {
 	t.Helper()

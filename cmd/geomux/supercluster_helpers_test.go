@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -59,18 +60,14 @@ func port(t *testing.T) int {
 	return ports(t, 1)[0]
 }
 
-// ports finds n free loopback ports, all different: each stays taken until
-// all are found, so that none is handed out twice.
+// ports finds n free loopback ports, all different, where no listener on
+// port 0 can land meanwhile (freePort).
 func ports(t *testing.T, n int) []int {
 	t.Helper()
 	out := make([]int, n)
 	for i := range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		out[i] = l.Addr().(*net.TCPAddr).Port
+		_, p, _ := net.SplitHostPort(freePort(t))
+		out[i], _ = strconv.Atoi(p)
 	}
 	return out
 }
