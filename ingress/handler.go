@@ -157,7 +157,10 @@ func (s *Handler) webhook(w http.ResponseWriter, r *http.Request, a *app) {
 	a.received.Inc()
 	// The event's trace continues Zoom's (its traceparent header).
 	ctx, span := s.opts.Tracer.Start(tracing.Propagator.Extract(r.Context(), propagation.HeaderCarrier(r.Header)), "zoom webhook",
-		trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(tracing.App(a.name)))
+		trace.WithSpanKind(trace.SpanKindServer))
+	if span.IsRecording() { // attributes only for a span that records: nothing made when traces are off
+		span.SetAttributes(tracing.App(a.name))
+	}
 	defer func() {
 		took := s.now().Sub(start)
 		s.metrics.RequestSeconds.Observe(took.Seconds())
@@ -276,9 +279,11 @@ func (s *Handler) persist(w http.ResponseWriter, r *http.Request, a *app, body [
 	hd.Set(proto.HeaderReceivedAt, received.UTC().Format(proto.TimeFormat))
 	hd.Set(proto.HeaderApp, a.name)
 	hd.Set(proto.HeaderConversation, conversation)
-	ctx, store := s.opts.Tracer.Start(r.Context(), "store", trace.WithSpanKind(trace.SpanKindProducer),
-		trace.WithAttributes(tracing.EventID(id), tracing.EventType(head.Event), tracing.AccountID(head.AccountID)))
+	ctx, store := s.opts.Tracer.Start(r.Context(), "store", trace.WithSpanKind(trace.SpanKindProducer))
 	defer store.End()
+	if store.IsRecording() {
+		store.SetAttributes(tracing.EventID(id), tracing.EventType(head.Event), tracing.AccountID(head.AccountID))
+	}
 	// The next hops' parent: this span, or Zoom's when traces are off.
 	tracing.ToNATS(ctx, hd)
 	copyHeader(hd, proto.HeaderZoomTrackingID, r.Header.Get(zoom.HeaderTrackingID))

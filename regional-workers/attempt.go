@@ -90,10 +90,14 @@ func (w *Worker) handleEvent(it *item, fields []zap.Field) (o outcome) {
 	ev := it.ev
 	// The event's trace goes on from the router's publish; the attempt's
 	// calls (backend, Zoom) are its children.
-	ctx, span := w.opts.Tracer.Start(tracing.FromNATS(w.base, it.msg().Headers()), "attempt", trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(tracing.EventID(ev.ID), tracing.EventType(ev.Type), tracing.AccountID(ev.AccountID), tracing.App(ev.App), tracing.Region(w.opts.Region)))
+	ctx, span := w.opts.Tracer.Start(tracing.FromNATS(w.base, it.msg().Headers()), "attempt", trace.WithSpanKind(trace.SpanKindConsumer))
+	if span.IsRecording() { // attributes only for a span that records: nothing made when traces are off
+		span.SetAttributes(tracing.EventID(ev.ID), tracing.EventType(ev.Type), tracing.AccountID(ev.AccountID), tracing.App(ev.App), tracing.Region(w.opts.Region))
+	}
 	defer func() {
-		span.SetAttributes(tracing.Outcome(o.verdict.String()))
+		if span.IsRecording() {
+			span.SetAttributes(tracing.Outcome(o.verdict.String()))
+		}
 		span.End()
 	}()
 	st, err := w.replies(it, start)

@@ -379,9 +379,13 @@ func (r *Router) handle(in jetstream.Msg) {
 	}
 	out := &nats.Msg{Header: h, Data: in.Data()}
 	app := r.appOf(h)
-	ctx, span := r.opts.Tracer.Start(tracing.FromNATS(context.Background(), h), "route", trace.WithSpanKind(trace.SpanKindConsumer),
-		trace.WithAttributes(tracing.EventID(id), tracing.AccountID(account), tracing.App(app)))
+	// Spans cost next to nothing when traces are off: their attributes are
+	// made only for a span that records.
+	ctx, span := r.opts.Tracer.Start(tracing.FromNATS(context.Background(), h), "route", trace.WithSpanKind(trace.SpanKindConsumer))
 	defer span.End()
+	if span.IsRecording() {
+		span.SetAttributes(tracing.EventID(id), tracing.AccountID(account), tracing.App(app))
+	}
 	_, lookup := r.opts.Tracer.Start(ctx, "lookup")
 	var region, reason string
 	if account == "" {
@@ -398,7 +402,9 @@ func (r *Router) handle(in jetstream.Msg) {
 	if reason == "" {
 		region, reason = r.route(app, account)
 	}
-	lookup.SetAttributes(tracing.Region(region), tracing.Outcome(cmp.Or(reason, "routed")))
+	if lookup.IsRecording() {
+		lookup.SetAttributes(tracing.Region(region), tracing.Outcome(cmp.Or(reason, "routed")))
+	}
 	lookup.End()
 	ok := reason == ""
 	var also []jetstream.PubAckFuture
@@ -441,8 +447,11 @@ func (r *Router) handle(in jetstream.Msg) {
 		_ = in.NakWithDelay(deferDelay)
 		return
 	}
-	pctx, pubSpan := r.opts.Tracer.Start(ctx, "publish", trace.WithSpanKind(trace.SpanKindProducer), trace.WithAttributes(tracing.Region(region)))
-	tracing.ToNATS(pctx, h) // the region's worker continues from here
+	pctx, pubSpan := r.opts.Tracer.Start(ctx, "publish", trace.WithSpanKind(trace.SpanKindProducer))
+	if pubSpan.IsRecording() {
+		pubSpan.SetAttributes(tracing.Region(region))
+		tracing.ToNATS(pctx, h) // the region's worker continues from here (else from the ingress's)
+	}
 	fut, err := pub.PublishMsgAsync(out)
 	if err != nil {
 		tracing.End(pubSpan, err)

@@ -22,13 +22,22 @@ var Module = fx.Module("httpclient",
 		o := httpx.DefaultOptions()
 		o.Retries = c.Retry.HTTPRetries
 		hc := httpx.NewClient(o, log)
-		// Each call a span of the event's trace, and its traceparent sent
-		// (to the backend; Zoom ignores it).
-		hc.HTTPClient.Transport = otelhttp.NewTransport(hc.HTTPClient.Transport,
-			otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(tracing.Propagator),
-			otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + r.URL.Host }))
-		// Its callers have stopped by now: close the kept-alive connections.
-		lc.Append(fx.StopHook(func() { hc.HTTPClient.CloseIdleConnections() }))
+		base := hc.HTTPClient.Transport
+		if tracing.Enabled() {
+			// Each call a span of the event's trace, and its traceparent
+			// sent (to the backend; Zoom ignores it). Without traces, no
+			// wrapper: nothing done per call.
+			hc.HTTPClient.Transport = otelhttp.NewTransport(base,
+				otelhttp.WithTracerProvider(tp), otelhttp.WithPropagators(tracing.Propagator),
+				otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + r.URL.Host }))
+		}
+		// Its callers have stopped by now: close the kept-alive connections
+		// (of the transport itself: otelhttp's wrapper does not pass it on).
+		lc.Append(fx.StopHook(func() {
+			if t, ok := base.(interface{ CloseIdleConnections() }); ok {
+				t.CloseIdleConnections()
+			}
+		}))
 		return hc
 	}),
 )
