@@ -644,6 +644,7 @@ admin:
   token: short
 regions:
   - {name: eu, handlr: echo}
+  - {name: uk, timeout: soon, handler: echo}
 zoom:
   webhook_secret_tokens: [wh]
   client_id: cid
@@ -658,7 +659,8 @@ zoom:
 		{"ingress.publish_timeout (line 4):", `"soon" is not a duration`},
 		{"worker.concurrency (line 6):", "`lots` is not a whole number"},
 		{"regions[eu].handlr (line 10):", "did you mean regions[eu].handler?"},
-		{"zoom.colour (line 16):", "no such setting (docs/configuration.md"},
+		{"zoom.colour (line 17):", "no such setting (docs/configuration.md"},
+		{"regions[uk] (line 11):", `"soon" is not a duration`},
 		{"admin.token:", "at least 16 characters"},
 	}
 	for _, w := range want {

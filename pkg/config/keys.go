@@ -39,6 +39,7 @@ func (k *keyCheck) walk(n *yaml.Node, t reflect.Type, path string) {
 			return // a type error, which the decoder reports
 		}
 		fields := yamlFields(t)
+		onLine := map[int]bool{} // lines with a key of this map
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			key, val := n.Content[i], n.Content[i+1]
 			if key.Value == "<<" {
@@ -47,6 +48,12 @@ func (k *keyCheck) walk(n *yaml.Node, t reflect.Type, path string) {
 			}
 			p := join(path, key.Value, ".")
 			k.pathAt[key.Line] = p
+			if onLine[key.Line] {
+				// Several keys of this map on one line ({a: 1, b: x}): the
+				// decoder's line says which map, not which key.
+				k.pathAt[key.Line] = path
+			}
+			onLine[key.Line] = true
 			f, ok := fields[key.Value]
 			if !ok {
 				k.problems = append(k.problems, unknownKey(p, path, key.Line, fields))

@@ -11,14 +11,14 @@ import (
 
 // The sections of a config, each checked on its own (check).
 
-// Log is the logging section.
+// log checks the logging section.
 func (k *check) log() {
 	c := k.c
 	k.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	k.oneOf("log.format", c.Log.Format, "json", "console")
 }
 
-// NATS is the hub's NATS and the embedded server.
+// nats checks the hub's NATS and the embedded server.
 func (k *check) nats() {
 	c := k.c
 	if c.NATS.URL == "" {
@@ -57,7 +57,7 @@ func (k *check) nats() {
 	k.atLeast("nats.connect_timeout", c.NATS.ConnectTimeout, 100*time.Millisecond)
 }
 
-// Ingress is the webhook listener and each app's secret tokens.
+// ingress checks the webhook listener and each app's secret tokens.
 func (k *check) ingress() {
 	c := k.c
 	if k.has(RoleIngress) {
@@ -88,7 +88,7 @@ func (k *check) ingress() {
 	}
 }
 
-// Admin is the admin listener.
+// admin checks the admin listener.
 func (k *check) admin() {
 	c := k.c
 	runs := k.has(RoleIngress) || k.has(RoleRouter) || k.has(RoleWorker)
@@ -100,7 +100,8 @@ func (k *check) admin() {
 	}
 }
 
-// Workers is what the regions' workers use: Zoom's credentials and addresses, retries, the worker section.
+// workers checks what the regions' workers use: Zoom's credentials and
+// addresses, retries, the worker section.
 func (k *check) workers() {
 	c := k.c
 	if k.has(RoleWorker) {
@@ -133,7 +134,7 @@ func (k *check) workers() {
 	}
 }
 
-// Router is the router section.
+// router checks the router section.
 func (k *check) router() {
 	c := k.c
 	if k.has(RoleRouter) {
@@ -144,7 +145,7 @@ func (k *check) router() {
 	}
 }
 
-// Regions is each region's entry.
+// regions checks each region's entry.
 func (k *check) regions() {
 	c := k.c
 	if len(c.Regions) == 0 {
@@ -197,7 +198,7 @@ func (k *check) regions() {
 	}
 }
 
-// Install is the install flow.
+// install checks the install flow.
 func (k *check) install() {
 	c := k.c
 	if c.Install.Enabled() {
@@ -215,7 +216,7 @@ func (k *check) install() {
 	}
 }
 
-// Sandbox is the built-in Zoom stand-in.
+// sandbox checks the built-in Zoom stand-in.
 func (k *check) sandbox() {
 	c := k.c
 	if c.Sandbox.Listen != "" {
@@ -229,7 +230,7 @@ func (k *check) sandbox() {
 	}
 }
 
-// Process is what every process has: its stop and its memory.
+// process checks what every process has: its stop and its memory.
 func (k *check) process() {
 	c := k.c
 	k.atLeast("shutdown_timeout", c.ShutdownTimeout, time.Second)

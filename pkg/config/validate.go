@@ -71,10 +71,10 @@ type check struct {
 	problems
 }
 
-// apps is the apps of zoom.apps (problems.apps).
+// apps checks the apps of zoom.apps (problems.apps).
 func (k *check) apps() { k.problems.apps(k.c) }
 
-// links is where secrets travel: NATS links that carry tokens, and demo
+// links checks where secrets travel: NATS links that carry tokens, and demo
 // secrets on a public listener.
 func (k *check) links() {
 	k.tokenLinks(k.c, k.has)
