@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"runtime"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -74,16 +75,18 @@ func (b *bench) overloadPhase(ctx context.Context, rate float64, neighbours int)
 	t := a.t
 	first := t.next.Load()
 	sentEnd := time.Now().Add(d)
+	var profiling sync.WaitGroup
+	defer profiling.Wait() // before geomux is stopped
 	if b.o.profile != "" {
 		// Half-way through: the backlog is building and the ack path is
 		// held up, if it is.
-		go func() {
+		profiling.Go(func() {
 			select {
 			case <-ctx.Done():
 			case <-time.After(d / 2):
 				b.profile(a.g, fmt.Sprintf("overload-neighbour%d-", neighbours), min(d/2, 30*time.Second))
 			}
-		}()
+		})
 	}
 	st := runStep(ctx, a.gen, a.watched(), rate, d, true, time.Second)
 	drain(ctx, t, overloadStall)
