@@ -33,7 +33,8 @@ type fakes struct {
 	regionOf map[string]string // account id → region
 	servers  []*http.Server
 	bufs     sync.Pool
-	// memoryLimit is every geomux's memory_limit ("": its default).
+	// memoryLimit is the memory_limit of the geomux started next ("": its
+	// default).
 	memoryLimit string
 }
 

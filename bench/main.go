@@ -62,7 +62,7 @@ func run(args []string) int {
 	fs.Float64Var(&o.overloadRate, "overload-rate", 0, "overload: events per second (0: twice the highest rate the e2e phase sustained, or 6000 without it)")
 	fs.DurationVar(&o.overloadFor, "overload-for", 2*time.Minute, "overload: how long the load is sent")
 	fs.IntVar(&o.neighbourCores, "neighbour-cores", 1, "neighbour: how many cores a noisy neighbour (busy loops in other processes) takes during the overload run again")
-	fs.StringVar(&o.memoryLimit, "memory-limit", "256MiB", "memory_limit of every geomux the benchmark starts (docs/how-it-works.md, \"Overload\"); empty: geomux's default")
+	fs.StringVar(&o.memoryLimit, "overload-memory-limit", "256MiB", "memory_limit of geomux in the overload and neighbour runs (docs/how-it-works.md, \"Overload\"); empty: geomux's default, as in the other phases")
 	fs.IntVar(&o.rounds, "rounds", 3, "saturation: how many times each ingress is measured, in turns; the median counts")
 	fs.StringVar(&o.profile, "profile", "", "save CPU and allocation profiles of the all-in-one geomux here, taken during the --profile-rate step")
 	fs.Float64Var(&o.profileRate, "profile-rate", 2000, "the end-to-end step to profile")

@@ -29,7 +29,7 @@ type options struct {
 	// neighbourCores is how many cores the neighbour phase's busy loops
 	// take.
 	neighbourCores int
-	// memoryLimit is every geomux's memory_limit.
+	// memoryLimit is geomux's memory_limit in the overload runs.
 	memoryLimit string
 }
 

@@ -62,7 +62,10 @@ func (b *bench) overloadRate(steps []stepResult) float64 {
 // neighbour on a shared host would.
 func (b *bench) overloadPhase(ctx context.Context, rate float64, neighbours int) (*overloadResult, error) {
 	d := b.o.overloadFor
+	// The memory bound an operator sets; the other phases run without.
+	b.fakes.memoryLimit = b.o.memoryLimit
 	a, err := b.startAllInOne(ctx, false, rate*d.Seconds(), nil)
+	b.fakes.memoryLimit = ""
 	if err != nil {
 		return nil, err
 	}

@@ -54,7 +54,6 @@ func benchmark(ctx context.Context, o options) error {
 		return err
 	}
 	defer b.fakes.close()
-	b.fakes.memoryLimit = o.memoryLimit
 
 	res := &result{Machine: readMachine(o.geomux), Started: time.Now().UTC()}
 	began := time.Now()
