@@ -17,6 +17,7 @@ import (
 	"github.com/geomux/geomux/pkg/health"
 	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/pkg/natsx/natstest"
+	"github.com/geomux/geomux/pkg/topology"
 	"github.com/geomux/geomux/pkg/zoom"
 	"github.com/geomux/geomux/pkg/zoom/zoomtest"
 	"github.com/geomux/geomux/proto"
@@ -26,7 +27,7 @@ import (
 // the event is stored with the app's name.
 func TestEachAppAtItsOwnPathWithItsOwnSecret(t *testing.T) {
 	ns := natstest.Start(t, "")
-	stream, err := natsx.EnsureStream(context.Background(), ns.JS, natsx.IngressStreamConfig(natsx.StreamOptionsFrom(config.Default())))
+	stream, err := natsx.EnsureStream(context.Background(), ns.JS, topology.TransitConfig(topology.OptionsFrom(config.Default()), 0))
 	if err != nil {
 		t.Fatal(err)
 	}

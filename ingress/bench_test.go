@@ -17,6 +17,7 @@ import (
 	"github.com/geomux/geomux/pkg/health"
 	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/pkg/natsx/natstest"
+	"github.com/geomux/geomux/pkg/topology"
 	"github.com/geomux/geomux/pkg/zoom"
 	"github.com/geomux/geomux/pkg/zoom/zoomtest"
 )
@@ -41,7 +42,7 @@ func benchWebhook(b *testing.B, syncAlways, parallel bool) {
 	c := config.Default().NATS
 	c.StoreDir, c.Listen, c.SyncAlways = "", "", syncAlways
 	ns := natstest.StartWith(b, c)
-	if _, err := natsx.EnsureStream(context.Background(), ns.JS, natsx.IngressStreamConfig(natsx.StreamOptionsFrom(config.Default()))); err != nil {
+	if _, err := natsx.EnsureStream(context.Background(), ns.JS, topology.TransitConfig(topology.OptionsFrom(config.Default()), 0)); err != nil {
 		b.Fatal(err)
 	}
 	h := ingress.NewHandler(ns.JS, ingress.Options{
@@ -82,7 +83,7 @@ func BenchmarkChainBaseline(b *testing.B) {
 	c := config.Default().NATS
 	c.StoreDir, c.Listen = "", ""
 	ns := natstest.StartWith(b, c)
-	if _, err := natsx.EnsureStream(context.Background(), ns.JS, natsx.IngressStreamConfig(natsx.StreamOptionsFrom(config.Default()))); err != nil {
+	if _, err := natsx.EnsureStream(context.Background(), ns.JS, topology.TransitConfig(topology.OptionsFrom(config.Default()), 0)); err != nil {
 		b.Fatal(err)
 	}
 	v := zoom.NewVerifier([]string{secret}, 5*time.Minute)

@@ -18,8 +18,8 @@ import (
 	"github.com/geomux/geomux/pkg/health"
 	"github.com/geomux/geomux/pkg/httpserver"
 	"github.com/geomux/geomux/pkg/natsfx"
-	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/pkg/tlsx"
+	"github.com/geomux/geomux/pkg/topology"
 	"github.com/geomux/geomux/pkg/zoom"
 )
 
@@ -50,12 +50,13 @@ func newHandler(p HandlerParams) (*Handler, error) {
 	c := p.Config
 	def := c.Zoom.DefaultApp()
 	opts := Options{
-		Verifier:       zoom.NewVerifier(def.WebhookSecretTokens, c.Ingress.MaxClockSkew.D()),
-		DefaultApp:     def.Name,
-		Apps:           map[string]*zoom.Verifier{},
-		PublishTimeout: c.Ingress.PublishTimeout.D(),
-		Governor:       p.Governor,
-		Tracer:         p.Tracing.Tracer("github.com/geomux/geomux/ingress"),
+		Verifier:          zoom.NewVerifier(def.WebhookSecretTokens, c.Ingress.MaxClockSkew.D()),
+		DefaultApp:        def.Name,
+		Apps:              map[string]*zoom.Verifier{},
+		PublishTimeout:    c.Ingress.PublishTimeout.D(),
+		TransitPartitions: c.NATS.TransitPartitions,
+		Governor:          p.Governor,
+		Tracer:            p.Tracing.Tracer("github.com/geomux/geomux/ingress"),
 	}
 	for _, a := range c.Zoom.OtherApps() {
 		opts.Apps[a.Name] = zoom.NewVerifier(a.WebhookSecretTokens, c.Ingress.MaxClockSkew.D())
@@ -65,8 +66,8 @@ func newHandler(p HandlerParams) (*Handler, error) {
 		// listener takes requests.
 		nonces := &install.KVNonces{}
 		p.Lifecycle.Append(fx.StartHook(func(ctx context.Context) error {
-			so := natsx.StreamOptionsFrom(c)
-			kv, err := so.KeyValue(ctx, p.JS, natsx.InstallNoncesConfig(so))
+			so := topology.OptionsFrom(c)
+			kv, err := so.KeyValue(ctx, p.JS, topology.InstallNoncesConfig(so))
 			nonces.KV = kv
 			return err
 		}))
@@ -114,9 +115,11 @@ func newServer(p ServerParams) *Server {
 	})
 	p.Lifecycle.Append(fx.Hook{
 		OnStart: func(ctx context.Context) error {
-			so := natsx.StreamOptionsFrom(p.Config)
-			if _, err := so.Stream(ctx, p.JS, natsx.IngressStreamConfig(so)); err != nil {
-				return err
+			so := topology.OptionsFrom(p.Config)
+			for _, sc := range so.Transit() {
+				if _, err := so.Stream(ctx, p.JS, sc); err != nil {
+					return err
+				}
 			}
 			if secure == nil {
 				return s.Start(ctx)

@@ -6,8 +6,11 @@
 package ingress
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
+	"hash/fnv"
 	"io"
 	"net/http"
 	"strconv"
@@ -54,6 +57,9 @@ type Options struct {
 	Apps map[string]*zoom.Verifier
 	// PublishTimeout bounds the wait for JetStream's acknowledgement.
 	PublishTimeout time.Duration
+	// TransitPartitions is how many transit streams there are (1 when 0):
+	// an event goes to its account's, or to the next that answers.
+	TransitPartitions int
 	// Install, if set, serves the install flow beside the webhook.
 	Install interface{ Mount(*http.ServeMux) }
 	// Governor, if set, is told how long each answer took: it slows the
@@ -258,14 +264,15 @@ func (s *Handler) persist(w http.ResponseWriter, r *http.Request, a *app, body [
 		return []zap.Field{logfields.EventID(id), logfields.EventType(head.Event), logfields.AccountID(head.AccountID), logfields.App(a.name)}
 	}
 
-	// Without a connection the publish cannot succeed: say so at once rather
-	// than after the publish timeout.
-	if !s.nc.IsConnected() {
-		s.unavailable(w, a, errors.New("NATS is not connected"), fields())
+	// A closed connection does not come back: say so at once rather than
+	// after the publish timeout. One reconnecting (its server lost) is
+	// waited for, within the publish timeout.
+	if s.nc.IsClosed() {
+		s.unavailable(w, a, errors.New("NATS connection closed"), fields())
 		return
 	}
 	hd := make(nats.Header, 8)
-	msg := &nats.Msg{Subject: proto.IngressSubject, Data: body, Header: hd}
+	msg := &nats.Msg{Data: body, Header: hd}
 	hd.Set(jetstream.MsgIDHeader, id)
 	hd.Set(proto.HeaderEventID, id)
 	hd.Set(proto.HeaderEventType, head.Event)
@@ -294,7 +301,7 @@ func (s *Handler) persist(w http.ResponseWriter, r *http.Request, a *app, body [
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.opts.PublishTimeout)
 	defer cancel()
 	pubStart := s.now()
-	ack, err := s.publish(ctx, msg)
+	ack, err := s.publish(ctx, msg, s.transitOf(head.AccountID, conversation, id))
 	s.metrics.PublishSeconds.Observe(s.now().Sub(pubStart).Seconds())
 	tracing.End(store, err)
 	if err != nil {
@@ -320,19 +327,24 @@ func (s *Handler) persist(w http.ResponseWriter, r *http.Request, a *app, body [
 // way) leaves time for others.
 const publishAttempts = 4
 
-// publishPause is the pause between tries that failed at once (no
-// responders: the stream has no leader yet).
+// publishPause is the pause after every transit stream failed at once (no
+// responders: none has a leader yet, or the connection is away).
 const publishPause = 50 * time.Millisecond
 
-// publish stores msg within ctx's deadline, trying again while time is
-// left: each try waits for JetStream's answer for a share of the publish
-// timeout. The Nats-Msg-Id makes the copy of a try that was stored after
-// all a duplicate, acknowledged and not stored twice.
-func (s *Handler) publish(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
+// publish stores msg within ctx's deadline in transit stream home or, when
+// one does not answer, in the next: each try waits for JetStream's answer
+// for a share of the publish timeout. A stream whose leader is lost takes
+// seconds to elect another, longer than Zoom waits, while the others, led
+// by other servers, answer. The Nats-Msg-Id makes the copy of a try that
+// was stored after all a duplicate in its stream; one stored in two streams
+// is dropped by the region's stream and its reply records.
+func (s *Handler) publish(ctx context.Context, msg *nats.Msg, home int) (*jetstream.PubAck, error) {
 	try := max(s.opts.PublishTimeout/publishAttempts, 100*time.Millisecond)
-	for {
+	n := s.partitions()
+	for i := 0; ; i++ {
+		msg.Subject = proto.TransitSubject((home + i) % n)
 		tctx, cancel := context.WithTimeout(ctx, try)
-		ack, err := s.js.PublishMsg(tctx, msg, jetstream.WithRetryAttempts(0))
+		ack, err := s.publishOnce(tctx, msg)
 		cancel()
 		// A stream that answered with an error (full, say) answers the
 		// same to another try: only a missing answer is tried again.
@@ -340,12 +352,52 @@ func (s *Handler) publish(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck
 		if err == nil || ctx.Err() != nil || !retry.Retryable(err) || errors.As(err, &answered) {
 			return ack, err
 		}
+		if i%n != n-1 {
+			continue
+		}
 		select {
 		case <-ctx.Done():
 			return nil, err
 		case <-time.After(publishPause):
 		}
 	}
+}
+
+// publishOnce is one try. While the connection is away (its server lost,
+// reconnecting to another), it waits for it rather than leave the event in
+// the reconnect buffer, to be stored long after it was answered 503.
+func (s *Handler) publishOnce(ctx context.Context, msg *nats.Msg) (*jetstream.PubAck, error) {
+	if !s.nc.IsConnected() {
+		t := time.NewTicker(reconnectPoll)
+		defer t.Stop()
+		for !s.nc.IsConnected() {
+			select {
+			case <-ctx.Done():
+				return nil, fmt.Errorf("NATS is not connected: %w", nats.ErrTimeout)
+			case <-t.C:
+			}
+		}
+	}
+	return s.js.PublishMsg(ctx, msg, jetstream.WithRetryAttempts(0))
+}
+
+// reconnectPoll is how often a publish waiting for the connection looks.
+const reconnectPoll = 10 * time.Millisecond
+
+func (s *Handler) partitions() int { return max(s.opts.TransitPartitions, 1) }
+
+// transitOf is the transit stream of an event: its account's (or, for an
+// event that names none, its conversation's), so that an account's events
+// keep their order through the router.
+func (s *Handler) transitOf(account, conversation, id string) int {
+	n := s.partitions()
+	if n == 1 {
+		return 0
+	}
+	key := cmp.Or(account, conversation, id)
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(key))
+	return int(h.Sum32() % uint32(n))
 }
 
 func (s *Handler) unavailable(w http.ResponseWriter, a *app, err error, fields []zap.Field) {

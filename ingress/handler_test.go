@@ -24,6 +24,7 @@ import (
 	"github.com/geomux/geomux/pkg/health"
 	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/pkg/natsx/natstest"
+	"github.com/geomux/geomux/pkg/topology"
 	"github.com/geomux/geomux/pkg/zoom"
 	"github.com/geomux/geomux/pkg/zoom/zoomtest"
 	"github.com/geomux/geomux/proto"
@@ -48,7 +49,7 @@ func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	ns := natstest.Start(t, "")
 	ctx := context.Background()
-	stream, err := natsx.EnsureStream(ctx, ns.JS, natsx.IngressStreamConfig(natsx.StreamOptionsFrom(config.Default())))
+	stream, err := natsx.EnsureStream(ctx, ns.JS, topology.TransitConfig(topology.OptionsFrom(config.Default()), 0))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package ingress_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -22,6 +23,7 @@ import (
 	"github.com/geomux/geomux/pkg/natsfx"
 	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/pkg/natsx/natstest"
+	"github.com/geomux/geomux/pkg/topology"
 	"github.com/geomux/geomux/pkg/zoom"
 	"github.com/geomux/geomux/pkg/zoom/zoomtest"
 	"github.com/geomux/geomux/proto"
@@ -78,7 +80,7 @@ func TestExternalNATSDownAndBack(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := natsx.EnsureStream(context.Background(), js, natsx.IngressStreamConfig(natsx.StreamOptionsFrom(config.Default()))); err != nil {
+	if _, err := natsx.EnsureStream(context.Background(), js, topology.TransitConfig(topology.OptionsFrom(config.Default()), 0)); err != nil {
 		t.Fatal(err)
 	}
 	h := ingress.NewHandler(js, ingress.Options{
@@ -141,7 +143,7 @@ func TestStoreFull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	stream, err := natsx.EnsureStream(context.Background(), js, natsx.IngressStreamConfig(natsx.StreamOptionsFrom(config.Default())))
+	stream, err := natsx.EnsureStream(context.Background(), js, topology.TransitConfig(topology.OptionsFrom(config.Default()), 0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -259,7 +261,7 @@ func TestPublishIsTriedAgainWithinItsTimeout(t *testing.T) {
 	if err := sub.Unsubscribe(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := natsx.EnsureStream(context.Background(), js, natsx.IngressStreamConfig(natsx.StreamOptionsFrom(config.Default()))); err != nil {
+	if _, err := natsx.EnsureStream(context.Background(), js, topology.TransitConfig(topology.OptionsFrom(config.Default()), 0)); err != nil {
 		t.Fatal(err)
 	}
 	a := <-answered
@@ -272,5 +274,56 @@ func TestPublishIsTriedAgainWithinItsTimeout(t *testing.T) {
 	}
 	if info, err := s.Info(context.Background()); err != nil || info.State.Msgs != 1 {
 		t.Fatalf("stored %v (%v), want the event once", info.State.Msgs, err)
+	}
+}
+
+// A transit stream without a leader (lost with its server, an election
+// taking longer than Zoom waits) holds up no event: each is stored in the
+// next transit stream, well within Zoom's 3 s.
+func TestEventGoesToAnotherTransitStreamWhenOneDoesNotAnswer(t *testing.T) {
+	sc := config.Default().NATS
+	sc.StoreDir, sc.ListenWithoutAuth = t.TempDir(), true
+	ns := startServer(t, sc)
+	nc, err := nats.Connect("", nats.InProcessServer(ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, err := newJetStream(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Transit stream 0 is leaderless: this subscriber takes its tries and
+	// answers none. Stream 1 answers.
+	silent, err := nc.SubscribeSync(proto.TransitSubject(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	so := topology.OptionsFrom(config.Default())
+	so.TransitPartitions = 2
+	other, err := natsx.EnsureStream(context.Background(), js, topology.TransitConfig(so, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := ingress.NewHandler(js, ingress.Options{
+		Verifier:          zoom.NewVerifier([]string{secret}, 5*time.Minute),
+		PublishTimeout:    2 * time.Second,
+		TransitPartitions: 2,
+	}, ingress.NewMetrics(prometheus.NewRegistry()), health.NewRegistry(), zap.NewNop())
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+
+	const events = 8
+	for i := range events {
+		status, took := postTimed(t, srv.URL+ingress.WebhookPath, zoomtest.BotNotification(fmt.Sprintf("acct-%d", i), "hi", int64(i)))
+		if status != http.StatusOK || took >= zoomPatience/2 {
+			t.Fatalf("event %d: answered %d after %s, want 200 well within Zoom's 3 s", i, status, took)
+		}
+	}
+	if n, _, _ := silent.Pending(); n == 0 {
+		t.Fatal("no event's account has stream 0 as its own: the test proves nothing")
+	}
+	if info, err := other.Info(context.Background()); err != nil || info.State.Msgs != events {
+		t.Fatalf("stream 1 holds %v events (%v), want all %d", info.State.Msgs, err, events)
 	}
 }

@@ -10,12 +10,13 @@ import (
 
 // Subjects and streams of the hub: what ingress writes and the router reads.
 const (
-	// IngressSubject is where ingress publishes every accepted Zoom event.
+	// IngressSubject is the subject of the first transit stream
+	// (TransitSubject(0)): where earlier versions published every event.
 	IngressSubject = "geomux.in"
-	// IngressStream is the transit stream holding accepted events until the
-	// router has placed them in their region.
+	// IngressStream is the first transit stream (TransitStream(0)).
 	IngressStream = "GEOMUX_IN"
-	// RouterConsumer is the router's durable consumer on IngressStream.
+	// RouterConsumer is the router's durable consumer on each transit
+	// stream, and on each region's control stream.
 	RouterConsumer = "router"
 
 	// ParkedStream holds events whose account has no region yet.
@@ -36,6 +37,35 @@ const (
 	// itself.
 	DirectorySubject = "geomux.directory"
 )
+
+// TransitStream is the name of transit stream p, which holds accepted
+// events until the router has placed them in their region. The first keeps
+// the name of earlier versions' only one.
+func TransitStream(p int) string {
+	if p == 0 {
+		return IngressStream
+	}
+	return IngressStream + "_" + strconv.Itoa(p)
+}
+
+// TransitSubject is the subject of transit stream p.
+func TransitSubject(p int) string {
+	if p == 0 {
+		return IngressSubject
+	}
+	return IngressSubject + "." + strconv.Itoa(p)
+}
+
+// IsTransitStream reports whether a stream is one of the hub's transit
+// streams.
+func IsTransitStream(name string) bool {
+	if name == IngressStream {
+		return true
+	}
+	n, ok := strings.CutPrefix(name, IngressStream+"_")
+	p, err := strconv.Atoi(n)
+	return ok && err == nil && p > 0 && strconv.Itoa(p) == n
+}
 
 // WorkersConsumer is the durable consumer of the regional workers on
 // partition p of a region's events stream.

@@ -17,8 +17,8 @@ import (
 	"github.com/geomux/geomux/pkg/governor"
 	"github.com/geomux/geomux/pkg/health"
 	"github.com/geomux/geomux/pkg/natsfx"
-	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/pkg/platformfx"
+	"github.com/geomux/geomux/pkg/topology"
 	"github.com/geomux/geomux/pkg/vault"
 	"github.com/geomux/geomux/pkg/zoom"
 	"github.com/geomux/geomux/proto"
@@ -72,10 +72,10 @@ func registerWorkers(p WorkersParams) error {
 			BackendConcurrency: p.Config.Worker.BackendConcurrency,
 			Pace:               p.Config.Worker.ZoomPace,
 			HandlerTimeout:     p.Config.Worker.HandlerTimeout.D(),
-			Streams:            natsx.StreamOptionsFrom(p.Config),
+			Streams:            topology.OptionsFrom(p.Config),
 			Refresher:          p.Zoom,
 			UserToken:          r.UserToken,
-			Directory:          directoryOn{p.Regions[r.Name].JS, natsx.StreamOptionsFrom(p.Config)},
+			Directory:          directoryOn{p.Regions[r.Name].JS, topology.OptionsFrom(p.Config)},
 			Governor:           p.Governor,
 			Tracer:             p.Tracing.Tracer("github.com/geomux/geomux/regional-workers"),
 		}
@@ -145,7 +145,7 @@ func (a askHub) Delete(ctx context.Context, account string) error {
 // (the one NATS of the one-machine default).
 type directoryOn struct {
 	js jetstream.JetStream
-	so natsx.StreamOptions
+	so topology.Options
 }
 
 func (d directoryOn) Delete(ctx context.Context, account string) error {

@@ -24,8 +24,8 @@ import (
 
 	"github.com/geomux/geomux/pkg/config"
 	"github.com/geomux/geomux/pkg/httpx"
-	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/pkg/natsx/natstest"
+	"github.com/geomux/geomux/pkg/topology"
 	"github.com/geomux/geomux/pkg/zoom"
 	"github.com/geomux/geomux/pkg/zoom/sandbox"
 	"github.com/geomux/geomux/proto"
@@ -296,7 +296,7 @@ func testOptions(region string) workers.Options {
 		},
 		Concurrency:    4,
 		HandlerTimeout: 5 * time.Second,
-		Streams: natsx.StreamOptions{
+		Streams: topology.Options{
 			DedupWindow:      2 * time.Minute,
 			ParkTTL:          time.Hour,
 			DeadLetterMaxAge: time.Hour,
@@ -411,7 +411,7 @@ func consumerInfo(t *testing.T, js jetstream.JetStream, region string) *jetstrea
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
 	sum := &jetstream.ConsumerInfo{}
-	for p := range natsx.DefaultPartitions {
+	for p := range topology.DefaultPartitions {
 		c, err := js.Consumer(ctx, proto.RegionEventsStream(region), proto.WorkersConsumer(p))
 		if err != nil {
 			t.Fatalf("consumer %d of %s: %v", p, region, err)
@@ -437,7 +437,7 @@ func pendingConsumer(t *testing.T, js jetstream.JetStream, region string) jetstr
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	for p := range natsx.DefaultPartitions {
+	for p := range topology.DefaultPartitions {
 		c, err := js.Consumer(ctx, proto.RegionEventsStream(region), proto.WorkersConsumer(p))
 		if err != nil {
 			t.Fatalf("consumer %d of %s: %v", p, region, err)
@@ -668,7 +668,7 @@ func exhaustDeliveries(t *testing.T, js jetstream.JetStream, region string) int 
 	taken := 0
 	for ctx.Err() == nil {
 		got := 0
-		for p := range natsx.DefaultPartitions {
+		for p := range topology.DefaultPartitions {
 			c, err := js.Consumer(ctx, proto.RegionEventsStream(region), proto.WorkersConsumer(p))
 			if err != nil {
 				t.Fatalf("consumer %d of %s: %v", p, region, err)

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/geomux/geomux/pkg/natsx"
+	"github.com/geomux/geomux/pkg/topology"
 	"github.com/geomux/geomux/proto"
 )
 
@@ -34,10 +35,10 @@ func (w *Worker) consume(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	n := natsx.PartitionsOf(info.Config)
+	n := topology.PartitionsOf(info.Config)
 	var all []jetstream.Consumer
-	for _, cfg := range ConsumerConfigs(w.opts, n) {
-		cons, err := w.opts.Streams.Consumer(ctx, w.js, proto.RegionEventsStream(w.opts.Region), cfg)
+	for _, c := range topology.WorkerConsumers(w.opts.Region, n, w.opts.ConsumerSettings()) {
+		cons, err := w.opts.Streams.Consumer(ctx, w.js, c)
 		if err != nil {
 			return err
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/geomux/geomux/pkg/natsx/natstest"
+	"github.com/geomux/geomux/pkg/topology"
 	"github.com/geomux/geomux/pkg/zoom"
 	"github.com/geomux/geomux/pkg/zoom/zoomtest"
 	"github.com/geomux/geomux/proto"
@@ -245,8 +246,8 @@ func TestEventWhoseWorkerAlwaysDiesIsDeadLettered(t *testing.T) {
 	}
 	body := zoomtest.BotNotification("acct", "crash", 1)
 	ev := publish(t, ns.JS, "us", zoom.EventBotNotification, "acct", body)
-	if n := exhaustDeliveries(t, ns.JS, "us"); n != workers.ConsumerConfig(opts, 0).MaxDeliver {
-		t.Fatalf("the crashing workers took the event %d times, want %d", n, workers.ConsumerConfig(opts, 0).MaxDeliver)
+	if n := exhaustDeliveries(t, ns.JS, "us"); n != topology.WorkerConsumer(opts.Region, 0, opts.ConsumerSettings()).Config.MaxDeliver {
+		t.Fatalf("the crashing workers took the event %d times, want %d", n, topology.WorkerConsumer(opts.Region, 0, opts.ConsumerSettings()).Config.MaxDeliver)
 	}
 
 	var called sync.Mutex
@@ -261,7 +262,7 @@ func TestEventWhoseWorkerAlwaysDiesIsDeadLettered(t *testing.T) {
 	dl := waitDeadLetter(t, ns.JS, "us")
 	for k, want := range map[string]string{
 		proto.HeaderDeadReason: proto.DeadReasonMaxAttempts,
-		proto.HeaderAttempts:   strconv.Itoa(workers.ConsumerConfig(opts, 0).MaxDeliver),
+		proto.HeaderAttempts:   strconv.Itoa(topology.WorkerConsumer(opts.Region, 0, opts.ConsumerSettings()).Config.MaxDeliver),
 		proto.HeaderEventID:    ev.ID,
 		proto.HeaderDeadStatus: "",
 	} {

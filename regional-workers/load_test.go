@@ -14,11 +14,12 @@ import (
 
 	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/pkg/natsx/natstest"
+	"github.com/geomux/geomux/pkg/topology"
 	"github.com/geomux/geomux/pkg/zoom"
 	"github.com/geomux/geomux/pkg/zoom/sandbox"
 	"github.com/geomux/geomux/pkg/zoom/zoomtest"
 	"github.com/geomux/geomux/proto"
-	"github.com/geomux/geomux/regional-workers"
+	workers "github.com/geomux/geomux/regional-workers"
 )
 
 // The worker under real chatbot load: slow backends, uneven accounts,
@@ -42,7 +43,7 @@ func userEvent(account string, u int, text string, n int64) []byte {
 // publishAll publishes events without waiting for each acknowledgement.
 func publishAll(t *testing.T, js jetstream.JetStream, region string, events []published, accounts []string) {
 	t.Helper()
-	if _, err := natsx.EnsureStream(context.Background(), js, natsx.RegionEventsConfig(region, testOptions(region).Streams)); err != nil {
+	if _, err := natsx.EnsureStream(context.Background(), js, topology.RegionEventsConfig(region, testOptions(region).Streams)); err != nil {
 		t.Fatal(err)
 	}
 	var futs []jetstream.PubAckFuture
@@ -386,8 +387,8 @@ func TestFullAccountTakesTheEventItsConversationWaitsFor(t *testing.T) {
 	// back only after its ack wait, behind later events.
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	for _, cfg := range workers.ConsumerConfigs(opts, natsx.DefaultPartitions) {
-		if _, err := ns.JS.CreateOrUpdateConsumer(ctx, proto.RegionEventsStream("us"), cfg); err != nil {
+	for _, c := range topology.WorkerConsumers("us", topology.DefaultPartitions, opts.ConsumerSettings()) {
+		if _, err := ns.JS.CreateOrUpdateConsumer(ctx, c.Stream, c.Config); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -27,7 +27,7 @@ import (
 	"github.com/geomux/geomux/pkg/natsx/natstest"
 	"github.com/geomux/geomux/pkg/zoom"
 	"github.com/geomux/geomux/proto"
-	"github.com/geomux/geomux/regional-workers"
+	workers "github.com/geomux/geomux/regional-workers"
 )
 
 // A region's worker processes share its events, and a conversation stays in

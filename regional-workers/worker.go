@@ -18,7 +18,7 @@ import (
 	"github.com/geomux/geomux/pkg/config"
 	"github.com/geomux/geomux/pkg/governor"
 	"github.com/geomux/geomux/pkg/logfields"
-	"github.com/geomux/geomux/pkg/natsx"
+	"github.com/geomux/geomux/pkg/topology"
 	"github.com/geomux/geomux/pkg/vault"
 	"github.com/geomux/geomux/pkg/zoom"
 	"github.com/geomux/geomux/proto"
@@ -69,7 +69,7 @@ type Options struct {
 	// HandlerTimeout bounds one handler call and one Zoom call.
 	HandlerTimeout time.Duration
 	// Streams are the stream settings.
-	Streams natsx.StreamOptions
+	Streams topology.Options
 	// VaultKey, if set, opens the region's token vault: the worker takes
 	// the tokens the ingress hands over at install, and erases them at
 	// uninstall.
@@ -170,20 +170,15 @@ func New(js jetstream.JetStream, h Handler, zc Sender, opts Options, m *Metrics,
 	m.init(opts.Region, apps)
 	log = log.With(logfields.Region(opts.Region))
 	return &Worker{js: js, handler: h, zoom: zc, opts: opts, metrics: m, log: log,
-		ackWait: ConsumerConfig(opts, 0).AckWait}
+		ackWait: topology.WorkerAckWait(opts.HandlerTimeout)}
 }
 
 // Start sets up the region's streams and buckets, starts turning
 // max-deliveries advisories into dead letters, and starts consuming.
 func (w *Worker) Start(ctx context.Context) error {
 	region, so := w.opts.Region, w.opts.Streams
-	for _, sc := range []jetstream.StreamConfig{
-		natsx.RegionEventsConfig(region, so),
-		natsx.RegionDeadLetterConfig(region, so),
-		natsx.RegionAdvisoryConfig(region, so),
-		natsx.RegionAuditConfig(region, so),
-		natsx.RegionControlConfig(region, so),
-	} {
+	site := topology.Region(region, so)
+	for _, sc := range site.Streams {
 		if _, err := so.Stream(ctx, w.js, sc); err != nil {
 			return err
 		}
@@ -192,12 +187,12 @@ func (w *Worker) Start(ctx context.Context) error {
 	if w.events, err = w.js.Stream(ctx, proto.RegionEventsStream(region)); err != nil {
 		return fmt.Errorf("worker of region %s: %w", region, err)
 	}
-	kv, err := so.KeyValue(ctx, w.js, natsx.RepliesConfig(region, so))
+	kv, err := so.KeyValue(ctx, w.js, topology.RepliesConfig(region, so))
 	if err != nil {
 		return err
 	}
 	w.state = newStateStore(w.js, kv, proto.RegionRepliesBucket(region), so.DedupWindow, so.DeadLetterMaxAge)
-	pkv, err := so.KeyValue(ctx, w.js, natsx.RegionPacingConfig(region, so))
+	pkv, err := so.KeyValue(ctx, w.js, topology.RegionPacingConfig(region, so))
 	if err != nil {
 		return err
 	}
@@ -206,7 +201,7 @@ func (w *Worker) Start(ctx context.Context) error {
 		return err
 	}
 	if w.opts.VaultKey != nil {
-		vkv, err := so.KeyValue(ctx, w.js, natsx.RegionVaultConfig(region, so))
+		vkv, err := so.KeyValue(ctx, w.js, topology.RegionVaultConfig(region, so))
 		if err != nil {
 			return err
 		}
@@ -254,77 +249,11 @@ func (w *Worker) Start(ctx context.Context) error {
 	return nil
 }
 
-// ConsumerConfig is the workers' durable consumer on partition p of the
-// region's events stream.
-//
-// An event is attempted at most retry.max_attempts times, counted in its
-// record (state.go), not by JetStream: an event handed back without an
-// attempt (its account held by Zoom's daily limit, a stop) uses none.
-// MaxDeliver is a guard above that, against an event whose worker dies on
-// every attempt: JetStream then raises the max-deliveries advisory, which
-// the dead-letter keeper turns into a dead letter. A failed attempt asks for
-// its retry itself (NakWithDelay); an attempt that never answers (the worker
-// died) is redelivered once its ack wait is over.
-//
-// No BackOff: with one, nats-server adds the step's back-off (less the ack
-// wait) to every NakWithDelay, and a retry asked for in 1 s came 76 s later.
-func ConsumerConfig(o Options, p int) jetstream.ConsumerConfig {
-	o.setDefaults()
-	return jetstream.ConsumerConfig{
-		Durable:       proto.WorkersConsumer(p),
-		Description:   fmt.Sprintf("geomux workers of region %s, partition %d", o.Region, p),
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		FilterSubject: proto.RegionEventsPartitionFilter(o.Region, p),
-		// An event in hand has its ack wait restarted while it waits its
-		// turn or runs (keepInHand), so that it is redelivered only when its
-		// worker is gone: the ack wait is how long a killed worker's events
-		// (and the conversations behind them) wait for another worker.
-		AckWait:    AckWait(o.HandlerTimeout),
-		MaxDeliver: o.Retry.MaxAttempts + deliveryGuard,
-		// The worker's own budget bounds what it holds; this bounds one
-		// partition, so that a partition whose accounts flood it leaves
-		// the budget to the others.
-		MaxAckPending: max(o.Concurrency/2, 256),
-	}
+// ConsumerSettings are what the workers' consumers are made from
+// (topology.WorkerConsumer).
+func (o Options) ConsumerSettings() topology.WorkerSettings {
+	return topology.WorkerSettings{MaxAttempts: o.Retry.MaxAttempts, Concurrency: o.Concurrency, HandlerTimeout: o.HandlerTimeout}
 }
-
-// AckWait is the workers' ack wait: short, since the events in hand are
-// kept from it (keepInHand), yet long enough for that to go through a busy
-// moment.
-func AckWait(handlerTimeout time.Duration) time.Duration {
-	return min(max(handlerTimeout+2*time.Second, 6*time.Second), 15*time.Second)
-}
-
-// legacyFilters are what partition 0 also takes: the events an earlier
-// version left on the stream's single subject.
-func legacyFilters(o Options, p int) []string {
-	if p != 0 {
-		return nil
-	}
-	return []string{proto.RegionEventsPartitionFilter(o.Region, 0), proto.LegacyRegionEventsSubject(o.Region)}
-}
-
-// ConsumerConfigs are the workers' consumers of a region whose events
-// stream has n partitions.
-func ConsumerConfigs(o Options, n int) []jetstream.ConsumerConfig {
-	cs := make([]jetstream.ConsumerConfig, n)
-	for p := range n {
-		cs[p] = ConsumerConfig(o, p)
-		if f := legacyFilters(o, p); f != nil {
-			cs[p].FilterSubject, cs[p].FilterSubjects = "", f
-		}
-	}
-	return cs
-}
-
-// deliveryGuard is how many deliveries beyond retry.max_attempts an event
-// may have before JetStream gives up on it: hand-backs that use no attempt
-// (its account over its share, its conversation waiting, a daily-limit
-// hold, a stop) come back after up to 9 s each (a hold: at the reset), so
-// this is over four hours of an account's backlog draining; a worker that
-// dies in every attempt (each delivery lost at its ack wait) is stopped
-// after about as long.
-const deliveryGuard = 2000
 
 // lastError is what the keeper learns of an event's last failed attempt.
 func (w *Worker) lastError(ctx context.Context, account, id string) (string, int, time.Time, bool) {

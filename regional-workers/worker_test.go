@@ -19,6 +19,7 @@ import (
 
 	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/pkg/natsx/natstest"
+	"github.com/geomux/geomux/pkg/topology"
 	"github.com/geomux/geomux/pkg/zoom"
 	"github.com/geomux/geomux/pkg/zoom/zoomtest"
 	"github.com/geomux/geomux/proto"
@@ -108,7 +109,7 @@ func TestEchoRepliesToEachEventOnce(t *testing.T) {
 
 // A re-delivery that comes after the streams have forgotten the event's
 // Msg-Id (Zoom retries 5, 20 and 60 minutes later; the streams remember an
-// id for natsx.MsgIDWindow) is recognised by the region's record of the
+// id for topology.MsgIDWindow) is recognised by the region's record of the
 // event: the backend is not asked again and nothing is sent twice.
 func TestLateRedeliveryIsHandledOnce(t *testing.T) {
 	t.Parallel()
@@ -860,7 +861,7 @@ func TestStartSetsUpRegion(t *testing.T) {
 		t.Errorf("replies bucket: %v", err)
 	}
 	ci := consumerInfo(t, ns.JS, "ap-south")
-	want := workers.ConsumerConfig(opts, 0)
+	want := topology.WorkerConsumer("ap-south", 0, opts.ConsumerSettings()).Config
 	if ci.Config.MaxDeliver <= opts.Retry.MaxAttempts || ci.Config.MaxDeliver != want.MaxDeliver || ci.Config.AckPolicy != jetstream.AckExplicitPolicy || ci.Config.MaxAckPending != want.MaxAckPending {
 		t.Errorf("consumer config: max deliver %d ack policy %s max ack pending %d; want above max_attempts (%d), explicit, %d",
 			ci.Config.MaxDeliver, ci.Config.AckPolicy, ci.Config.MaxAckPending, want.MaxDeliver, want.MaxAckPending)
@@ -1045,7 +1046,7 @@ func TestFullDeadLetterStreamKeepsTheEvent(t *testing.T) {
 	opts.Streams.DeadLetterMaxBytes = 4 << 10
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
-	dlqs, err := natsx.EnsureStream(ctx, ns.JS, natsx.RegionDeadLetterConfig("us", opts.Streams))
+	dlqs, err := natsx.EnsureStream(ctx, ns.JS, topology.RegionDeadLetterConfig("us", opts.Streams))
 	if err != nil {
 		t.Fatal(err)
 	}

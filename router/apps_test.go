@@ -13,8 +13,8 @@ import (
 
 	"github.com/geomux/geomux/pkg/config"
 	"github.com/geomux/geomux/pkg/directory"
-	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/pkg/natsx/natstest"
+	"github.com/geomux/geomux/pkg/topology"
 	"github.com/geomux/geomux/pkg/zoom/zoomtest"
 	"github.com/geomux/geomux/proto"
 	"github.com/geomux/geomux/router"
@@ -45,13 +45,13 @@ func (f *fixture) publishVia(app, account string) string {
 
 func TestPinnedAppsAndConflicts(t *testing.T) {
 	f := newFixture(t)
-	conflicts, err := directory.OpenConflicts(context.Background(), f.nats.JS, natsx.StreamOptionsFrom(config.Default()))
+	conflicts, err := directory.OpenConflicts(context.Background(), f.nats.JS, topology.OptionsFrom(config.Default()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.metrics = router.NewMetrics(prometheus.NewRegistry())
 	r := router.New(f.nats.JS, directory.NewCache(f.dir, zap.NewNop()), router.Options{
-		Regions: regions, Streams: natsx.StreamOptionsFrom(config.Default()),
+		Regions: regions, Streams: topology.OptionsFrom(config.Default()),
 		Pins: map[string]string{"us-bot": "us"}, Conflicts: conflicts,
 	}, f.metrics, zap.NewNop())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -14,8 +14,8 @@ import (
 
 	"github.com/geomux/geomux/pkg/config"
 	"github.com/geomux/geomux/pkg/directory"
-	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/pkg/natsx/natstest"
+	"github.com/geomux/geomux/pkg/topology"
 	"github.com/geomux/geomux/pkg/zoom/zoomtest"
 	"github.com/geomux/geomux/proto"
 	"github.com/geomux/geomux/router"
@@ -56,14 +56,14 @@ func (f *fixture) publishTeamChat(event, account, channel string) string {
 func TestEventWithoutAccountFollowsItsChannel(t *testing.T) {
 	f := newFixture(t)
 	ctx := context.Background()
-	channels, err := directory.OpenChannels(ctx, f.nats.JS, natsx.StreamOptionsFrom(config.Default()))
+	channels, err := directory.OpenChannels(ctx, f.nats.JS, topology.OptionsFrom(config.Default()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	f.metrics = router.NewMetrics(prometheus.NewRegistry())
 	r := router.New(f.nats.JS, directory.NewCache(f.dir, zap.NewNop()), router.Options{
 		Regions:  regions,
-		Streams:  natsx.StreamOptionsFrom(config.Default()),
+		Streams:  topology.OptionsFrom(config.Default()),
 		Channels: channels,
 	}, f.metrics, zap.NewNop())
 	if err := r.Start(ctx); err != nil {

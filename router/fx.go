@@ -13,7 +13,7 @@ import (
 	"github.com/geomux/geomux/pkg/governor"
 	"github.com/geomux/geomux/pkg/health"
 	"github.com/geomux/geomux/pkg/natsfx"
-	"github.com/geomux/geomux/pkg/natsx"
+	"github.com/geomux/geomux/pkg/topology"
 )
 
 // Module runs the router. It needs the platform and directory modules.
@@ -33,7 +33,7 @@ var Module = fx.Module("router",
 func newRouter(js jetstream.JetStream, regions natsfx.Regions, dir *directory.Directory, conflicts *directory.Conflicts, channels *directory.Channels, gov *governor.Governor, tp trace.TracerProvider, c config.Config, m *Metrics, log *zap.Logger) *Router {
 	return New(js, directory.NewCache(dir, log.Named("directory")), Options{
 		Regions:       c.RegionNames(),
-		Streams:       natsx.StreamOptionsFrom(c),
+		Streams:       topology.OptionsFrom(c),
 		RegionJS:      regions.JS(),
 		RemoveAccount: dir.Purge,
 		Pins:          c.Zoom.Pins(),

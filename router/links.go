@@ -9,7 +9,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/geomux/geomux/pkg/logfields"
-	"github.com/geomux/geomux/pkg/natsx"
+	"github.com/geomux/geomux/pkg/topology"
 	"github.com/geomux/geomux/proto"
 )
 
@@ -26,15 +26,6 @@ import (
 //   - control requests, region to hub: an uninstalled account to remove
 //     from the directory (proto.RegionControlStream, consumed here).
 
-// ControlConsumerConfig is the router's durable consumer on a region's
-// control stream.
-func ControlConsumerConfig() jetstream.ConsumerConfig {
-	return jetstream.ConsumerConfig{
-		Durable: proto.RouterConsumer, Description: "geomux router: requests of the region",
-		AckPolicy: jetstream.AckExplicitPolicy, AckWait: 30 * time.Second,
-	}
-}
-
 // link is the router's side of one separate region.
 type link struct {
 	cc jetstream.ConsumeContext
@@ -47,10 +38,10 @@ func (r *Router) startLinks(ctx context.Context) error {
 			continue
 		}
 		so := r.opts.Streams
-		if _, err := so.Stream(ctx, rjs, natsx.RegionControlConfig(region, so)); err != nil {
+		if _, err := so.Stream(ctx, rjs, topology.RegionControlConfig(region, so)); err != nil {
 			return err
 		}
-		cons, err := so.Consumer(ctx, rjs, proto.RegionControlStream(region), ControlConsumerConfig())
+		cons, err := so.Consumer(ctx, rjs, topology.ControlConsumer(region))
 		if err != nil {
 			return err
 		}

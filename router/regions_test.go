@@ -16,6 +16,7 @@ import (
 	"github.com/geomux/geomux/pkg/natsfx"
 	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/pkg/natsx/natstest"
+	"github.com/geomux/geomux/pkg/topology"
 	"github.com/geomux/geomux/proto"
 	"github.com/geomux/geomux/router"
 )
@@ -61,7 +62,7 @@ func TestUnreachableRegionHoldsUpNoOther(t *testing.T) {
 	m := router.NewMetrics(prometheus.NewRegistry())
 	r := router.New(f.nats.JS, directory.NewCache(f.dir, zap.NewNop()), router.Options{
 		Regions:  regions,
-		Streams:  natsx.StreamOptionsFrom(config.Default()),
+		Streams:  topology.OptionsFrom(config.Default()),
 		RegionJS: map[string]jetstream.JetStream{"eu": euJS},
 	}, m, zap.NewNop())
 	if err := r.Start(context.Background()); err != nil {

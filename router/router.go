@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -26,6 +27,7 @@ import (
 	"github.com/geomux/geomux/pkg/governor"
 	"github.com/geomux/geomux/pkg/logfields"
 	"github.com/geomux/geomux/pkg/natsx"
+	"github.com/geomux/geomux/pkg/topology"
 	"github.com/geomux/geomux/pkg/tracing"
 	"github.com/geomux/geomux/pkg/zoom"
 	"github.com/geomux/geomux/proto"
@@ -37,7 +39,7 @@ type Options struct {
 	// of them is parked until it is.
 	Regions []string
 	// Streams are the stream settings.
-	Streams natsx.StreamOptions
+	Streams topology.Options
 	// RegionJS reaches each region's NATS, when it is not the hub's: the
 	// router publishes a region's events there, with that region's
 	// credentials only.
@@ -105,7 +107,10 @@ type Router struct {
 	parked jetstream.Stream
 	// unwatchBacklog stops exporting the backlog; set by Start.
 	unwatchBacklog func()
-	cc             jetstream.ConsumeContext
+	// ccs consume the transit streams, one each.
+	ccs []jetstream.ConsumeContext
+	// stopSpread stops moving the transit streams' leaders apart.
+	stopSpread func()
 	// lanes carry published events to their acknowledgement, one lane per
 	// destination (each region, and "" for the hub's parked stream), so that
 	// a region that is slow or unreachable holds up only its own events.
@@ -158,44 +163,29 @@ func New(js jetstream.JetStream, cache *directory.Cache, opts Options, m *Metric
 	return r
 }
 
-// ConsumerConfig is the router's durable consumer on the transit stream.
-func ConsumerConfig() jetstream.ConsumerConfig {
-	return jetstream.ConsumerConfig{
-		Durable:     proto.RouterConsumer,
-		Description: "geomux router",
-		AckPolicy:   jetstream.AckExplicitPolicy,
-		AckWait:     30 * time.Second,
-		// The router never gives up on an event: a failed publish is retried
-		// until the region takes it.
-		MaxDeliver:    -1,
-		MaxAckPending: 2 * inflight,
-	}
-}
-
-// inflight bounds the routed events whose regional acknowledgement is awaited.
-const inflight = 4096
-
 // Start sets up the streams, loads the directory, routes what is parked for
 // accounts that have a region by now, and starts consuming.
 func (r *Router) Start(ctx context.Context) error {
 	so := r.opts.Streams
-	transit, err := so.Stream(ctx, r.js, natsx.IngressStreamConfig(so))
+	transit, err := r.transitStreams(ctx)
 	if err != nil {
 		return err
 	}
-	parked, err := so.Stream(ctx, r.js, natsx.ParkedStreamConfig(so))
+	parked, err := so.Stream(ctx, r.js, topology.ParkedStreamConfig(so))
 	if err != nil {
 		return err
 	}
 	r.parked = parked
 	for _, region := range r.opts.Regions {
-		if _, err := so.Stream(ctx, r.regionJS[region], natsx.RegionEventsConfig(region, so)); err != nil {
+		if _, err := so.Stream(ctx, r.regionJS[region], topology.RegionEventsConfig(region, so)); err != nil {
 			return err
 		}
 	}
-	cons, err := so.Consumer(ctx, r.js, proto.IngressStream, ConsumerConfig())
-	if err != nil {
-		return err
+	conss := make([]jetstream.Consumer, len(transit))
+	for p := range transit {
+		if conss[p], err = so.Consumer(ctx, r.js, topology.RouterConsumer(p)); err != nil {
+			return err
+		}
 	}
 	if err := r.cache.Start(ctx); err != nil {
 		return fmt.Errorf("load directory: %w", err)
@@ -208,9 +198,9 @@ func (r *Router) Start(ctx context.Context) error {
 		return err
 	}
 	r.stopping = make(chan struct{})
-	r.lanes = map[string]*lane{"": {ch: make(chan pendingAck, inflight), conn: r.js.Conn()}}
+	r.lanes = map[string]*lane{"": {ch: make(chan pendingAck, topology.RouterInFlight), conn: r.js.Conn()}}
 	for _, region := range r.opts.Regions {
-		r.lanes[region] = &lane{ch: make(chan pendingAck, inflight), conn: r.regionJS[region].Conn()}
+		r.lanes[region] = &lane{ch: make(chan pendingAck, topology.RouterInFlight), conn: r.regionJS[region].Conn()}
 	}
 	for _, l := range r.lanes {
 		r.ackDone.Add(1)
@@ -219,25 +209,45 @@ func (r *Router) Start(ctx context.Context) error {
 	r.unpark.start()
 	r.unpark.request(sweepAll)
 
-	r.cc, err = cons.Consume(r.handle,
-		jetstream.PullMaxMessages(512),
-		jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-			if !errors.Is(err, jetstream.ErrNoHeartbeat) {
-				r.log.Warn("Router consume error", zap.Error(err))
+	for _, cons := range conss {
+		cc, err := cons.Consume(r.handle,
+			jetstream.PullMaxMessages(512),
+			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+				if !errors.Is(err, jetstream.ErrNoHeartbeat) {
+					r.log.Warn("Router consume error", zap.Error(err))
+				}
+			}))
+		if err != nil {
+			// fx does not stop what failed to start: undo it here.
+			for _, cc := range r.ccs {
+				cc.Stop()
 			}
-		}))
-	if err != nil {
-		// fx does not stop what failed to start: undo it here.
-		r.closeLanes()
-		r.ackDone.Wait()
-		r.unpark.stop()
-		r.stopLinks()
-		r.cache.Stop()
-		return fmt.Errorf("router consume: %w", err)
+			r.ccs = nil
+			r.closeLanes()
+			r.ackDone.Wait()
+			r.unpark.stop()
+			r.stopLinks()
+			r.cache.Stop()
+			return fmt.Errorf("router consume: %w", err)
+		}
+		r.ccs = append(r.ccs, cc)
 	}
 	r.unwatchBacklog = r.metrics.watchBacklog(func(ctx context.Context) (natsx.Backlog, error) {
-		return natsx.BacklogOf(ctx, transit, cons)
+		var all natsx.Backlog
+		for p, st := range transit {
+			b, err := natsx.BacklogOf(ctx, st, conss[p])
+			if err != nil {
+				return natsx.Backlog{}, err
+			}
+			all = all.Plus(b)
+		}
+		return all, nil
 	})
+	spread := &leaderSpreader{js: r.js, streams: transit, log: r.log}
+	sctx, scancel := context.WithCancel(context.Background())
+	spreadDone := make(chan struct{})
+	go func() { defer close(spreadDone); spread.run(sctx) }()
+	r.stopSpread = func() { scancel(); <-spreadDone }
 	r.running.Store(true)
 	r.log.Info("Router started", zap.Strings("regions", r.opts.Regions), logfields.Count(r.cache.Len()))
 	return nil
@@ -261,14 +271,24 @@ func (r *Router) Ready() error {
 func (r *Router) Stop(ctx context.Context) error {
 	var err error
 	r.running.Store(false)
-	if r.cc != nil {
-		r.cc.Drain()
-		select {
-		case <-r.cc.Closed():
-		case <-ctx.Done():
-			close(r.stopping)
-			r.cc.Stop()
-			err = ctx.Err()
+	if r.stopSpread != nil {
+		r.stopSpread()
+		r.stopSpread = nil
+	}
+	if r.ccs != nil {
+		for _, cc := range r.ccs {
+			cc.Drain()
+		}
+		for _, cc := range r.ccs {
+			select {
+			case <-cc.Closed():
+			case <-ctx.Done():
+				if err == nil {
+					close(r.stopping)
+					err = ctx.Err()
+				}
+				cc.Stop()
+			}
 		}
 		// No handle call starts after this, and those running return soon
 		// (at once once stopping is closed): then nothing sends on acks.
@@ -288,7 +308,7 @@ func (r *Router) Stop(ctx context.Context) error {
 			}
 			<-acked
 		}
-		r.cc = nil
+		r.ccs = nil
 	}
 	if r.unwatchBacklog != nil {
 		r.unwatchBacklog()
@@ -338,9 +358,10 @@ func (p pendingAck) end(err error) {
 	}
 }
 
-// handle routes one event. It is called by one goroutine, in stream order;
-// publishes are asynchronous and acknowledged in their lane's ackLoop, in the
-// same order. An event whose region is unreachable, or whose lane is full, is
+// handle routes one event. It is called by one goroutine per transit
+// stream, in that stream's order (an account's events are in one stream, but
+// while it has no leader); publishes are asynchronous and acknowledged in
+// their lane's ackLoop, in the same order. An event whose region is unreachable, or whose lane is full, is
 // handed back to wait in the transit stream: the other regions' events keep
 // flowing.
 func (r *Router) handle(in jetstream.Msg) {
@@ -364,7 +385,7 @@ func (r *Router) handle(in jetstream.Msg) {
 			_ = in.NakWithDelay(time.Second)
 		}
 	}()
-	if waited, _ := r.opts.Governor.Wait(context.Background()); waited > ConsumerConfig().AckWait/4 {
+	if waited, _ := r.opts.Governor.Wait(context.Background()); waited > topology.RouterAckWait/4 {
 		_ = in.InProgress() // it waited for the ingress: restart its ack wait
 	}
 
@@ -460,7 +481,8 @@ func (r *Router) handle(in jetstream.Msg) {
 		_ = in.NakWithDelay(time.Second)
 		return
 	}
-	// Only this goroutine sends on the lane, and it had room: this does not block.
+	// The lane had room: this blocks at most while another transit
+	// stream's goroutine takes the last place, until the ackLoop frees one.
 	l.ch <- pendingAck{in: in, fut: fut, also: also, account: account, id: id, region: region, app: app, reason: reason,
 		channel: h.Get(proto.HeaderChannel), uninstall: uninstall, start: time.Now(), span: pubSpan}
 }
@@ -608,4 +630,43 @@ func regionSubject(region string, h nats.Header, body []byte) string {
 		h.Set(proto.HeaderConversation, key)
 	}
 	return proto.RegionEventSubject(region, h.Get(proto.HeaderAccountID), key)
+}
+
+// transitStreams sets up the configured transit streams and finds those
+// beyond them (nats.transit_partitions lowered): the router reads every
+// one, so that no event is left behind.
+func (r *Router) transitStreams(ctx context.Context) ([]jetstream.Stream, error) {
+	so := r.opts.Streams
+	var all []jetstream.Stream
+	for _, sc := range so.Transit() {
+		st, err := so.Stream(ctx, r.js, sc)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, st)
+	}
+	names := r.js.StreamNames(ctx, jetstream.WithStreamListSubject(proto.IngressSubject+".*"))
+	var extra []string
+	for name := range names.Name() {
+		if proto.IsTransitStream(name) && !slices.ContainsFunc(all, func(s jetstream.Stream) bool { return s.CachedInfo().Config.Name == name }) {
+			extra = append(extra, name)
+		}
+	}
+	if err := names.Err(); err != nil {
+		return nil, fmt.Errorf("list the transit streams: %w", err)
+	}
+	// In partition order, so that stream p is read by consumer p.
+	for p := len(all); len(extra) > 0; p++ {
+		i := slices.Index(extra, proto.TransitStream(p))
+		if i < 0 {
+			return nil, fmt.Errorf("transit stream %s is missing while %v exist: set nats.transit_partitions to cover them", proto.TransitStream(p), extra)
+		}
+		st, err := r.js.Stream(ctx, extra[i])
+		if err != nil {
+			return nil, fmt.Errorf("open transit stream %s: %w", extra[i], err)
+		}
+		all = append(all, st)
+		extra = slices.Delete(extra, i, i+1)
+	}
+	return all, nil
 }

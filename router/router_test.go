@@ -17,8 +17,8 @@ import (
 
 	"github.com/geomux/geomux/pkg/config"
 	"github.com/geomux/geomux/pkg/directory"
-	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/pkg/natsx/natstest"
+	"github.com/geomux/geomux/pkg/topology"
 	"github.com/geomux/geomux/proto"
 	"github.com/geomux/geomux/router"
 )
@@ -48,7 +48,7 @@ func (f *fixture) startRouter() *router.Router {
 	f.metrics = router.NewMetrics(prometheus.NewRegistry())
 	r := router.New(f.nats.JS, directory.NewCache(f.dir, zap.NewNop()), router.Options{
 		Regions: regions,
-		Streams: natsx.StreamOptionsFrom(config.Default()),
+		Streams: topology.OptionsFrom(config.Default()),
 	}, f.metrics, zap.NewNop())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -243,7 +243,7 @@ func TestMessageWithoutHeadersIsDiscarded(t *testing.T) {
 
 func TestReady(t *testing.T) {
 	f := newFixture(t)
-	r := router.New(f.nats.JS, directory.NewCache(f.dir, zap.NewNop()), router.Options{Regions: regions, Streams: natsx.StreamOptionsFrom(config.Default())},
+	r := router.New(f.nats.JS, directory.NewCache(f.dir, zap.NewNop()), router.Options{Regions: regions, Streams: topology.OptionsFrom(config.Default())},
 		router.NewMetrics(prometheus.NewRegistry()), zap.NewNop())
 	if r.Ready() == nil {
 		t.Error("ready before start")
@@ -277,7 +277,7 @@ func TestStopGivingUpMidPublish(t *testing.T) {
 	f := newFixture(t)
 	f.setRegion("acct", "eu")
 	r := router.New(slowJS{f.nats.JS, time.Second}, directory.NewCache(f.dir, zap.NewNop()), router.Options{
-		Regions: regions, Streams: natsx.StreamOptionsFrom(config.Default()),
+		Regions: regions, Streams: topology.OptionsFrom(config.Default()),
 	}, router.NewMetrics(prometheus.NewRegistry()), zap.NewNop())
 	if err := r.Start(context.Background()); err != nil {
 		t.Fatal(err)
@@ -325,7 +325,7 @@ func TestPanicWhileRoutingIsRetried(t *testing.T) {
 	tracer := &panicOnce{Tracer: noop.NewTracerProvider().Tracer(""), name: "lookup"}
 	core, logs := observer.New(zap.ErrorLevel)
 	r := router.New(f.nats.JS, directory.NewCache(f.dir, zap.NewNop()), router.Options{
-		Regions: regions, Streams: natsx.StreamOptionsFrom(config.Default()), Tracer: tracer,
+		Regions: regions, Streams: topology.OptionsFrom(config.Default()), Tracer: tracer,
 	}, f.metrics, zap.New(core))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()

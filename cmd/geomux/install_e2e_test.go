@@ -23,8 +23,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/geomux/geomux/pkg/config"
-	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/pkg/natsx/natstest"
+	"github.com/geomux/geomux/pkg/topology"
 	"github.com/geomux/geomux/pkg/vault"
 	"github.com/geomux/geomux/pkg/zoom/zoomtest"
 	"github.com/geomux/geomux/proto"
@@ -694,7 +694,7 @@ func (p *pipeline) backendSaw(region, account, event string) int {
 // their stream (none waiting, none in hand).
 func (p *pipeline) regionIdle(region string) bool {
 	p.t.Helper()
-	for part := range natsx.DefaultPartitions {
+	for part := range topology.DefaultPartitions {
 		c, err := p.js.Consumer(p.t.Context(), proto.RegionEventsStream(region), proto.WorkersConsumer(part))
 		if err != nil {
 			p.t.Fatalf("workers of %s: %v", region, err)

@@ -386,7 +386,7 @@ func OriginOf(raw string) string {
 	return u.Scheme + "://" + u.Host
 }
 
-// KVNonces keeps used states in a KV bucket (natsx.InstallNoncesConfig):
+// KVNonces keeps used states in a KV bucket (topology.InstallNoncesConfig):
 // a state's id can be created there once. KV is set before the first Use
 // (at start).
 type KVNonces struct{ KV jetstream.KeyValue }

@@ -30,6 +30,7 @@ import (
 	"github.com/geomux/geomux/pkg/httpx"
 	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/pkg/natsx/natstest"
+	"github.com/geomux/geomux/pkg/topology"
 	"github.com/geomux/geomux/pkg/vault"
 	"github.com/geomux/geomux/pkg/zoom"
 	"github.com/geomux/geomux/pkg/zoom/sandbox"
@@ -135,7 +136,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nkv, err := natsx.EnsureKeyValue(ctx, ns.JS, natsx.InstallNoncesConfig(natsx.StreamOptions{}))
+	nkv, err := natsx.EnsureKeyValue(ctx, ns.JS, topology.InstallNoncesConfig(topology.Options{}))
 	if err != nil {
 		t.Fatal(err)
 	}

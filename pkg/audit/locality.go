@@ -8,11 +8,11 @@ import (
 	"fmt"
 	"slices"
 	"sort"
-	"strings"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/geomux/geomux/pkg/config"
+	"github.com/geomux/geomux/pkg/topology"
 	"github.com/geomux/geomux/proto"
 )
 
@@ -71,18 +71,18 @@ func Locality(ctx context.Context, cfg config.Config, systems []System) (Report,
 			}
 		}
 	}
-	// Every region's own streams must exist where they belong.
-	for _, r := range cfg.Regions {
-		where := "hub"
-		if r.NATS.Separate() {
+	// Every stream of the topology must exist where it belongs.
+	for _, site := range topology.Sites(cfg) {
+		where := topology.HubSite
+		if r, ok := cfg.Region(site.Name); ok && r.NATS.Separate() {
 			where = r.Name
 		}
 		if seen[where] == nil {
 			continue // that system was not audited
 		}
-		for _, name := range []string{proto.RegionEventsStream(r.Name), proto.RegionDeadLetterStream(r.Name)} {
-			if !seen[where][name] {
-				rep.Problems = append(rep.Problems, fmt.Sprintf("%s is missing from %s (has the region been set up?)", name, where))
+		for _, sc := range site.Streams {
+			if !seen[where][sc.Name] {
+				rep.Problems = append(rep.Problems, fmt.Sprintf("%s is missing from %s (has geomux setup run?)", sc.Name, where))
 			}
 		}
 	}
@@ -91,7 +91,7 @@ func Locality(ctx context.Context, cfg config.Config, systems []System) (Report,
 
 func describe(system string, info *jetstream.StreamInfo, cfg config.Config) Row {
 	c := info.Config
-	row := Row{System: system, Stream: c.Name, Owner: owner(c.Name, cfg), Storage: c.Storage.String(), Replicas: c.Replicas}
+	row := Row{System: system, Stream: c.Name, Owner: topology.Owner(c.Name, cfg), Storage: c.Storage.String(), Replicas: c.Replicas}
 	if c.Placement != nil {
 		row.Tags = c.Placement.Tags
 	}
@@ -107,11 +107,11 @@ func describe(system string, info *jetstream.StreamInfo, cfg config.Config) Row 
 		// not geomux's
 	case "unknown":
 		problem("is a geomux stream of no configured region")
-	case "hub":
-		if system != "hub" {
+	case topology.HubSite:
+		if system != topology.HubSite {
 			problem("the hub's stream is on region %s's servers", system)
 		}
-		if cfg.Separated() && isTransit(c.Name) && c.Storage != jetstream.MemoryStorage {
+		if cfg.Separated() && (proto.IsTransitStream(c.Name) || c.Name == proto.ParkedStream) && c.Storage != jetstream.MemoryStorage {
 			problem("holds every region's events in transit but is stored on disk (%s); it must be in memory", row.Storage)
 		}
 		if want := cfg.NATS.Cluster; want != "" && row.Cluster != "" && row.Cluster != want {
@@ -122,7 +122,7 @@ func describe(system string, info *jetstream.StreamInfo, cfg config.Config) Row 
 		}
 	default:
 		r, _ := cfg.Region(row.Owner)
-		home := "hub"
+		home := topology.HubSite
 		if r.NATS.Separate() {
 			home = r.Name
 		}
@@ -145,29 +145,4 @@ func describe(system string, info *jetstream.StreamInfo, cfg config.Config) Row 
 		}
 	}
 	return row
-}
-
-func isTransit(name string) bool { return name == proto.IngressStream || name == proto.ParkedStream }
-
-// owner says whose data a stream holds, from its name.
-func owner(name string, cfg config.Config) string {
-	switch name {
-	case proto.IngressStream, proto.ParkedStream, "KV_" + proto.DirectoryBucket, "KV_" + proto.ConflictsBucket, "KV_" + proto.ChannelsBucket, "KV_" + proto.InstallNoncesBucket:
-		return "hub"
-	}
-	for _, r := range cfg.Regions {
-		for _, n := range []string{
-			proto.RegionEventsStream(r.Name), proto.RegionDeadLetterStream(r.Name), proto.RegionAdvisoryStream(r.Name),
-			proto.RegionAuditStream(r.Name), proto.RegionControlStream(r.Name),
-			"KV_" + proto.RegionRepliesBucket(r.Name), "KV_" + proto.RegionVaultBucket(r.Name), "KV_" + proto.RegionPacingBucket(r.Name),
-		} {
-			if name == n {
-				return r.Name
-			}
-		}
-	}
-	if strings.HasPrefix(name, "GEOMUX_") || strings.HasPrefix(name, "KV_geomux-") {
-		return "unknown" // a geomux stream of no configured region
-	}
-	return ""
 }

@@ -85,6 +85,11 @@ type NATS struct {
 	// and parked streams, which hold every region's payloads): file, or
 	// memory so that no other region's data ever touches the hub's disk.
 	TransitStorage string `yaml:"transit_storage"`
+	// TransitPartitions is how many transit streams the hub has. On a
+	// cluster their leaders sit on different servers: when one stream's
+	// leader is lost, the ingress stores events in another while the first
+	// elects a new leader (seconds, longer than Zoom waits).
+	TransitPartitions int `yaml:"transit_partitions"`
 	// Cluster is the name of the hub's NATS cluster, checked by
 	// `geomux audit locality`; empty: not checked.
 	Cluster string `yaml:"cluster"`
@@ -465,13 +470,14 @@ func Default() Config {
 	return Config{
 		Log: Log{Level: "info", Format: "json"},
 		NATS: NATS{
-			StoreDir:       "./data/nats",
-			Listen:         "127.0.0.1:4222",
-			DedupWindow:    Duration(2 * time.Hour),
-			ConnectTimeout: Duration(10 * time.Second),
-			Replicas:       1,
-			TransitStorage: "file",
-			ManageStreams:  true,
+			StoreDir:          "./data/nats",
+			Listen:            "127.0.0.1:4222",
+			DedupWindow:       Duration(2 * time.Hour),
+			ConnectTimeout:    Duration(10 * time.Second),
+			Replicas:          1,
+			TransitStorage:    "file",
+			TransitPartitions: 3,
+			ManageStreams:     true,
 		},
 		Ingress: Ingress{
 			Listen:         "127.0.0.1:8080",

@@ -37,6 +37,9 @@ func (k *check) nats() {
 		k.natsURL("nats.url", c.NATS.URL)
 	}
 	k.oneOf("nats.transit_storage", c.NATS.TransitStorage, "file", "memory")
+	if c.NATS.TransitPartitions < 1 || c.NATS.TransitPartitions > 16 {
+		k.add("nats.transit_partitions", "must be between 1 and 16 (3 on a three-server hub: one transit stream led by each server)")
+	}
 	if c.NATS.Replicas < 0 || c.NATS.Replicas > 5 {
 		k.add("nats.replicas", "must be between 1 and 5 (0 means 1)")
 	}

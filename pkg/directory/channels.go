@@ -8,7 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/geomux/geomux/pkg/natsx"
+	"github.com/geomux/geomux/pkg/topology"
 	"github.com/geomux/geomux/proto"
 )
 
@@ -30,7 +30,7 @@ const channelsInMemory = 100_000
 
 // OpenChannels sets up the channels bucket (creating it if the options
 // allow) and returns it.
-func OpenChannels(ctx context.Context, js jetstream.JetStream, o natsx.StreamOptions) (*Channels, error) {
+func OpenChannels(ctx context.Context, js jetstream.JetStream, o topology.Options) (*Channels, error) {
 	return opened(ctx, js, o, LaterChannels())
 }
 
@@ -38,8 +38,8 @@ func OpenChannels(ctx context.Context, js jetstream.JetStream, o natsx.StreamOpt
 func LaterChannels() *Channels { return &Channels{known: map[string]string{}} }
 
 // OpenBucket sets up the channels bucket. Call it once, before use.
-func (c *Channels) OpenBucket(ctx context.Context, js jetstream.JetStream, o natsx.StreamOptions) error {
-	kv, err := o.KeyValue(ctx, js, natsx.ChannelsConfig(o))
+func (c *Channels) OpenBucket(ctx context.Context, js jetstream.JetStream, o topology.Options) error {
+	kv, err := o.KeyValue(ctx, js, topology.ChannelsConfig(o))
 	c.kv = kv
 	return err
 }

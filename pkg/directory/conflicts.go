@@ -10,7 +10,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/geomux/geomux/pkg/natsx"
+	"github.com/geomux/geomux/pkg/topology"
 	"github.com/geomux/geomux/proto"
 )
 
@@ -40,7 +40,7 @@ type Conflicts struct {
 
 // OpenConflicts sets up the conflicts bucket (creating it if the options
 // allow) and returns it.
-func OpenConflicts(ctx context.Context, js jetstream.JetStream, o natsx.StreamOptions) (*Conflicts, error) {
+func OpenConflicts(ctx context.Context, js jetstream.JetStream, o topology.Options) (*Conflicts, error) {
 	return opened(ctx, js, o, LaterConflicts())
 }
 
@@ -48,8 +48,8 @@ func OpenConflicts(ctx context.Context, js jetstream.JetStream, o natsx.StreamOp
 func LaterConflicts() *Conflicts { return &Conflicts{now: time.Now} }
 
 // OpenBucket sets up the conflicts bucket. Call it once, before use.
-func (c *Conflicts) OpenBucket(ctx context.Context, js jetstream.JetStream, o natsx.StreamOptions) error {
-	kv, err := o.KeyValue(ctx, js, natsx.ConflictsConfig(o))
+func (c *Conflicts) OpenBucket(ctx context.Context, js jetstream.JetStream, o topology.Options) error {
+	kv, err := o.KeyValue(ctx, js, topology.ConflictsConfig(o))
 	c.kv = kv
 	return err
 }

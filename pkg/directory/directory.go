@@ -16,7 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/geomux/geomux/pkg/natsx"
+	"github.com/geomux/geomux/pkg/topology"
 	"github.com/geomux/geomux/proto"
 )
 
@@ -36,8 +36,8 @@ type Directory struct {
 
 // Open sets up the directory bucket (creating it if needed, with the stream
 // options given, if any) and returns it.
-func Open(ctx context.Context, js jetstream.JetStream, opts ...natsx.StreamOptions) (*Directory, error) {
-	var o natsx.StreamOptions
+func Open(ctx context.Context, js jetstream.JetStream, opts ...topology.Options) (*Directory, error) {
+	var o topology.Options
 	if len(opts) > 0 {
 		o = opts[0]
 	}
@@ -47,8 +47,8 @@ func Open(ctx context.Context, js jetstream.JetStream, opts ...natsx.StreamOptio
 // opened is b with its bucket opened now (for the Open functions; a
 // process opens its buckets at start).
 func opened[B interface {
-	OpenBucket(context.Context, jetstream.JetStream, natsx.StreamOptions) error
-}](ctx context.Context, js jetstream.JetStream, o natsx.StreamOptions, b B) (B, error) {
+	OpenBucket(context.Context, jetstream.JetStream, topology.Options) error
+}](ctx context.Context, js jetstream.JetStream, o topology.Options, b B) (B, error) {
 	if err := b.OpenBucket(ctx, js, o); err != nil {
 		var none B
 		return none, err
@@ -62,8 +62,8 @@ func Later() *Directory { return &Directory{now: time.Now} }
 
 // OpenBucket sets up the directory bucket (creating it if the options
 // allow). Call it once, before the Directory is used.
-func (d *Directory) OpenBucket(ctx context.Context, js jetstream.JetStream, o natsx.StreamOptions) error {
-	kv, err := o.KeyValue(ctx, js, natsx.DirectoryConfig(o))
+func (d *Directory) OpenBucket(ctx context.Context, js jetstream.JetStream, o topology.Options) error {
+	kv, err := o.KeyValue(ctx, js, topology.DirectoryConfig(o))
 	d.kv = kv
 	return err
 }

@@ -17,8 +17,8 @@ import (
 	"github.com/geomux/geomux/pkg/config"
 	"github.com/geomux/geomux/pkg/directory"
 	"github.com/geomux/geomux/pkg/natsfx"
-	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/pkg/platformfx"
+	"github.com/geomux/geomux/pkg/topology"
 	"github.com/geomux/geomux/pkg/vault"
 )
 
@@ -54,11 +54,11 @@ var Remote = fx.Module("directory-remote",
 // bucket is a hub bucket opened (created if needed) at start, before the
 // parts that use it start.
 type bucket interface {
-	OpenBucket(ctx context.Context, js jetstream.JetStream, o natsx.StreamOptions) error
+	OpenBucket(ctx context.Context, js jetstream.JetStream, o topology.Options) error
 }
 
 func openAtStart[B bucket](lc fx.Lifecycle, js jetstream.JetStream, c config.Config, b B) B {
-	lc.Append(fx.StartHook(func(ctx context.Context) error { return b.OpenBucket(ctx, js, natsx.StreamOptionsFrom(c)) }))
+	lc.Append(fx.StartHook(func(ctx context.Context) error { return b.OpenBucket(ctx, js, topology.OptionsFrom(c)) }))
 	return b
 }
 

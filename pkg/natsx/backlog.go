@@ -20,6 +20,15 @@ type Backlog struct {
 	Oldest time.Time
 }
 
+// Plus is the backlog of two stages together.
+func (b Backlog) Plus(o Backlog) Backlog {
+	b.Messages += o.Messages
+	if !o.Oldest.IsZero() && (b.Oldest.IsZero() || o.Oldest.Before(b.Oldest)) {
+		b.Oldest = o.Oldest
+	}
+	return b
+}
+
 // BacklogOf reads the backlog of consumers on stream.
 func BacklogOf(ctx context.Context, stream jetstream.Stream, consumers ...jetstream.Consumer) (Backlog, error) {
 	var b Backlog

@@ -10,6 +10,7 @@ import (
 
 	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/pkg/natsx/natstest"
+	"github.com/geomux/geomux/pkg/topology"
 )
 
 // When the disk fills, nats-server turns its JetStream off (as
@@ -60,12 +61,12 @@ func TestCapsAddedToExistingStreams(t *testing.T) {
 	s := natstest.Start(t, "")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	old := natsx.StreamOptions{DedupWindow: time.Minute, ParkTTL: time.Hour, DeadLetterMaxAge: time.Hour, Regions: map[string]natsx.Placement{}}
+	old := topology.Options{DedupWindow: time.Minute, ParkTTL: time.Hour, DeadLetterMaxAge: time.Hour, Regions: map[string]topology.Placement{}}
 	capped := old
 	capped.ParkMaxBytes, capped.DeadLetterMaxBytes = 8<<20, 16<<20
-	for _, cfgs := range []func(natsx.StreamOptions) jetstream.StreamConfig{
-		natsx.ParkedStreamConfig,
-		func(o natsx.StreamOptions) jetstream.StreamConfig { return natsx.RegionDeadLetterConfig("eu", o) },
+	for _, cfgs := range []func(topology.Options) jetstream.StreamConfig{
+		topology.ParkedStreamConfig,
+		func(o topology.Options) jetstream.StreamConfig { return topology.RegionDeadLetterConfig("eu", o) },
 	} {
 		was := cfgs(old)
 		was.Discard = jetstream.DiscardOld // the dead-letter stream's earlier policy

@@ -19,6 +19,7 @@ import (
 	"github.com/geomux/geomux/pkg/config"
 	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/pkg/natsx/natstest"
+	"github.com/geomux/geomux/pkg/topology"
 	"github.com/geomux/geomux/proto"
 )
 
@@ -149,14 +150,14 @@ func TestConnectExternalRedactsPassword(t *testing.T) {
 	}
 }
 
-func streamOpts() natsx.StreamOptions {
-	return natsx.StreamOptionsFrom(config.Default())
+func streamOpts() topology.Options {
+	return topology.OptionsFrom(config.Default())
 }
 
 func TestEnsureStreamIdempotent(t *testing.T) {
 	srv := natstest.Start(t, "")
 	ctx := t.Context()
-	cfg := natsx.IngressStreamConfig(streamOpts())
+	cfg := topology.TransitConfig(streamOpts(), 0)
 
 	s1, err := natsx.EnsureStream(ctx, srv.JS, cfg)
 	if err != nil {
@@ -177,7 +178,7 @@ func TestEnsureStreamIdempotent(t *testing.T) {
 	if info.State.Msgs != 1 {
 		t.Errorf("stream holds %d messages after EnsureStream again, want the 1 kept", info.State.Msgs)
 	}
-	if info.Config.Name != cfg.Name || info.Config.Retention != jetstream.WorkQueuePolicy || info.Config.Duplicates != natsx.MsgIDWindow {
+	if info.Config.Name != cfg.Name || info.Config.Retention != jetstream.WorkQueuePolicy || info.Config.Duplicates != topology.MsgIDWindow {
 		t.Errorf("stream config = %+v", info.Config)
 	}
 	if s1.CachedInfo().Created != info.Created {
@@ -204,7 +205,7 @@ func TestEnsureStreamIdempotent(t *testing.T) {
 	errs := make(chan error, 8)
 	for range 8 {
 		go func() {
-			_, err := natsx.EnsureStream(ctx, srv.JS, natsx.RegionEventsConfig("eu", streamOpts()))
+			_, err := natsx.EnsureStream(ctx, srv.JS, topology.RegionEventsConfig("eu", streamOpts()))
 			errs <- err
 		}()
 	}
@@ -219,7 +220,7 @@ func TestEnsureStreamConflict(t *testing.T) {
 	srv := natstest.Start(t, "")
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
 	defer cancel()
-	if _, err := natsx.EnsureStream(ctx, srv.JS, natsx.IngressStreamConfig(streamOpts())); err != nil {
+	if _, err := natsx.EnsureStream(ctx, srv.JS, topology.TransitConfig(streamOpts(), 0)); err != nil {
 		t.Fatal(err)
 	}
 	// Another stream on the same subject: a permanent error, reported at once.
@@ -259,7 +260,7 @@ func TestEnsureStreamWithoutJetStreamGivesUpWithContext(t *testing.T) {
 	ctx, cancel := context.WithTimeout(t.Context(), 300*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	_, err = natsx.EnsureKeyValue(ctx, js, natsx.DirectoryConfig(natsx.StreamOptions{}))
+	_, err = natsx.EnsureKeyValue(ctx, js, topology.DirectoryConfig(topology.Options{}))
 	if err == nil {
 		t.Fatal("EnsureKeyValue without JetStream succeeded")
 	}
@@ -274,14 +275,14 @@ func TestEnsureStreamWithoutJetStreamGivesUpWithContext(t *testing.T) {
 func TestEnsureKeyValueIdempotent(t *testing.T) {
 	srv := natstest.Start(t, "")
 	ctx := t.Context()
-	kv, err := natsx.EnsureKeyValue(ctx, srv.JS, natsx.DirectoryConfig(natsx.StreamOptions{}))
+	kv, err := natsx.EnsureKeyValue(ctx, srv.JS, topology.DirectoryConfig(topology.Options{}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if _, err := kv.Put(ctx, "acct", []byte(`{"region":"eu"}`)); err != nil {
 		t.Fatal(err)
 	}
-	kv2, err := natsx.EnsureKeyValue(ctx, srv.JS, natsx.DirectoryConfig(natsx.StreamOptions{}))
+	kv2, err := natsx.EnsureKeyValue(ctx, srv.JS, topology.DirectoryConfig(topology.Options{}))
 	if err != nil {
 		t.Fatalf("second EnsureKeyValue: %v", err)
 	}
@@ -298,14 +299,14 @@ func TestEnsureKeyValueIdempotent(t *testing.T) {
 func TestStreamConfigs(t *testing.T) {
 	c := config.Default()
 	c.Router.ParkTTL = config.Duration(time.Hour) // shorter than the dedup window
-	o := natsx.StreamOptionsFrom(c)
+	o := topology.OptionsFrom(c)
 	if o.DedupWindow != 2*time.Hour || o.ParkTTL != time.Hour || o.DeadLetterMaxAge != 30*24*time.Hour {
 		t.Errorf("StreamOptionsFrom = %+v", o)
 	}
-	if p := natsx.ParkedStreamConfig(o); p.Duplicates != time.Hour || p.MaxAge != time.Hour {
+	if p := topology.ParkedStreamConfig(o); p.Duplicates != time.Hour || p.MaxAge != time.Hour {
 		t.Errorf("parked: duplicates %s, max age %s; the dedup window cannot exceed the TTL", p.Duplicates, p.MaxAge)
 	}
-	if dl := natsx.RegionDeadLetterConfig("eu-west", o); dl.MaxAge != o.DeadLetterMaxAge || dl.Name != proto.RegionDeadLetterStream("eu-west") {
+	if dl := topology.RegionDeadLetterConfig("eu-west", o); dl.MaxAge != o.DeadLetterMaxAge || dl.Name != proto.RegionDeadLetterStream("eu-west") {
 		t.Errorf("dead letters = %+v", dl)
 	}
 
@@ -313,14 +314,14 @@ func TestStreamConfigs(t *testing.T) {
 	srv := natstest.Start(t, "")
 	ctx := t.Context()
 	for _, sc := range []jetstream.StreamConfig{
-		natsx.IngressStreamConfig(o), natsx.ParkedStreamConfig(o),
-		natsx.RegionEventsConfig("eu-west", o), natsx.RegionDeadLetterConfig("eu-west", o),
+		topology.TransitConfig(o, 0), topology.ParkedStreamConfig(o),
+		topology.RegionEventsConfig("eu-west", o), topology.RegionDeadLetterConfig("eu-west", o),
 	} {
 		if _, err := natsx.EnsureStream(ctx, srv.JS, sc); err != nil {
 			t.Errorf("stream %s: %v", sc.Name, err)
 		}
 	}
-	if _, err := natsx.EnsureKeyValue(ctx, srv.JS, natsx.RepliesConfig("eu-west", natsx.StreamOptionsFrom(config.Default()))); err != nil {
+	if _, err := natsx.EnsureKeyValue(ctx, srv.JS, topology.RepliesConfig("eu-west", topology.OptionsFrom(config.Default()))); err != nil {
 		t.Errorf("replies bucket: %v", err)
 	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/geomux/geomux/pkg/httpx"
 	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/pkg/natsx/natstest"
+	"github.com/geomux/geomux/pkg/topology"
 	"github.com/geomux/geomux/pkg/vault"
 	"github.com/geomux/geomux/pkg/zoom"
 	"github.com/geomux/geomux/pkg/zoom/sandbox"
@@ -53,7 +54,7 @@ func newStore(t *testing.T) store {
 	ns := natstest.Start(t, "")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	kv, err := natsx.EnsureKeyValue(ctx, ns.JS, natsx.RegionVaultConfig("eu", natsx.StreamOptions{}))
+	kv, err := natsx.EnsureKeyValue(ctx, ns.JS, topology.RegionVaultConfig("eu", topology.Options{}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -785,7 +786,7 @@ func TestHandWithoutService(t *testing.T) {
 func TestHandStoreFails(t *testing.T) {
 	s := newStore(t)
 	c := ctx(t)
-	kv, err := natsx.EnsureKeyValue(c, s.ns.JS, natsx.RegionVaultConfig("uk", natsx.StreamOptions{}))
+	kv, err := natsx.EnsureKeyValue(c, s.ns.JS, topology.RegionVaultConfig("uk", topology.Options{}))
 	if err != nil {
 		t.Fatal(err)
 	}

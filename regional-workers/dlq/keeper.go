@@ -12,6 +12,7 @@ import (
 
 	"github.com/geomux/geomux/pkg/logfields"
 	"github.com/geomux/geomux/pkg/natsx"
+	"github.com/geomux/geomux/pkg/topology"
 	"github.com/geomux/geomux/proto"
 )
 
@@ -36,7 +37,7 @@ type LastError func(ctx context.Context, accountID, eventID string) (msg string,
 type Keeper struct {
 	js        jetstream.JetStream
 	region    string
-	streams   natsx.StreamOptions
+	streams   topology.Options
 	lastError LastError
 	log       *zap.Logger
 	events    jetstream.Stream
@@ -46,7 +47,7 @@ type Keeper struct {
 
 // NewKeeper returns the keeper of region. onDead, if set, is called for each
 // dead letter stored.
-func NewKeeper(js jetstream.JetStream, region string, so natsx.StreamOptions, lastError LastError, onDead func(reason string), log *zap.Logger) *Keeper {
+func NewKeeper(js jetstream.JetStream, region string, so topology.Options, lastError LastError, onDead func(reason string), log *zap.Logger) *Keeper {
 	return &Keeper{js: js, region: region, streams: so, lastError: lastError, onDead: onDead, log: log}
 }
 
@@ -57,7 +58,7 @@ func (k *Keeper) Start(ctx context.Context) error {
 		return fmt.Errorf("dlq keeper: %w", err)
 	}
 	k.events = events
-	cons, err := k.streams.Consumer(ctx, k.js, proto.RegionAdvisoryStream(k.region), KeeperConsumerConfig(k.region))
+	cons, err := k.streams.Consumer(ctx, k.js, topology.KeeperConsumer(k.region))
 	if err != nil {
 		return err
 	}
@@ -68,17 +69,6 @@ func (k *Keeper) Start(ctx context.Context) error {
 			}
 		}))
 	return err
-}
-
-// KeeperConsumerConfig is the keeper's durable consumer on a region's
-// advisory stream.
-func KeeperConsumerConfig(region string) jetstream.ConsumerConfig {
-	return jetstream.ConsumerConfig{
-		Durable:     proto.DeadLetterKeeperConsumer,
-		Description: "geomux: dead letters from max-deliveries advisories of region " + region,
-		AckPolicy:   jetstream.AckExplicitPolicy,
-		AckWait:     30 * time.Second,
-	}
 }
 
 // Stop stops consuming, letting the advisory in hand finish (bounded by ctx).

@@ -18,6 +18,7 @@ import (
 	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/pkg/natsx/natstest"
 	"github.com/geomux/geomux/pkg/retry"
+	"github.com/geomux/geomux/pkg/topology"
 	"github.com/geomux/geomux/pkg/zoom/zoomtest"
 	"github.com/geomux/geomux/proto"
 	"github.com/geomux/geomux/regional-workers/dlq"
@@ -39,16 +40,16 @@ func testCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-func streamOptions() natsx.StreamOptions { return natsx.StreamOptionsFrom(config.Default()) }
+func streamOptions() topology.Options { return topology.OptionsFrom(config.Default()) }
 
 // setUpRegion creates the region's events, dead-letter and (unless noAudit)
 // audit streams, as a worker's Start does.
 func setUpRegion(t *testing.T, js jetstream.JetStream, name string, noAudit bool) {
 	t.Helper()
 	o := streamOptions()
-	cfgs := []jetstream.StreamConfig{natsx.RegionEventsConfig(name, o), natsx.RegionDeadLetterConfig(name, o)}
+	cfgs := []jetstream.StreamConfig{topology.RegionEventsConfig(name, o), topology.RegionDeadLetterConfig(name, o)}
 	if !noAudit {
-		cfgs = append(cfgs, natsx.RegionAuditConfig(name, natsx.StreamOptions{}))
+		cfgs = append(cfgs, topology.RegionAuditConfig(name, topology.Options{}))
 	}
 	for _, c := range cfgs {
 		if _, err := natsx.EnsureStream(testCtx(t), js, c); err != nil {
@@ -726,7 +727,7 @@ func TestNewMsgDeduplicates(t *testing.T) {
 func TestDeadLetterStreamDedupWindowCoversRedelivery(t *testing.T) {
 	t.Parallel()
 	c := config.Default()
-	cfg := natsx.RegionDeadLetterConfig(region, natsx.StreamOptionsFrom(c))
+	cfg := topology.RegionDeadLetterConfig(region, topology.OptionsFrom(c))
 	ns := natstest.Start(t, "")
 	st, err := natsx.EnsureStream(testCtx(t), ns.JS, cfg)
 	if err != nil {
