@@ -229,6 +229,17 @@ func (s *ncSystem) stop(i int) {
 	}
 }
 
+// kill kills server i at once (SIGKILL), as a crashed machine would.
+func (s *ncSystem) kill(i int) {
+	p := s.servers[i]
+	if p == nil {
+		return
+	}
+	s.servers[i] = nil
+	_ = p.cmd.Process.Kill()
+	<-p.exited
+}
+
 func (s *ncSystem) restart(i int) { s.servers[i] = s.start(i) }
 
 func (s *ncSystem) stopAll() {

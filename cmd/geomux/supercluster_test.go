@@ -51,9 +51,16 @@ var scRegions = []string{"us", "uk", "eu"}
 // the canary search can see what a leak would leave.
 func newDeployment(t *testing.T, encrypted bool) *deployment {
 	t.Helper()
+	return newDeploymentOf(t, encrypted, 1)
+}
+
+// newDeploymentOf is newDeployment with a hub of hubServers servers, its
+// streams with as many replicas.
+func newDeploymentOf(t *testing.T, encrypted bool, hubServers int) *deployment {
+	t.Helper()
 	d := &deployment{t: t, dir: t.TempDir(), regions: map[string]*ncSystem{}, backends: map[string]*fakeBackend{}, roles: map[string]*role{}}
 	keys := t.TempDir()
-	d.hub = startSystem(t, "hub", 1, keys, encrypted)
+	d.hub = startSystem(t, "hub", hubServers, keys, encrypted)
 	for _, r := range scRegions {
 		n := 1
 		if r == "eu" {
@@ -107,7 +114,7 @@ func (d *deployment) env(who string) []string {
 		"GEOMUX_ZOOM_API_BASE_URL=" + d.zoom.srv.URL + "/v2", "GEOMUX_ZOOM_OAUTH_BASE_URL=" + d.zoom.srv.URL,
 		"GEOMUX_INSTALL_STATE_KEY=e2e-state-key-0123456789-0123456789",
 		"GEOMUX_INGRESS_SHUTDOWN_DELAY=0s",
-		"GEOMUX_NATS_REPLICAS=1",
+		"GEOMUX_NATS_REPLICAS=" + strconv.Itoa(len(d.hub.servers)),
 		"GEOMUX_RETRY_BACKOFF=100ms",
 		"GEOMUX_SHUTDOWN_TIMEOUT=25s",
 	}

@@ -20,8 +20,11 @@ type Consumer struct {
 const RouterInFlight = 4096
 
 // RouterAckWait is how long the router has to place an event before it is
-// delivered again.
-const RouterAckWait = 30 * time.Second
+// delivered again. It is also how long the events a router had in hand wait
+// when the leader of their transit stream's consumer is lost (their
+// acknowledgements with it): short, since routing takes milliseconds; a
+// copy routed twice is dropped by the region's stream (Nats-Msg-Id).
+const RouterAckWait = 10 * time.Second
 
 // RouterConsumer is the router's durable consumer on transit stream p.
 func RouterConsumer(p int) Consumer {
