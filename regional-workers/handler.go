@@ -137,7 +137,8 @@ func (b *HTTPBackend) Answer(ctx context.Context, ev Event) (proto.BackendRespon
 		}
 	}
 	if t := ev.UserToken; t != nil {
-		req.UserToken = &proto.UserToken{AccessToken: t.AccessToken, ExpiresAt: t.ExpiresAt, APIURL: t.APIURL}
+		access := t.UserToken // the access token only: never the refresh token
+		req.UserToken = &access
 	}
 	body, err := envelope(req, ev.Body)
 	if err != nil {

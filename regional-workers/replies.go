@@ -46,12 +46,7 @@ func (w *Worker) send(ctx context.Context, ev Event, start time.Time, st *replyS
 	toJID, userJID := chat.ReplyTo(bot.BotJID)
 	for st.Sent < len(st.Messages) {
 		cm := st.Messages[st.Sent]
-		zm := zoom.Message{
-			RobotJID: bot.BotJID, AccountID: ev.AccountID,
-			ToJID: cm.ToJID, UserJID: cm.UserJID,
-			Content: cm.Content, IsMarkdownSupport: cm.IsMarkdownSupport,
-			VisibleToUser: cm.VisibleToUser, ReplyTo: cm.ReplyTo,
-		}
+		zm := zoom.Message{RobotJID: bot.BotJID, AccountID: ev.AccountID, ChatMessage: cm}
 		if zm.ToJID == "" {
 			zm.ToJID = toJID
 		}

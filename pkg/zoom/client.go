@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/geomux/geomux/pkg/retry"
+	"github.com/geomux/geomux/proto"
 )
 
 // ClientConfig says which Zoom app the client acts as and where Zoom is.
@@ -145,16 +146,13 @@ func (c *Client) fetchToken(ctx context.Context) (string, error) {
 	return tr.AccessToken, nil
 }
 
-// Message is a chatbot message (POST /im/chat/messages).
+// Message is a chatbot message (POST /im/chat/messages): a backend's reply
+// (proto.ChatMessage, its fields at the top level of the body) sent as a
+// bot of an account.
 type Message struct {
-	RobotJID          string          `json:"robot_jid"`
-	ToJID             string          `json:"to_jid"`
-	AccountID         string          `json:"account_id"`
-	UserJID           string          `json:"user_jid,omitempty"`
-	Content           json.RawMessage `json:"content"`
-	IsMarkdownSupport *bool           `json:"is_markdown_support,omitempty"`
-	VisibleToUser     string          `json:"visible_to_user,omitempty"`
-	ReplyTo           string          `json:"reply_to,omitempty"`
+	RobotJID  string `json:"robot_jid"`
+	AccountID string `json:"account_id"`
+	proto.ChatMessage
 }
 
 // Check reports a message Zoom's send-message API would refuse (400,

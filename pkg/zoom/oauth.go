@@ -13,18 +13,17 @@ import (
 	"github.com/hashicorp/go-retryablehttp"
 
 	"github.com/geomux/geomux/pkg/retry"
+	"github.com/geomux/geomux/proto"
 )
 
 // UserToken is a user's OAuth tokens (authorization_code grant), as Zoom
-// returns them at install and at each refresh.
+// returns them at install and at each refresh. Its access token, expiry and
+// API host (e.g. https://api-eu.zoom.us, no /v2) are what a backend is
+// given (proto.UserToken); the refresh token stays in the region's vault.
 type UserToken struct {
-	AccessToken  string    `json:"access_token"`
-	RefreshToken string    `json:"refresh_token"`
-	ExpiresAt    time.Time `json:"expires_at"`
-	Scope        string    `json:"scope,omitempty"`
-	// APIURL is the Zoom API host that serves the user's account, e.g.
-	// https://api-eu.zoom.us (no /v2).
-	APIURL string `json:"api_url,omitempty"`
+	proto.UserToken
+	RefreshToken string `json:"refresh_token"`
+	Scope        string `json:"scope,omitempty"`
 }
 
 // AuthorizeURL is where an install sends the admin's browser:
