@@ -210,10 +210,10 @@ func TestStoreFull(t *testing.T) {
 
 func newJetStream(nc *nats.Conn) (jetstream.JetStream, error) { return natsfx.NewJetStream(nc) }
 
-// A publish the stream does not answer (its leader lost, an election under
-// way) is tried again within the publish timeout, not answered 503 at the
-// first silence: here the transit stream appears after two unanswered tries.
-func TestPublishIsTriedAgainWithinItsTimeout(t *testing.T) {
+// inProcessJetStream starts an embedded server and connects to it in
+// process, without authentication.
+func inProcessJetStream(t *testing.T) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
 	sc := config.Default().NATS
 	sc.StoreDir, sc.ListenWithoutAuth = t.TempDir(), true
 	ns := startServer(t, sc)
@@ -221,11 +221,19 @@ func TestPublishIsTriedAgainWithinItsTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(nc.Close)
 	js, err := newJetStream(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return nc, js
+}
+
+// A publish the stream does not answer (its leader lost, an election under
+// way) is tried again within the publish timeout, not answered 503 at the
+// first silence: here the transit stream appears after two unanswered tries.
+func TestPublishIsTriedAgainWithinItsTimeout(t *testing.T) {
+	nc, js := inProcessJetStream(t)
 	// Until the stream exists, this subscriber receives each try and, as a
 	// stream without a leader, answers none.
 	tries := make(chan *nats.Msg, 16)
@@ -281,18 +289,7 @@ func TestPublishIsTriedAgainWithinItsTimeout(t *testing.T) {
 // taking longer than Zoom waits) holds up no event: each is stored in the
 // next transit stream, well within Zoom's 3 s.
 func TestEventGoesToAnotherTransitStreamWhenOneDoesNotAnswer(t *testing.T) {
-	sc := config.Default().NATS
-	sc.StoreDir, sc.ListenWithoutAuth = t.TempDir(), true
-	ns := startServer(t, sc)
-	nc, err := nats.Connect("", nats.InProcessServer(ns))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	js, err := newJetStream(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	nc, js := inProcessJetStream(t)
 	// Transit stream 0 is leaderless: this subscriber takes its tries and
 	// answers none. Stream 1 answers.
 	silent, err := nc.SubscribeSync(proto.TransitSubject(0))
