@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -154,13 +153,10 @@ func listAccounts(out io.Writer, base, token string, f accountsFlags) error {
 		}
 		return printJSON(out, v)
 	}
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	if !f.conflicts {
-		fmt.Fprintln(tw, "ACCOUNT\tREGION\tUPDATED")
-		for _, a := range accounts.Accounts {
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", a.AccountID, a.Region, a.UpdatedAt.UTC().Format(time.RFC3339))
-		}
-		if err := tw.Flush(); err != nil {
+		if err := printRows(out, false, accounts.Accounts, "ACCOUNT\tREGION\tUPDATED", func(a proto.AccountRecord) string {
+			return fmt.Sprintf("%s\t%s\t%s", a.AccountID, a.Region, a.UpdatedAt.UTC().Format(time.RFC3339))
+		}); err != nil {
 			return err
 		}
 		fmt.Fprintf(out, "%d accounts with a region\n", len(accounts.Accounts))
@@ -179,11 +175,9 @@ func listAccounts(out io.Writer, base, token string, f accountsFlags) error {
 	if !f.conflicts {
 		fmt.Fprintln(out)
 	}
-	fmt.Fprintln(tw, "CONFLICT: ACCOUNT\tAPP (PINNED TO)\tDIRECTORY SAYS\tEVENTS PARKED\tLAST SEEN")
-	for _, c := range conflicts.Conflicts {
-		fmt.Fprintf(tw, "%s\t%s (%s)\t%s\t%d\t%s\n", c.AccountID, c.App, c.AppRegion, c.DirectoryRegion, c.Events, c.LastSeen.UTC().Format(time.RFC3339))
-	}
-	if err := tw.Flush(); err != nil {
+	if err := printRows(out, false, conflicts.Conflicts, "CONFLICT: ACCOUNT\tAPP (PINNED TO)\tDIRECTORY SAYS\tEVENTS PARKED\tLAST SEEN", func(c directory.Conflict) string {
+		return fmt.Sprintf("%s\t%s (%s)\t%s\t%d\t%s", c.AccountID, c.App, c.AppRegion, c.DirectoryRegion, c.Events, c.LastSeen.UTC().Format(time.RFC3339))
+	}); err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "%d conflicts: their events are parked. Settle one by moving the account to its app's region (PUT /admin/v1/accounts/<id>) or by changing the app's pin; the events then flow.\n", len(conflicts.Conflicts))
@@ -200,12 +194,9 @@ func printHolds(out io.Writer, holds []directory.Hold, unanswered []string) erro
 		return nil
 	}
 	fmt.Fprintln(out)
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "HELD: ACCOUNT\tREGION\tUNTIL\tPACE (MSG/S)")
-	for _, h := range holds {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%.1f\n", h.AccountID, h.Region, h.HeldUntil.UTC().Format(time.RFC3339), h.Rate)
-	}
-	if err := tw.Flush(); err != nil {
+	if err := printRows(out, false, holds, "HELD: ACCOUNT\tREGION\tUNTIL\tPACE (MSG/S)", func(h directory.Hold) string {
+		return fmt.Sprintf("%s\t%s\t%s\t%.1f", h.AccountID, h.Region, h.HeldUntil.UTC().Format(time.RFC3339), h.Rate)
+	}); err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "%d accounts held: Zoom's daily message limit is reached; their replies go out, in order, when it resets.\n", len(holds))

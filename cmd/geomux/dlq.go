@@ -86,6 +86,23 @@ func printJSON(out io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
+// printRows prints items as JSON (an empty list rather than null) or as a
+// table: header, then a row per item (tab-separated columns).
+func printRows[T any](out io.Writer, asJSON bool, items []T, header string, row func(T) string) error {
+	if asJSON {
+		if items == nil {
+			items = []T{}
+		}
+		return printJSON(out, items)
+	}
+	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, it := range items {
+		fmt.Fprintln(tw, row(it))
+	}
+	return tw.Flush()
+}
+
 // cliJetStream connects to the NATS of a config (connectCLI) and returns
 // its JetStream; the caller closes the connection.
 func cliJetStream(c config.NATS) (*nats.Conn, jetstream.JetStream, error) {
@@ -210,20 +227,13 @@ func list(ctx context.Context, out io.Writer, s *dlq.Store, filter dlq.Filter, r
 	if err != nil {
 		return err
 	}
-	if asJSON {
-		if entries == nil {
-			entries = []dlq.Entry{}
-		}
-		return printJSON(out, entries)
-	}
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tACCOUNT\tEVENT\tREASON\tATTEMPTS\tAGE\tERROR")
 	now := time.Now()
-	for _, e := range entries {
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%s\t%s\n", e.ID, e.AccountID, e.EventType, e.Reason, e.Attempts,
+	if err := printRows(out, asJSON, entries, "ID\tACCOUNT\tEVENT\tREASON\tATTEMPTS\tAGE\tERROR", func(e dlq.Entry) string {
+		return fmt.Sprintf("%d\t%s\t%s\t%s\t%d\t%s\t%s", e.ID, e.AccountID, e.EventType, e.Reason, e.Attempts,
 			age(now.Sub(e.DeadAt)), truncate(e.Error, 60))
+	}); err != nil || asJSON {
+		return err
 	}
-	_ = tw.Flush()
 	fmt.Fprintf(out, "%d dead %s in region %s\n", len(entries), plural(len(entries), "letter", "letters"), region)
 	return nil
 }
@@ -458,18 +468,11 @@ func history(ctx context.Context, out io.Writer, s *dlq.Store, region string, as
 	if err != nil {
 		return err
 	}
-	if asJSON {
-		if actions == nil {
-			actions = []dlq.Action{}
-		}
-		return printJSON(out, actions)
+	if err := printRows(out, asJSON, actions, "WHEN\tWHO\tACTION\tSELECTION\tENTRIES\tFAILED", func(a dlq.Action) string {
+		return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%d", a.At.Local().Format(time.DateTime), a.Operator, a.Action, a.Selection, ids(a.Entries), len(a.Failed))
+	}); err != nil || asJSON {
+		return err
 	}
-	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "WHEN\tWHO\tACTION\tSELECTION\tENTRIES\tFAILED")
-	for _, a := range actions {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\n", a.At.Local().Format(time.DateTime), a.Operator, a.Action, a.Selection, ids(a.Entries), len(a.Failed))
-	}
-	_ = tw.Flush()
 	fmt.Fprintf(out, "%d recorded %s in region %s\n", len(actions), plural(len(actions), "action", "actions"), region)
 	return nil
 }
