@@ -44,22 +44,14 @@ intended (a lab, a demo, a deployment in one jurisdiction).`,
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), time.Minute)
 			defer cancel()
-			hub, hubJS, err := cliJetStream(cfg.NATS)
+			names, js, closeAll, err := cliSystems(cfg)
+			defer closeAll()
 			if err != nil {
 				return err
 			}
-			defer hub.Close()
-			systems := []audit.System{{Name: "hub", JS: hubJS}}
-			for _, r := range cfg.Regions {
-				if !r.NATS.Separate() {
-					continue
-				}
-				nc, js, err := cliJetStream(cfg.NATS.ForRegion(r))
-				if err != nil {
-					return fmt.Errorf("region %s: %w", r.Name, err)
-				}
-				defer nc.Close()
-				systems = append(systems, audit.System{Name: r.Name, JS: js})
+			var systems []audit.System
+			for _, name := range names {
+				systems = append(systems, audit.System{Name: name, JS: js[name]})
 			}
 			var shared []string
 			for _, r := range cfg.Regions {

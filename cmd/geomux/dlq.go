@@ -86,6 +86,36 @@ func printJSON(out io.Writer, v any) error {
 	return enc.Encode(v)
 }
 
+// cliSystems connects to the hub's NATS and to each region's own system:
+// their JetStream by name ("hub", or the region's), the hub's first. The
+// caller calls closeAll.
+func cliSystems(cfg config.Config) (names []string, systems map[string]jetstream.JetStream, closeAll func(), err error) {
+	var conns []*nats.Conn
+	closeAll = func() {
+		for _, nc := range conns {
+			nc.Close()
+		}
+	}
+	hub, hubJS, err := cliJetStream(cfg.NATS)
+	if err != nil {
+		return nil, nil, closeAll, err
+	}
+	conns = append(conns, hub)
+	names, systems = []string{"hub"}, map[string]jetstream.JetStream{"hub": hubJS}
+	for _, r := range cfg.Regions {
+		if !r.NATS.Separate() {
+			continue
+		}
+		nc, js, err := cliJetStream(cfg.NATS.ForRegion(r))
+		if err != nil {
+			return nil, nil, closeAll, fmt.Errorf("region %s: %w", r.Name, err)
+		}
+		conns = append(conns, nc)
+		names, systems[r.Name] = append(names, r.Name), js
+	}
+	return names, systems, closeAll, nil
+}
+
 // printRows prints items as JSON (an empty list rather than null) or as a
 // table: header, then a row per item (tab-separated columns).
 func printRows[T any](out io.Writer, asJSON bool, items []T, header string, row func(T) string) error {

@@ -44,21 +44,17 @@ update can move a stream, and its data, elsewhere.`,
 // setup creates what the config's deployment needs, site by site, as the
 // topology describes it.
 func setup(ctx context.Context, out io.Writer, cfg config.Config) error {
-	hub, hubJS, err := cliJetStream(cfg.NATS)
+	_, systems, closeAll, err := cliSystems(cfg)
+	defer closeAll()
 	if err != nil {
 		return err
 	}
-	defer hub.Close()
 	for _, site := range topology.Sites(cfg) {
-		js, system := hubJS, "hub"
-		if r, ok := cfg.Region(site.Name); ok && r.NATS.Separate() {
-			nc, rjs, err := cliJetStream(cfg.NATS.ForRegion(r))
-			if err != nil {
-				return fmt.Errorf("region %s: %w", r.Name, err)
-			}
-			defer nc.Close()
-			js, system = rjs, r.Name
+		system := site.Name
+		if systems[system] == nil {
+			system = topology.HubSite // a region on the hub's system
 		}
+		js := systems[system]
 		if site.Name != topology.HubSite {
 			// A work-queue stream refuses overlapping consumers: the single
 			// consumer of earlier versions goes before the partitions' come.
