@@ -106,33 +106,23 @@ type tokenResponse struct {
 }
 
 func (c *Client) fetchToken(ctx context.Context) (string, error) {
-	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost,
-		c.cfg.OAuthBaseURL+"/oauth/token?grant_type=client_credentials", nil)
+	req, err := c.oauthRequest(ctx, url.Values{"grant_type": {"client_credentials"}}, nil)
 	if err != nil {
-		return "", fmt.Errorf("%w: zoom oauth url: %v", retry.ErrPermanent, err)
+		return "", err
 	}
-	req.SetBasicAuth(c.cfg.ClientID, c.cfg.ClientSecret)
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return "", fmt.Errorf("zoom oauth: %w", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if err != nil {
-		return "", fmt.Errorf("zoom oauth: read answer: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
+	body, status, err := c.exchange(req, "zoom-oauth", "zoom oauth", 64<<10)
+	if se := (*retry.StatusError)(nil); errors.As(err, &se) {
 		// Whatever the status, the event is not at fault: the app's
 		// credentials are (being rotated, say). Retry the event rather
 		// than dead-letter every event of every region at once.
-		se := statusError("zoom-oauth", resp, body)
 		se.Retry = true
-		return "", se
+	}
+	if err != nil {
+		return "", err
 	}
 	var tr tokenResponse
 	if err := json.Unmarshal(body, &tr); err != nil || tr.AccessToken == "" {
-		return "", &retry.StatusError{Service: "zoom-oauth", StatusCode: resp.StatusCode, Detail: "answer has no access_token"}
+		return "", &retry.StatusError{Service: "zoom-oauth", StatusCode: status, Detail: "answer has no access_token"}
 	}
 	life := time.Duration(tr.ExpiresIn) * time.Second
 	if life > 2*tokenRenewBefore {
@@ -274,20 +264,47 @@ func (c *Client) do(ctx context.Context, tok, method, path string, body []byte) 
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	what := strings.ToLower(method) + " " + strings.SplitN(path, "?", 2)[0]
+	rb, _, err := c.exchange(req, "zoom", "zoom: "+strings.ToLower(method)+" "+strings.SplitN(path, "?", 2)[0], 64<<10)
+	return rb, err
+}
+
+// exchange sends req and reads the answer, at most limit bytes: its body
+// when the status is 2xx, else a *retry.StatusError (statusError). what
+// names the call in errors.
+func (c *Client) exchange(req *retryablehttp.Request, service, what string, limit int64) (body []byte, status int, err error) {
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("zoom: %s: %w", what, err)
+		return nil, 0, fmt.Errorf("%s: %w", what, err)
 	}
 	defer resp.Body.Close()
-	rb, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	body, err = io.ReadAll(io.LimitReader(resp.Body, limit))
 	if err != nil {
-		return nil, fmt.Errorf("zoom: %s: read answer: %w", what, err)
+		return nil, resp.StatusCode, fmt.Errorf("%s: read answer: %w", what, err)
 	}
 	if resp.StatusCode/100 != 2 {
-		return nil, statusError("zoom", resp, rb)
+		return nil, resp.StatusCode, statusError(service, resp, body)
 	}
-	return rb, nil
+	return body, resp.StatusCode, nil
+}
+
+// oauthRequest is a POST to Zoom's /oauth/token with the app's credentials:
+// query in the URL, form (if any) as the body.
+func (c *Client) oauthRequest(ctx context.Context, query, form url.Values) (*retryablehttp.Request, error) {
+	target := c.cfg.OAuthBaseURL + "/oauth/token"
+	if len(query) > 0 {
+		target += "?" + query.Encode()
+	}
+	var body any
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, target, body)
+	if err != nil {
+		return nil, fmt.Errorf("%w: zoom oauth url: %v", retry.ErrPermanent, err)
+	}
+	req.SetBasicAuth(c.cfg.ClientID, c.cfg.ClientSecret)
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	return req, nil
 }
 
 // statusError describes a failed Zoom answer by its status, Retry-After,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -59,27 +58,17 @@ func (c *Client) RefreshUserToken(ctx context.Context, refreshToken string) (Use
 }
 
 func (c *Client) userToken(ctx context.Context, form url.Values) (UserToken, error) {
-	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodPost, c.cfg.OAuthBaseURL+"/oauth/token", strings.NewReader(form.Encode()))
+	req, err := c.oauthRequest(ctx, nil, form)
 	if err != nil {
-		return UserToken{}, fmt.Errorf("%w: zoom oauth url: %v", retry.ErrPermanent, err)
+		return UserToken{}, err
 	}
-	req.SetBasicAuth(c.cfg.ClientID, c.cfg.ClientSecret)
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err := c.http.Do(req)
+	body, status, err := c.exchange(req, "zoom-oauth", "zoom oauth", 64<<10)
 	if err != nil {
-		return UserToken{}, fmt.Errorf("zoom oauth: %w", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
-	if err != nil {
-		return UserToken{}, fmt.Errorf("zoom oauth: read answer: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return UserToken{}, statusError("zoom-oauth", resp, body)
+		return UserToken{}, err
 	}
 	var tr tokenResponse
 	if err := json.Unmarshal(body, &tr); err != nil || tr.AccessToken == "" {
-		return UserToken{}, &retry.StatusError{Service: "zoom-oauth", StatusCode: resp.StatusCode, Detail: "answer has no access_token"}
+		return UserToken{}, &retry.StatusError{Service: "zoom-oauth", StatusCode: status, Detail: "answer has no access_token"}
 	}
 	return UserToken{
 		AccessToken: tr.AccessToken, RefreshToken: tr.RefreshToken, Scope: tr.Scope, APIURL: tr.APIURL,
@@ -106,21 +95,13 @@ func (c *Client) UsersMe(ctx context.Context, apiURL, accessToken string) (Me, e
 		return Me{}, fmt.Errorf("%w: zoom api url: %v", retry.ErrPermanent, err)
 	}
 	req.Header.Set("Authorization", "Bearer "+accessToken)
-	resp, err := c.http.Do(req)
+	body, status, err := c.exchange(req, "zoom", "zoom: users/me", 256<<10)
 	if err != nil {
-		return Me{}, fmt.Errorf("zoom: users/me: %w", err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 256<<10))
-	if err != nil {
-		return Me{}, fmt.Errorf("zoom: users/me: read answer: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return Me{}, statusError("zoom", resp, body)
+		return Me{}, err
 	}
 	var me Me
 	if err := json.Unmarshal(body, &me); err != nil || me.AccountID == "" {
-		return Me{}, &retry.StatusError{Service: "zoom", StatusCode: resp.StatusCode, Detail: "users/me answer has no account_id"}
+		return Me{}, &retry.StatusError{Service: "zoom", StatusCode: status, Detail: "users/me answer has no account_id"}
 	}
 	return me, nil
 }
