@@ -40,7 +40,7 @@ type HandlerParams struct {
 	Metrics   *Metrics
 	Health    *health.Registry
 	Log       *zap.Logger
-	Directory directory.Recorder
+	Directory directory.Installer
 	Zoom      *zoom.Client
 	Governor  *governor.Governor
 	Tracing   trace.TracerProvider

@@ -70,9 +70,12 @@ func TestBackendOpenAPIDescribesTheEnvelopeSent(t *testing.T) {
 		t.Fatal(err)
 	}
 	tokens := testOptions("us")
-	tokens.DefaultApp, tokens.VaultKey, tokens.UserToken = "default", &key, true
+	tokens.DefaultApp, tokens.Vault, tokens.UserToken = "default", vault.Later(key, nil), true
+	if err := tokens.Vault.Open(context.Background(), ns.JS, "us", tokens.Streams); err != nil {
+		t.Fatal(err)
+	}
 	startWorker(t, ns.JS, backendHandler(t, backend, "us", 0), zoomClient(t, z), tokens)
-	putUserToken(t, ns, "us", key, "acct-token", zoom.UserToken{
+	putUserToken(t, ns, "us", key, "acct-token", proto.Tokens{
 		AccessToken: "user-access-token", RefreshToken: "user-refresh-token",
 		ExpiresAt: time.Now().Add(time.Hour).UTC(), APIURL: "https://api-eu.zoom.us",
 	})
@@ -144,7 +147,7 @@ func TestBackendOpenAPIDescribesTheEnvelopeSent(t *testing.T) {
 
 // putUserToken stores an account's user token in a region's vault, as an
 // install does.
-func putUserToken(t *testing.T, ns *natstest.Server, region string, key vault.Key, account string, tok zoom.UserToken) {
+func putUserToken(t *testing.T, ns *natstest.Server, region string, key vault.Key, account string, tok proto.Tokens) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
@@ -152,7 +155,7 @@ func putUserToken(t *testing.T, ns *natstest.Server, region string, key vault.Ke
 	if err != nil {
 		t.Fatalf("vault of %s: %v", region, err)
 	}
-	if err := vault.New(kv, key, nil).Put(ctx, account, vault.Record{UserToken: tok}); err != nil {
+	if err := vault.New(kv, key, nil).Put(ctx, account, vault.Record{Tokens: tok}); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -64,7 +64,7 @@ func (w *Worker) erase(ctx context.Context, ev Event, seq uint64) error {
 	if ev.Erasure {
 		operator = "geomux (app_deauthorized of an account of another region)"
 	} else if w.opts.Directory != nil {
-		if err := w.opts.Directory.Delete(ctx, account); err != nil {
+		if err := w.opts.Directory.Remove(ctx, account); err != nil {
 			return fmt.Errorf("remove from the directory: %w", err)
 		}
 		e.Directory = true

@@ -2,12 +2,10 @@ package workers
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"sync"
 
 	"github.com/hashicorp/go-retryablehttp"
-	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
 	"go.uber.org/fx"
 	"go.uber.org/zap"
@@ -19,14 +17,15 @@ import (
 	"github.com/geomux/geomux/pkg/natsfx"
 	"github.com/geomux/geomux/pkg/platformfx"
 	"github.com/geomux/geomux/pkg/topology"
-	"github.com/geomux/geomux/pkg/vault"
+	"github.com/geomux/geomux/pkg/vaultfx"
 	"github.com/geomux/geomux/pkg/zoom"
-	"github.com/geomux/geomux/proto"
 )
 
-// Module runs a worker for each region of the target (config.Target). It
-// needs the platform module.
+// Module runs a worker for each region of the target (config.Target), and
+// the regions' vaults (vaultfx), which start before the workers that use
+// them. It needs the platform module.
 var Module = fx.Module("workers",
+	vaultfx.Module,
 	fx.Decorate(func(l *zap.Logger) *zap.Logger { return l.Named("worker") }),
 	fx.Provide(NewMetrics),
 	fx.Invoke(registerWorkers),
@@ -46,6 +45,7 @@ type WorkersParams struct {
 	Health    *health.Registry
 	Governor  *governor.Governor
 	Tracing   trace.TracerProvider
+	Vaults    vaultfx.Vaults
 	Log       *zap.Logger
 }
 
@@ -73,23 +73,16 @@ func registerWorkers(p WorkersParams) error {
 			Pace:               p.Config.Worker.ZoomPace,
 			HandlerTimeout:     p.Config.Worker.HandlerTimeout.D(),
 			Streams:            topology.OptionsFrom(p.Config),
-			Refresher:          p.Zoom,
+			Vault:              p.Vaults[r.Name],
 			UserToken:          r.UserToken,
-			Directory:          directoryOn{p.Regions[r.Name].JS, topology.OptionsFrom(p.Config)},
+			Directory:          directory.RemoveHere{JS: p.Regions[r.Name].JS, Options: topology.OptionsFrom(p.Config)},
 			Governor:           p.Governor,
 			Tracer:             p.Tracing.Tracer("github.com/geomux/geomux/regional-workers"),
-		}
-		if r.VaultKey != "" {
-			k, err := vault.ParseKey(r.VaultKey)
-			if err != nil {
-				return err // validated with the config already
-			}
-			opts.VaultKey = &k
 		}
 		if p.Regions[r.Name].Separate {
 			// The directory is the hub's: the router removes the account
 			// when the region asks.
-			opts.Directory = askHub{p.Regions[r.Name].JS, r.Name}
+			opts.Directory = directory.AskHub{JS: p.Regions[r.Name].JS, Region: r.Name}
 		}
 		w := New(p.Regions[r.Name].JS, h, p.Zoom, opts, p.Metrics, p.Log)
 		p.Health.Register("worker-"+r.Name, w.Ready)
@@ -123,35 +116,4 @@ func registerWorkers(p WorkersParams) error {
 		},
 	})
 	return nil
-}
-
-// askHub asks the hub, through the region's control stream, to remove an
-// account from the directory.
-type askHub struct {
-	js     jetstream.JetStream
-	region string
-}
-
-func (a askHub) Delete(ctx context.Context, account string) error {
-	b, err := json.Marshal(proto.ControlRequest{RemoveAccount: account})
-	if err != nil {
-		return err
-	}
-	_, err = a.js.Publish(ctx, proto.RegionControlSubject(a.region), b)
-	return err
-}
-
-// directoryOn removes accounts from the directory on the region's NATS
-// (the one NATS of the one-machine default).
-type directoryOn struct {
-	js jetstream.JetStream
-	so topology.Options
-}
-
-func (d directoryOn) Delete(ctx context.Context, account string) error {
-	dir, err := directory.Open(ctx, d.js, d.so)
-	if err != nil {
-		return err
-	}
-	return dir.Purge(ctx, account)
 }

@@ -38,7 +38,7 @@ type Event struct {
 	Body []byte
 	// UserToken is the installing user's token, when the region is
 	// configured to pass it (user_token) and the vault holds one.
-	UserToken *zoom.UserToken
+	UserToken *proto.Tokens
 	// Erasure marks the copy of an uninstall that the router sends to the
 	// regions other than the account's (proto.HeaderErasure): the worker
 	// erases what the region holds of the account, and asks no handler.

@@ -16,6 +16,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/geomux/geomux/pkg/config"
+	"github.com/geomux/geomux/pkg/directory"
 	"github.com/geomux/geomux/pkg/governor"
 	"github.com/geomux/geomux/pkg/logfields"
 	"github.com/geomux/geomux/pkg/topology"
@@ -70,16 +71,14 @@ type Options struct {
 	HandlerTimeout time.Duration
 	// Streams are the stream settings.
 	Streams topology.Options
-	// VaultKey, if set, opens the region's token vault: the worker takes
-	// the tokens the ingress hands over at install, and erases them at
-	// uninstall.
-	VaultKey *vault.Key
-	// Refresher renews user tokens (the Zoom client).
-	Refresher vault.Refresher
+	// Vault, if set, is the region's token vault (opened and served by
+	// vaultfx): the worker passes the installing user's token to the
+	// backend (UserToken) and erases an account's tokens at uninstall.
+	Vault *vault.Vault
 	// UserToken adds the installing user's token to each event (Event.UserToken).
 	UserToken bool
 	// Directory is where an uninstalled account's region is removed, last.
-	Directory AccountRemover
+	Directory directory.Remover
 }
 
 func (o *Options) setDefaults() {
@@ -115,11 +114,6 @@ type App struct {
 	Zoom   Sender
 }
 
-// AccountRemover removes an account from the account → region directory.
-type AccountRemover interface {
-	Delete(ctx context.Context, account string) error
-}
-
 // Worker handles one region's events. Build it with New, then Start and
 // Stop. It takes events from the partitions of the region's events stream
 // (intake.go) into memory, schedules them fairly across accounts and in
@@ -138,7 +132,6 @@ type Worker struct {
 	keeper   *dlq.Keeper
 	dlq      *dlq.Store
 	vault    *vault.Vault
-	vaultSv  *vault.Service
 	holdsSub *nats.Subscription
 	invSub   *nats.Subscription
 	events   jetstream.Stream
@@ -169,7 +162,7 @@ func New(js jetstream.JetStream, h Handler, zc Sender, opts Options, m *Metrics,
 	}
 	m.init(opts.Region, apps)
 	log = log.With(logfields.Region(opts.Region))
-	return &Worker{js: js, handler: h, zoom: zc, opts: opts, metrics: m, log: log,
+	return &Worker{js: js, handler: h, zoom: zc, opts: opts, metrics: m, log: log, vault: opts.Vault,
 		ackWait: topology.WorkerAckWait(opts.HandlerTimeout)}
 }
 
@@ -199,16 +192,6 @@ func (w *Worker) Start(ctx context.Context) error {
 	w.pace = newPacer(pkv, w.opts.Pace, w.metrics, region, w.log)
 	if w.dlq, err = dlq.Open(ctx, w.js, region); err != nil {
 		return err
-	}
-	if w.opts.VaultKey != nil {
-		vkv, err := so.KeyValue(ctx, w.js, topology.RegionVaultConfig(region, so))
-		if err != nil {
-			return err
-		}
-		w.vault = vault.New(vkv, *w.opts.VaultKey, w.opts.Refresher)
-		if w.vaultSv, err = vault.Serve(w.js.Conn(), region, w.vault, w.log.Named("vault")); err != nil {
-			return err
-		}
 	}
 	w.keeper = dlq.NewKeeper(w.js, region, so, w.lastError, func(reason string) {
 		w.metrics.Handled.WithLabelValues(region, "dead").Inc()
@@ -313,12 +296,9 @@ func (w *Worker) Stop(ctx context.Context) error {
 	return err
 }
 
-// stopServices stops the requests the worker answers: the vault's
-// handovers, the held accounts and the inventories.
+// stopServices stops the requests the worker answers: the held accounts
+// and the inventories.
 func (w *Worker) stopServices() {
-	if w.vaultSv != nil {
-		_ = w.vaultSv.Stop()
-	}
 	for _, sub := range []**nats.Subscription{&w.holdsSub, &w.invSub} {
 		if *sub != nil {
 			_ = (*sub).Drain()

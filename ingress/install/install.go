@@ -27,7 +27,6 @@ import (
 	"github.com/geomux/geomux/pkg/directory"
 	"github.com/geomux/geomux/pkg/logfields"
 	"github.com/geomux/geomux/pkg/retry"
-	"github.com/geomux/geomux/pkg/vault"
 	"github.com/geomux/geomux/pkg/zoom"
 	"github.com/geomux/geomux/proto"
 )
@@ -57,14 +56,10 @@ type Options struct {
 func (o Options) redirectURI() string { return strings.TrimRight(o.PublicURL, "/") + PathCallback }
 func (o Options) secure() bool        { return strings.HasPrefix(o.PublicURL, "https://") }
 
-// Recorder records an install: directory.Installer where the process holds
-// the directory, directory.Remote where the router does.
-type Recorder = directory.Recorder
-
 // Zoom is what the flow needs of Zoom's OAuth and API; *zoom.Client is one.
 type Zoom interface {
 	AuthorizeURL(redirectURI, state, codeChallenge string) string
-	ExchangeCode(ctx context.Context, code, redirectURI, codeVerifier string) (zoom.UserToken, error)
+	ExchangeCode(ctx context.Context, code, redirectURI, codeVerifier string) (proto.Tokens, error)
 	UsersMe(ctx context.Context, apiURL, accessToken string) (zoom.Me, error)
 }
 
@@ -77,7 +72,7 @@ type Nonces interface {
 // Handler serves the flow.
 type Handler struct {
 	opts   Options
-	dir    Recorder
+	dir    directory.Installer
 	zoom   Zoom
 	nonces Nonces
 	seal   sealer
@@ -89,7 +84,7 @@ type Handler struct {
 }
 
 // New returns the flow's handler.
-func New(opts Options, dir Recorder, z Zoom, nonces Nonces, log *zap.Logger) (*Handler, error) {
+func New(opts Options, dir directory.Installer, z Zoom, nonces Nonces, log *zap.Logger) (*Handler, error) {
 	s, err := newSealer(opts.StateKey)
 	if err != nil {
 		return nil, err
@@ -250,7 +245,7 @@ func (h *Handler) verifyState(s string) (*stateClaims, error) {
 
 // exchange trades the code for tokens and learns whose they are. On failure
 // it has answered.
-func (h *Handler) exchange(w http.ResponseWriter, r *http.Request, code, verifier string) (zoom.UserToken, zoom.Me, bool) {
+func (h *Handler) exchange(w http.ResponseWriter, r *http.Request, code, verifier string) (proto.Tokens, zoom.Me, bool) {
 	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
 	defer cancel()
 	tok, err := h.zoom.ExchangeCode(ctx, code, h.opts.redirectURI(), verifier)
@@ -262,30 +257,30 @@ func (h *Handler) exchange(w http.ResponseWriter, r *http.Request, code, verifie
 			h.problem(w, http.StatusBadRequest, "Zoom refused the authorization",
 				"The authorization code was refused; it may have expired (they last five minutes) or been used already. Please start again.", true)
 		}
-		return zoom.UserToken{}, zoom.Me{}, false
+		return proto.Tokens{}, zoom.Me{}, false
 	}
 	me, err := h.zoom.UsersMe(ctx, tok.APIURL, tok.AccessToken)
 	if err != nil {
 		h.log.Warn("Install: users/me failed", zap.Error(err))
 		h.problem(w, http.StatusBadGateway, "Zoom could not be reached", "Zoom did not say which account installed the app. Please start again.", true)
-		return zoom.UserToken{}, zoom.Me{}, false
+		return proto.Tokens{}, zoom.Me{}, false
 	}
 	if !proto.ValidAccountID(me.AccountID) {
 		h.problem(w, http.StatusBadGateway, "Unexpected answer from Zoom", "Zoom's account id could not be read. Please contact the vendor.", false)
-		return zoom.UserToken{}, zoom.Me{}, false
+		return proto.Tokens{}, zoom.Me{}, false
 	}
 	return tok, me, true
 }
 
-// finish records the account in region and hands its tokens to the region
-// (directory.Recorder.Install). An account that already lives in another
+// finish records the account in region and hands its tokens over to the region
+// (directory.Installer.Install). An account that already lives in another
 // region is not moved.
-func (h *Handler) finish(w http.ResponseWriter, r *http.Request, region config.Region, me zoom.Me, tok zoom.UserToken) {
+func (h *Handler) finish(w http.ResponseWriter, r *http.Request, region config.Region, me zoom.Me, tok proto.Tokens) {
 	ctx, cancel := context.WithTimeout(r.Context(), 15*time.Second)
 	defer cancel()
 	fields := []zap.Field{logfields.AccountID(me.AccountID), logfields.Region(region.Name)}
 	err := h.dir.Install(ctx, proto.AccountRecord{AccountID: me.AccountID, Region: region.Name, APIURL: tok.APIURL},
-		vault.Handover{AccountID: me.AccountID, Record: vault.Record{UserToken: tok, UserID: me.ID}})
+		proto.TokenHandover{AccountID: me.AccountID, Tokens: tok, UserID: me.ID})
 	var conflict *directory.ConflictError
 	switch {
 	case errors.As(err, &conflict):
@@ -313,9 +308,9 @@ func (h *Handler) alreadyElsewhere(w http.ResponseWriter, current string) {
 // pending is what a Marketplace install keeps in the admin's browser while
 // they choose the region: never on any server outside the region.
 type pending struct {
-	Nonce string         `json:"n"`
-	Me    zoom.Me        `json:"me"`
-	Token zoom.UserToken `json:"t"`
+	Nonce string       `json:"n"`
+	Me    zoom.Me      `json:"me"`
+	Token proto.Tokens `json:"t"`
 }
 
 // marketplace handles an install that started in Zoom's Marketplace: no

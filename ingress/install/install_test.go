@@ -34,6 +34,7 @@ import (
 	"github.com/geomux/geomux/pkg/vault"
 	"github.com/geomux/geomux/pkg/zoom"
 	"github.com/geomux/geomux/pkg/zoom/sandbox"
+	"github.com/geomux/geomux/proto"
 )
 
 const (
@@ -56,7 +57,7 @@ var regions = []config.Region{
 
 type handoffCall struct {
 	region string
-	h      vault.Handover
+	h      proto.TokenHandover
 }
 
 // recorder is the Handoff: it records every call, and fails with err if set.
@@ -67,7 +68,7 @@ type recorder struct {
 	gate  func() // if set, called (unlocked) before each handoff returns
 }
 
-func (r *recorder) handoff(_ context.Context, region string, h vault.Handover) error {
+func (r *recorder) handoff(_ context.Context, region string, h proto.TokenHandover) error {
 	r.mu.Lock()
 	r.calls = append(r.calls, handoffCall{region: region, h: h})
 	err, gate := r.err, r.gate
@@ -173,7 +174,7 @@ func newEnv(t *testing.T, o envOpts) *env {
 	e.h, err = install.New(install.Options{
 		PublicURL: e.public, StateKey: []byte(stateKey), BotName: botName, Vendor: vendor,
 		Regions: regions, OAuthOrigin: install.OriginOf(e.zoomURL),
-	}, directory.Installer{Dir: dir, Handoff: e.handoffs.handoff}, e.zc, &install.KVNonces{KV: nkv}, zap.NewNop())
+	}, directory.Local{Dir: dir, HandOver: e.handoffs.handoff}, e.zc, &install.KVNonces{KV: nkv}, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -531,7 +532,7 @@ func (e *env) choice(p *page) string {
 
 // checkInstalled checks that account was handed to region with working
 // tokens (call number n, from 1) and is recorded there.
-func (e *env) checkInstalled(account, region string, n int) vault.Handover {
+func (e *env) checkInstalled(account, region string, n int) proto.TokenHandover {
 	e.t.Helper()
 	calls := e.handoffs.all()
 	if len(calls) != n {

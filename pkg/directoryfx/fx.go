@@ -6,10 +6,10 @@ package directoryfx
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 	"go.uber.org/fx"
 	"go.uber.org/zap"
 
@@ -19,7 +19,6 @@ import (
 	"github.com/geomux/geomux/pkg/natsfx"
 	"github.com/geomux/geomux/pkg/platformfx"
 	"github.com/geomux/geomux/pkg/topology"
-	"github.com/geomux/geomux/pkg/vault"
 )
 
 // Module provides *directory.Directory (and it as directory.Store), serves
@@ -31,7 +30,7 @@ var Module = fx.Module("directory",
 		NewConflicts,
 		NewChannels,
 		NewInstaller,
-		func(i directory.Installer) directory.Recorder { return i },
+		func(i directory.Local) directory.Installer { return i },
 		platformfx.AsAdminRoute(func(d *directory.Directory, cf *directory.Conflicts, regions natsfx.Regions, js jetstream.JetStream, c config.Config, log *zap.Logger) []admin.Route {
 			h := &directory.Holds{Regions: map[string]*nats.Conn{}}
 			inv := &directory.Inventories{Regions: map[string]*nats.Conn{}, Hub: js}
@@ -45,10 +44,10 @@ var Module = fx.Module("directory",
 	fx.Invoke(serve),
 )
 
-// Remote provides directory.Store as requests to the router: for an ingress
+// Remote provides directory.Installer as requests to the router: for an ingress
 // that runs without one.
 var Remote = fx.Module("directory-remote",
-	fx.Provide(func(nc *nats.Conn) directory.Recorder { return directory.Remote{Conn: nc} }),
+	fx.Provide(func(nc *nats.Conn) directory.Installer { return directory.Remote{Conn: nc} }),
 )
 
 // bucket is a hub bucket opened (created if needed) at start, before the
@@ -80,24 +79,22 @@ func NewChannels(lc fx.Lifecycle, js jetstream.JetStream, c config.Config) *dire
 }
 
 // NewInstaller records installs: the directory entry, and the tokens handed
-// to the region over the region's own connection.
-func NewInstaller(d *directory.Directory, regions natsfx.Regions) directory.Installer {
-	return directory.Installer{Dir: d, Handoff: func(ctx context.Context, region string, h vault.Handover) error {
-		r, ok := regions[region]
-		if !ok {
-			return fmt.Errorf("region %s is not configured", region)
-		}
-		return vault.Hand(ctx, r.Conn, region, h)
-	}}
+// over to the region over the region's own connection.
+func NewInstaller(d *directory.Directory, regions natsfx.Regions) directory.Local {
+	conns := map[string]*nats.Conn{}
+	for name, r := range regions {
+		conns[name] = r.Conn
+	}
+	return directory.Local{Dir: d, HandOver: directory.HandOverTo(conns)}
 }
 
-func serve(lc fx.Lifecycle, nc *nats.Conn, inst directory.Installer, log *zap.Logger) {
-	var sub *nats.Subscription
+func serve(lc fx.Lifecycle, nc *nats.Conn, inst directory.Local, log *zap.Logger) {
+	var svc micro.Service
 	lc.Append(fx.Hook{
 		OnStart: func(context.Context) (err error) {
-			sub, err = directory.Serve(nc, inst, log.Named("directory"))
+			svc, err = directory.Serve(nc, inst, log.Named("directory"))
 			return err
 		},
-		OnStop: func(context.Context) error { return sub.Drain() },
+		OnStop: func(context.Context) error { return svc.Stop() },
 	})
 }

@@ -8,39 +8,28 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/micro"
 	"go.uber.org/zap"
 
 	"github.com/geomux/geomux/pkg/logfields"
 	"github.com/geomux/geomux/proto"
 )
 
-// Handover is what the ingress hands a region at install: an account's
-// tokens, to keep. It travels in a NATS request, in memory only.
-type Handover struct {
-	AccountID string `json:"account_id"`
-	Record
-}
-
-type answer struct {
-	OK    bool   `json:"ok"`
-	Error string `json:"error,omitempty"`
-}
-
-// queue is the queue group of the regional vault services: one of a
-// region's workers takes each handover.
-const queue = "geomux-vault"
-
-// Service takes handovers for a region's vault (proto.RegionVaultSubject).
-type Service struct {
-	vault *Vault
-	sub   *nats.Subscription
-	log   *zap.Logger
-}
-
-// Serve starts answering handovers for region.
-func Serve(nc *nats.Conn, region string, v *Vault, log *zap.Logger) (*Service, error) {
-	s := &Service{vault: v, log: log}
-	sub, err := nc.QueueSubscribe(proto.RegionVaultSubject(region), queue, s.handle)
+// Serve starts a region's vault service (proto.VaultService): it keeps the
+// tokens an install hands over (HandOver). Stop it with its Stop, which
+// finishes the handovers in hand.
+func Serve(nc *nats.Conn, region string, v *Vault, log *zap.Logger) (micro.Service, error) {
+	svc, err := micro.AddService(nc, micro.Config{
+		Name:        proto.VaultService,
+		Version:     proto.ServicesVersion,
+		Description: "geomux: keeps the tokens an install hands region " + region,
+		Metadata:    map[string]string{"region": region},
+		QueueGroup:  proto.VaultService,
+		Endpoint: &micro.EndpointConfig{
+			Subject: proto.RegionVaultSubject(region),
+			Handler: micro.HandlerFunc(func(req micro.Request) { keep(req, v, log) }),
+		},
+	})
 	if err != nil {
 		return nil, fmt.Errorf("vault service of region %s: %w", region, err)
 	}
@@ -48,37 +37,33 @@ func Serve(nc *nats.Conn, region string, v *Vault, log *zap.Logger) (*Service, e
 	// a handover finds this worker (a worker that says it is ready takes
 	// them).
 	if err := nc.Flush(); err != nil {
-		_ = sub.Unsubscribe()
+		_ = svc.Stop()
 		return nil, fmt.Errorf("vault service of region %s: %w", region, err)
 	}
-	s.sub = sub
-	return s, nil
+	return svc, nil
 }
 
-// Stop stops taking handovers, finishing those in hand.
-func (s *Service) Stop() error { return s.sub.Drain() }
-
-func (s *Service) handle(m *nats.Msg) {
-	var h Handover
+// keep stores a handover's tokens and says whether it did.
+func keep(req micro.Request, v *Vault, log *zap.Logger) {
+	var h proto.TokenHandover
 	reply := func(err error) {
-		a := answer{OK: err == nil}
+		a := proto.VaultReply{OK: err == nil}
 		if err != nil {
 			a.Error = err.Error()
 		}
-		b, _ := json.Marshal(a)
-		_ = m.Respond(b)
+		_ = req.RespondJSON(a)
 	}
-	if err := json.Unmarshal(m.Data, &h); err != nil || h.AccountID == "" || h.AccessToken == "" {
+	if err := json.Unmarshal(req.Data(), &h); err != nil || h.AccountID == "" || h.AccessToken == "" {
 		reply(errors.New("vault: malformed handover"))
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	err := s.vault.Put(ctx, h.AccountID, h.Record)
+	err := v.Put(ctx, h.AccountID, Record{Tokens: h.Tokens, UserID: h.UserID})
 	if err != nil {
-		s.log.Error("Tokens not stored", logfields.AccountID(h.AccountID), zap.Error(err))
+		log.Error("Tokens not stored", logfields.AccountID(h.AccountID), zap.Error(err))
 	} else {
-		s.log.Info("Tokens stored", logfields.AccountID(h.AccountID))
+		log.Info("Tokens stored", logfields.AccountID(h.AccountID))
 	}
 	reply(err)
 }
@@ -86,9 +71,9 @@ func (s *Service) handle(m *nats.Msg) {
 // ErrNoVault: no worker of the region answers handovers.
 var ErrNoVault = errors.New("vault: no worker of the region is taking tokens (is it running, with a vault_key?)")
 
-// Hand gives an account's tokens to a region's vault and waits until it has
-// stored them.
-func Hand(ctx context.Context, nc *nats.Conn, region string, h Handover) error {
+// HandOver gives an account's tokens to its region's vault service and
+// waits until it has stored them.
+func HandOver(ctx context.Context, nc *nats.Conn, region string, h proto.TokenHandover) error {
 	b, err := json.Marshal(h)
 	if err != nil {
 		return err
@@ -100,7 +85,7 @@ func Hand(ctx context.Context, nc *nats.Conn, region string, h Handover) error {
 	if err != nil {
 		return fmt.Errorf("vault: hand tokens to region %s: %w", region, err)
 	}
-	var a answer
+	var a proto.VaultReply
 	if err := json.Unmarshal(m.Data, &a); err != nil {
 		return fmt.Errorf("vault: region %s answered nonsense", region)
 	}

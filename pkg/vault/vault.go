@@ -19,7 +19,8 @@ import (
 	"golang.org/x/sync/singleflight"
 
 	"github.com/geomux/geomux/pkg/seal"
-	"github.com/geomux/geomux/pkg/zoom"
+	"github.com/geomux/geomux/pkg/topology"
+	"github.com/geomux/geomux/proto"
 )
 
 // Errors.
@@ -66,7 +67,7 @@ func (k Key) Open(account string, sealed []byte) ([]byte, error) {
 
 // Record is what the vault keeps of an account.
 type Record struct {
-	zoom.UserToken
+	proto.Tokens
 	// UserID is the Zoom user who installed the app.
 	UserID    string    `json:"user_id,omitempty"`
 	UpdatedAt time.Time `json:"updated_at"`
@@ -74,7 +75,7 @@ type Record struct {
 
 // Refresher renews user tokens; *zoom.Client is one.
 type Refresher interface {
-	RefreshUserToken(ctx context.Context, refreshToken string) (zoom.UserToken, error)
+	RefreshUserToken(ctx context.Context, refreshToken string) (proto.Tokens, error)
 }
 
 // refreshBefore is how long before its expiry an access token is renewed.
@@ -93,6 +94,17 @@ type Vault struct {
 // New returns the vault over a region's bucket.
 func New(kv jetstream.KeyValue, key Key, r Refresher) *Vault {
 	return &Vault{kv: kv, key: key, refresher: r, now: time.Now}
+}
+
+// Later returns a region's vault whose bucket Open opens, at start, before
+// anything uses the vault.
+func Later(key Key, r Refresher) *Vault { return New(nil, key, r) }
+
+// Open opens (or sets up, as o says) region's vault bucket.
+func (v *Vault) Open(ctx context.Context, js jetstream.JetStream, region string, o topology.Options) error {
+	kv, err := o.KeyValue(ctx, js, topology.RegionVaultConfig(region, o))
+	v.kv = kv
+	return err
 }
 
 // Put stores an account's tokens, replacing what was there.
@@ -160,13 +172,13 @@ func (v *Vault) Delete(ctx context.Context, account string) (bool, error) {
 // new record is written with a compare-and-set on the revision the refresh
 // started from. Losing it means another process refreshed meanwhile: the
 // token that expires later (the one Zoom issued last) is then kept.
-func (v *Vault) AccessToken(ctx context.Context, account string) (zoom.UserToken, error) {
+func (v *Vault) AccessToken(ctx context.Context, account string) (proto.Tokens, error) {
 	r, _, err := v.Get(ctx, account)
 	if err != nil {
-		return zoom.UserToken{}, err
+		return proto.Tokens{}, err
 	}
 	if v.fresh(r) {
-		return r.UserToken, nil
+		return r.Tokens, nil
 	}
 	t, err, _ := v.refreshes.Do(account, func() (any, error) {
 		// Not the first caller's context: every caller sharing the refresh
@@ -176,28 +188,28 @@ func (v *Vault) AccessToken(ctx context.Context, account string) (zoom.UserToken
 		return v.refresh(rctx, account)
 	})
 	if err != nil {
-		return zoom.UserToken{}, err
+		return proto.Tokens{}, err
 	}
-	return t.(zoom.UserToken), nil
+	return t.(proto.Tokens), nil
 }
 
 func (v *Vault) fresh(r Record) bool { return v.now().Add(refreshBefore).Before(r.ExpiresAt) }
 
-func (v *Vault) refresh(ctx context.Context, account string) (zoom.UserToken, error) {
+func (v *Vault) refresh(ctx context.Context, account string) (proto.Tokens, error) {
 	r, rev, err := v.Get(ctx, account)
 	if err != nil {
-		return zoom.UserToken{}, err
+		return proto.Tokens{}, err
 	}
 	if v.fresh(r) { // another process renewed it meanwhile
-		return r.UserToken, nil
+		return r.Tokens, nil
 	}
 	nt, err := v.refresher.RefreshUserToken(ctx, r.RefreshToken)
 	if err != nil {
 		// Our refresh token may have just been rotated by another process.
 		if cur, _, gerr := v.Get(ctx, account); gerr == nil && cur.RefreshToken != r.RefreshToken && v.fresh(cur) {
-			return cur.UserToken, nil
+			return cur.Tokens, nil
 		}
-		return zoom.UserToken{}, fmt.Errorf("vault: refresh tokens of %s: %w", account, err)
+		return proto.Tokens{}, fmt.Errorf("vault: refresh tokens of %s: %w", account, err)
 	}
 	if nt.RefreshToken == "" {
 		nt.RefreshToken = r.RefreshToken
@@ -205,12 +217,12 @@ func (v *Vault) refresh(ctx context.Context, account string) (zoom.UserToken, er
 	if nt.APIURL == "" {
 		nt.APIURL = r.APIURL
 	}
-	next := Record{UserToken: nt, UserID: r.UserID}
+	next := Record{Tokens: nt, UserID: r.UserID}
 	for {
 		next.UpdatedAt = v.now().UTC()
 		b, err := json.Marshal(next)
 		if err != nil {
-			return zoom.UserToken{}, err
+			return proto.Tokens{}, err
 		}
 		_, err = v.kv.Update(ctx, account, v.key.Seal(account, b), rev)
 		for try := 0; err != nil && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) && try < 3; try++ {
@@ -226,15 +238,15 @@ func (v *Vault) refresh(ctx context.Context, account string) (zoom.UserToken, er
 			return nt, nil
 		}
 		if !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
-			return zoom.UserToken{}, fmt.Errorf("vault: refreshed tokens of %s not stored; the account may need reinstalling: %w", account, err)
+			return proto.Tokens{}, fmt.Errorf("vault: refreshed tokens of %s not stored; the account may need reinstalling: %w", account, err)
 		}
 		// Someone wrote first. Keep the later-expiring, i.e. newer, token.
 		cur, curRev, err := v.Get(ctx, account)
 		if err != nil {
-			return zoom.UserToken{}, err
+			return proto.Tokens{}, err
 		}
 		if !cur.ExpiresAt.Before(nt.ExpiresAt) {
-			return cur.UserToken, nil
+			return cur.Tokens, nil
 		}
 		rev = curRev
 	}

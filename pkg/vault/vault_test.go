@@ -77,7 +77,7 @@ const redirectURI = "https://geomux.test/oauth/callback"
 
 // install gets real user tokens of account from the sandbox: its authorize
 // form, then the authorization_code grant.
-func (z zoomEnv) install(t *testing.T, srvURL, account string) zoom.UserToken {
+func (z zoomEnv) install(t *testing.T, srvURL, account string) proto.Tokens {
 	t.Helper()
 	c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := c.PostForm(srvURL+"/oauth/authorize", url.Values{
@@ -108,7 +108,7 @@ func newZoomWithURL(t *testing.T) (zoomEnv, string) {
 	return zoomEnv{sb: sb, zc: zc}, srv.URL
 }
 
-func sameToken(t *testing.T, what string, got, want zoom.UserToken) {
+func sameToken(t *testing.T, what string, got, want proto.Tokens) {
 	t.Helper()
 	if got.AccessToken != want.AccessToken || got.RefreshToken != want.RefreshToken || !got.ExpiresAt.Equal(want.ExpiresAt) ||
 		got.Scope != want.Scope || got.APIURL != want.APIURL {
@@ -117,17 +117,17 @@ func sameToken(t *testing.T, what string, got, want zoom.UserToken) {
 }
 
 // refresherFunc is a Refresher.
-type refresherFunc func(ctx context.Context, refreshToken string) (zoom.UserToken, error)
+type refresherFunc func(ctx context.Context, refreshToken string) (proto.Tokens, error)
 
-func (f refresherFunc) RefreshUserToken(ctx context.Context, rt string) (zoom.UserToken, error) {
+func (f refresherFunc) RefreshUserToken(ctx context.Context, rt string) (proto.Tokens, error) {
 	return f(ctx, rt)
 }
 
 // noRefresh fails the test if called.
 func noRefresh(t *testing.T) vault.Refresher {
-	return refresherFunc(func(context.Context, string) (zoom.UserToken, error) {
+	return refresherFunc(func(context.Context, string) (proto.Tokens, error) {
 		t.Error("refresher called")
-		return zoom.UserToken{}, errors.New("no refresh expected")
+		return proto.Tokens{}, errors.New("no refresh expected")
 	})
 }
 
@@ -223,8 +223,8 @@ func TestSealOpen(t *testing.T) {
 
 // ---- the vault on NATS ----
 
-func record(tok zoom.UserToken, user string) vault.Record {
-	return vault.Record{UserToken: tok, UserID: user}
+func record(tok proto.Tokens, user string) vault.Record {
+	return vault.Record{Tokens: tok, UserID: user}
 }
 
 func TestPutGet(t *testing.T) {
@@ -232,7 +232,7 @@ func TestPutGet(t *testing.T) {
 	k := randomKey(t)
 	v := vault.New(s.kv, k, noRefresh(t))
 	c := ctx(t)
-	tok := zoom.UserToken{
+	tok := proto.Tokens{
 		AccessToken: "access-" + strings.Repeat("A", 40), RefreshToken: "refresh-" + strings.Repeat("R", 40),
 		ExpiresAt: time.Now().Add(time.Hour).UTC().Truncate(time.Second), Scope: "imchat:userapp", APIURL: "https://api-eu.zoom.us",
 	}
@@ -244,7 +244,7 @@ func TestPutGet(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sameToken(t, "Get", r.UserToken, tok)
+	sameToken(t, "Get", r.Tokens, tok)
 	if r.UserID != "user-1" || rev == 0 || r.UpdatedAt.Before(before.Add(-time.Second)) || r.UpdatedAt.After(time.Now().Add(time.Second)) {
 		t.Errorf("record %+v, revision %d", r, rev)
 	}
@@ -296,7 +296,7 @@ func TestDeleteErases(t *testing.T) {
 	s := newStore(t)
 	v := vault.New(s.kv, randomKey(t), noRefresh(t))
 	c := ctx(t)
-	tok := zoom.UserToken{AccessToken: "at-erase", RefreshToken: "rt-erase", ExpiresAt: time.Now().Add(time.Hour)}
+	tok := proto.Tokens{AccessToken: "at-erase", RefreshToken: "rt-erase", ExpiresAt: time.Now().Add(time.Hour)}
 	var revs []uint64
 	for range 3 {
 		if err := v.Put(c, "acct-gone", record(tok, "u")); err != nil {
@@ -410,7 +410,7 @@ func TestAccessTokenRefreshes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sameToken(t, "stored after the refresh", r.UserToken, got)
+	sameToken(t, "stored after the refresh", r.Tokens, got)
 	if r.UserID != "u-acct-stale" || r.APIURL != old.APIURL {
 		t.Errorf("stored record lost its user id or API URL: %+v", r)
 	}
@@ -445,14 +445,14 @@ func TestRefreshKeepsWhatZoomOmits(t *testing.T) {
 	s := newStore(t)
 	c := ctx(t)
 	var calls atomic.Int32
-	v := vault.New(s.kv, randomKey(t), refresherFunc(func(_ context.Context, rt string) (zoom.UserToken, error) {
+	v := vault.New(s.kv, randomKey(t), refresherFunc(func(_ context.Context, rt string) (proto.Tokens, error) {
 		calls.Add(1)
 		if rt != "rt-kept" {
 			t.Errorf("refreshed with %q", rt)
 		}
-		return zoom.UserToken{AccessToken: "at-new", ExpiresAt: time.Now().Add(time.Hour)}, nil
+		return proto.Tokens{AccessToken: "at-new", ExpiresAt: time.Now().Add(time.Hour)}, nil
 	}))
-	old := zoom.UserToken{AccessToken: "at-old", RefreshToken: "rt-kept", ExpiresAt: time.Now().Add(time.Minute), APIURL: "https://api-eu.zoom.us"}
+	old := proto.Tokens{AccessToken: "at-old", RefreshToken: "rt-kept", ExpiresAt: time.Now().Add(time.Minute), APIURL: "https://api-eu.zoom.us"}
 	if err := v.Put(c, "acct-omit", record(old, "u")); err != nil {
 		t.Fatal(err)
 	}
@@ -470,7 +470,7 @@ func TestRefreshFailure(t *testing.T) {
 	z, _ := newZoomWithURL(t)
 	c := ctx(t)
 	v := vault.New(s.kv, randomKey(t), z.zc)
-	old := zoom.UserToken{AccessToken: "at-revoked", RefreshToken: "rt-zoom-does-not-know", ExpiresAt: time.Now().Add(time.Minute)}
+	old := proto.Tokens{AccessToken: "at-revoked", RefreshToken: "rt-zoom-does-not-know", ExpiresAt: time.Now().Add(time.Minute)}
 	if err := v.Put(c, "acct-revoked", record(old, "u")); err != nil {
 		t.Fatal(err)
 	}
@@ -498,19 +498,19 @@ func gated(next vault.Refresher) *gatedRefresher {
 	return &gatedRefresher{next: next, entered: make(chan string, 4), release: make(chan struct{})}
 }
 
-func (g *gatedRefresher) RefreshUserToken(ctx context.Context, rt string) (zoom.UserToken, error) {
+func (g *gatedRefresher) RefreshUserToken(ctx context.Context, rt string) (proto.Tokens, error) {
 	g.calls.Add(1)
 	g.entered <- rt
 	select {
 	case <-g.release:
 	case <-ctx.Done():
-		return zoom.UserToken{}, ctx.Err()
+		return proto.Tokens{}, ctx.Err()
 	}
 	return g.next.RefreshUserToken(ctx, rt)
 }
 
 type result struct {
-	tok zoom.UserToken
+	tok proto.Tokens
 	err error
 }
 
@@ -560,13 +560,13 @@ func TestTwoVaultsRefreshAtOnce(t *testing.T) {
 			key := randomKey(t)
 			base := time.Now()
 			issue := func(tok string, exp time.Duration) vault.Refresher {
-				return refresherFunc(func(context.Context, string) (zoom.UserToken, error) {
-					return zoom.UserToken{AccessToken: "at-" + tok, RefreshToken: "rt-" + tok, ExpiresAt: base.Add(exp)}, nil
+				return refresherFunc(func(context.Context, string) (proto.Tokens, error) {
+					return proto.Tokens{AccessToken: "at-" + tok, RefreshToken: "rt-" + tok, ExpiresAt: base.Add(exp)}, nil
 				})
 			}
 			older, newer := gated(issue("older", 60*time.Minute)), gated(issue("newer", 61*time.Minute))
 			vOlder, vNewer := vault.New(s.kv, key, older), vault.New(s.kv, key, newer)
-			stale := zoom.UserToken{AccessToken: "at-0", RefreshToken: "rt-0", ExpiresAt: base.Add(time.Minute), APIURL: "https://api.zoom.us"}
+			stale := proto.Tokens{AccessToken: "at-0", RefreshToken: "rt-0", ExpiresAt: base.Add(time.Minute), APIURL: "https://api.zoom.us"}
 			if err := vOlder.Put(c, "acct-cas", record(stale, "u")); err != nil {
 				t.Fatal(err)
 			}
@@ -647,7 +647,7 @@ func TestRefreshRotatedByAnotherProcess(t *testing.T) {
 	}
 	sameToken(t, "A's token", fromA.tok, fromB)
 	r, _, _ := a.Get(c, "acct-rotated")
-	sameToken(t, "stored", r.UserToken, fromB)
+	sameToken(t, "stored", r.Tokens, fromB)
 	if n := z.sb.RefreshCount(); n != 1 {
 		t.Errorf("%d successful refreshes at Zoom, want 1", n)
 	}
@@ -709,30 +709,30 @@ func TestHandToRegion(t *testing.T) {
 	}
 	ingress := secondConn(t, s) // the ingress's own connection
 	c := ctx(t)
-	h := vault.Handover{AccountID: "acct-handed", Record: vault.Record{
-		UserToken: zoom.UserToken{AccessToken: "at-h", RefreshToken: "rt-h", ExpiresAt: time.Now().Add(time.Hour).UTC().Truncate(time.Second), APIURL: "https://api-eu.zoom.us"},
-		UserID:    "installer",
-	}}
-	if err := vault.Hand(c, ingress, "eu", h); err != nil {
-		t.Fatalf("Hand: %v", err)
+	h := proto.TokenHandover{AccountID: "acct-handed",
+		Tokens: proto.Tokens{AccessToken: "at-h", RefreshToken: "rt-h", ExpiresAt: time.Now().Add(time.Hour).UTC().Truncate(time.Second), APIURL: "https://api-eu.zoom.us"},
+		UserID: "installer",
+	}
+	if err := vault.HandOver(c, ingress, "eu", h); err != nil {
+		t.Fatalf("HandOver: %v", err)
 	}
 	r, _, err := v.Get(c, "acct-handed")
 	if err != nil {
 		t.Fatal(err)
 	}
-	sameToken(t, "stored", r.UserToken, h.UserToken)
+	sameToken(t, "stored", r.Tokens, h.Tokens)
 	if r.UserID != "installer" {
 		t.Errorf("user id %q", r.UserID)
 	}
 
 	// Malformed handovers are answered with an error, and store nothing.
-	for name, bad := range map[string]vault.Handover{
-		"no account":      {Record: h.Record},
-		"no access token": {AccountID: "acct-bad", Record: vault.Record{UserToken: zoom.UserToken{RefreshToken: "rt"}}},
+	for name, bad := range map[string]proto.TokenHandover{
+		"no account":      {Tokens: h.Tokens, UserID: h.UserID},
+		"no access token": {AccountID: "acct-bad", Tokens: proto.Tokens{RefreshToken: "rt"}},
 	} {
-		err := vault.Hand(c, ingress, "eu", bad)
+		err := vault.HandOver(c, ingress, "eu", bad)
 		if err == nil || !strings.Contains(err.Error(), "malformed handover") {
-			t.Errorf("%s: Hand = %v, want the region's malformed-handover answer", name, err)
+			t.Errorf("%s: HandOver = %v, want the region's malformed-handover answer", name, err)
 		}
 	}
 	m, err := ingress.RequestWithContext(c, proto.RegionVaultSubject("eu"), []byte("not json"))
@@ -755,8 +755,8 @@ func TestHandToRegion(t *testing.T) {
 		t.Fatal(err)
 	}
 	natstest.Eventually(t, 5*time.Second, func() bool {
-		return errors.Is(vault.Hand(c, ingress, "eu", h), vault.ErrNoVault)
-	}, "Hand after Stop to answer ErrNoVault")
+		return errors.Is(vault.HandOver(c, ingress, "eu", h), vault.ErrNoVault)
+	}, "HandOver after Stop to answer ErrNoVault")
 }
 
 func TestHandWithoutService(t *testing.T) {
@@ -769,9 +769,9 @@ func TestHandWithoutService(t *testing.T) {
 	defer func() { _ = svc.Stop() }()
 	c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	h := vault.Handover{AccountID: "acct-us", Record: vault.Record{UserToken: zoom.UserToken{AccessToken: "at", RefreshToken: "rt"}}}
+	h := proto.TokenHandover{AccountID: "acct-us", Tokens: proto.Tokens{AccessToken: "at", RefreshToken: "rt"}}
 	t0 := time.Now()
-	err = vault.Hand(c, secondConn(t, s), "us", h) // eu serves; us does not
+	err = vault.HandOver(c, secondConn(t, s), "us", h) // eu serves; us does not
 	if !errors.Is(err, vault.ErrNoVault) {
 		t.Fatalf("Hand to a region without a vault: %v, want ErrNoVault", err)
 	}
@@ -799,8 +799,8 @@ func TestHandStoreFails(t *testing.T) {
 	if err := s.ns.JS.DeleteKeyValue(c, proto.RegionVaultBucket("uk")); err != nil {
 		t.Fatal(err)
 	}
-	h := vault.Handover{AccountID: "acct-uk", Record: vault.Record{UserToken: zoom.UserToken{AccessToken: "at-uk", RefreshToken: "rt-uk"}}}
-	err = vault.Hand(c, secondConn(t, s), "uk", h)
+	h := proto.TokenHandover{AccountID: "acct-uk", Tokens: proto.Tokens{AccessToken: "at-uk", RefreshToken: "rt-uk"}}
+	err = vault.HandOver(c, secondConn(t, s), "uk", h)
 	if err == nil {
 		t.Fatal("Hand succeeded though the region could not store the tokens")
 	}

@@ -15,16 +15,6 @@ import (
 	"github.com/geomux/geomux/proto"
 )
 
-// UserToken is a user's OAuth tokens (authorization_code grant), as Zoom
-// returns them at install and at each refresh. Its access token, expiry and
-// API host (e.g. https://api-eu.zoom.us, no /v2) are what a backend is
-// given (proto.UserToken); the refresh token stays in the region's vault.
-type UserToken struct {
-	proto.UserToken
-	RefreshToken string `json:"refresh_token"`
-	Scope        string `json:"scope,omitempty"`
-}
-
 // AuthorizeURL is where an install sends the admin's browser:
 // {oauth}/oauth/authorize with the app's client id, the redirect URI, the
 // state and a PKCE S256 challenge.
@@ -43,7 +33,7 @@ func (c *Client) AuthorizeURL(redirectURI, state, codeChallenge string) string {
 // ExchangeCode trades an authorization code for the user's tokens. The code
 // verifier is empty when the install did not start with PKCE (an admin who
 // installed from Zoom's Marketplace).
-func (c *Client) ExchangeCode(ctx context.Context, code, redirectURI, codeVerifier string) (UserToken, error) {
+func (c *Client) ExchangeCode(ctx context.Context, code, redirectURI, codeVerifier string) (proto.Tokens, error) {
 	form := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {redirectURI}}
 	if codeVerifier != "" {
 		form.Set("code_verifier", codeVerifier)
@@ -53,24 +43,24 @@ func (c *Client) ExchangeCode(ctx context.Context, code, redirectURI, codeVerifi
 
 // RefreshUserToken trades a refresh token for new tokens. Zoom rotates
 // refresh tokens: the returned one replaces the old, which stops working.
-func (c *Client) RefreshUserToken(ctx context.Context, refreshToken string) (UserToken, error) {
+func (c *Client) RefreshUserToken(ctx context.Context, refreshToken string) (proto.Tokens, error) {
 	return c.userToken(ctx, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {refreshToken}})
 }
 
-func (c *Client) userToken(ctx context.Context, form url.Values) (UserToken, error) {
+func (c *Client) userToken(ctx context.Context, form url.Values) (proto.Tokens, error) {
 	req, err := c.oauthRequest(ctx, nil, form)
 	if err != nil {
-		return UserToken{}, err
+		return proto.Tokens{}, err
 	}
 	body, status, err := c.exchange(req, "zoom-oauth", "zoom oauth", 64<<10)
 	if err != nil {
-		return UserToken{}, err
+		return proto.Tokens{}, err
 	}
 	var tr tokenResponse
 	if err := json.Unmarshal(body, &tr); err != nil || tr.AccessToken == "" {
-		return UserToken{}, &retry.StatusError{Service: "zoom-oauth", StatusCode: status, Detail: "answer has no access_token"}
+		return proto.Tokens{}, &retry.StatusError{Service: "zoom-oauth", StatusCode: status, Detail: "answer has no access_token"}
 	}
-	return UserToken{
+	return proto.Tokens{
 		AccessToken: tr.AccessToken, RefreshToken: tr.RefreshToken, Scope: tr.Scope, APIURL: tr.APIURL,
 		ExpiresAt: c.now().Add(time.Duration(tr.ExpiresIn) * time.Second).UTC(),
 	}, nil

@@ -10,7 +10,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/geomux/geomux/pkg/natsx/natstest"
-	"github.com/geomux/geomux/pkg/vault"
 	"github.com/geomux/geomux/proto"
 )
 
@@ -22,7 +21,7 @@ type handoffs struct {
 	refuse map[string]bool
 }
 
-func (h *handoffs) handoff(_ context.Context, region string, ho vault.Handover) error {
+func (h *handoffs) handoff(_ context.Context, region string, ho proto.TokenHandover) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.got = append(h.got, region+"/"+ho.AccountID)
@@ -43,11 +42,11 @@ func (h *handoffs) calls() []string {
 func serve(t *testing.T, srv *natstest.Server, h *handoffs) (*Directory, Remote) {
 	t.Helper()
 	d := open(t, srv)
-	sub, err := Serve(srv.Conn, Installer{Dir: d, Handoff: h.handoff}, zap.NewNop())
+	sub, err := Serve(srv.Conn, Local{Dir: d, HandOver: h.handoff}, zap.NewNop())
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = sub.Unsubscribe() })
+	t.Cleanup(func() { _ = sub.Stop() })
 	nc, err := nats.Connect("", nats.InProcessServer(srv.NS), srv.Auth(t))
 	if err != nil {
 		t.Fatal(err)
@@ -56,8 +55,8 @@ func serve(t *testing.T, srv *natstest.Server, h *handoffs) (*Directory, Remote)
 	return d, Remote{Conn: nc}
 }
 
-func handover(account string) vault.Handover {
-	return vault.Handover{AccountID: account, Record: vault.Record{UserID: "user-of-" + account}}
+func handover(account string) proto.TokenHandover {
+	return proto.TokenHandover{AccountID: account, UserID: "user-of-" + account}
 }
 
 func TestRemoteInstall(t *testing.T) {
