@@ -33,11 +33,10 @@ func TestEachAppAtItsOwnPathWithItsOwnSecret(t *testing.T) {
 	}
 	m := ingress.NewMetrics(prometheus.NewRegistry())
 	h := ingress.NewHandler(ns.JS, ingress.Options{
-		Verifier:   zoom.NewVerifier([]string{"main-secret"}, 5*time.Minute),
-		DefaultApp: "main",
-		Apps: map[string]*zoom.Verifier{
-			"us-bot": zoom.NewVerifier([]string{"us-secret", "us-old-secret"}, 5*time.Minute),
-			"eu-bot": zoom.NewVerifier([]string{"eu-secret"}, 5*time.Minute),
+		Apps: []ingress.App{
+			{Name: "main", Verifier: zoom.NewVerifier([]string{"main-secret"}, 5*time.Minute)},
+			{Name: "us-bot", Verifier: zoom.NewVerifier([]string{"us-secret", "us-old-secret"}, 5*time.Minute)},
+			{Name: "eu-bot", Verifier: zoom.NewVerifier([]string{"eu-secret"}, 5*time.Minute)},
 		},
 		PublishTimeout: 2 * time.Second,
 	}, m, health.NewRegistry(), zap.NewNop())

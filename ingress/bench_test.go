@@ -46,7 +46,7 @@ func benchWebhook(b *testing.B, syncAlways, parallel bool) {
 		b.Fatal(err)
 	}
 	h := ingress.NewHandler(ns.JS, ingress.Options{
-		Verifier:       zoom.NewVerifier([]string{secret}, 5*time.Minute),
+		Apps:           []ingress.App{{Name: config.DefaultAppName, Verifier: zoom.NewVerifier([]string{secret}, 5*time.Minute)}},
 		PublishTimeout: 2 * time.Second,
 	}, ingress.NewMetrics(prometheus.NewRegistry()), health.NewRegistry(), zap.NewNop())
 	var n atomic.Int64

@@ -48,18 +48,14 @@ type HandlerParams struct {
 
 func newHandler(p HandlerParams) (*Handler, error) {
 	c := p.Config
-	def := c.Zoom.DefaultApp()
 	opts := Options{
-		Verifier:          zoom.NewVerifier(def.WebhookSecretTokens, c.Ingress.MaxClockSkew.D()),
-		DefaultApp:        def.Name,
-		Apps:              map[string]*zoom.Verifier{},
 		PublishTimeout:    c.Ingress.PublishTimeout.D(),
 		TransitPartitions: c.NATS.TransitPartitions,
 		Governor:          p.Governor,
 		Tracer:            p.Tracing.Tracer("github.com/geomux/geomux/ingress"),
 	}
-	for _, a := range c.Zoom.OtherApps() {
-		opts.Apps[a.Name] = zoom.NewVerifier(a.WebhookSecretTokens, c.Ingress.MaxClockSkew.D())
+	for _, a := range c.Zoom.AllApps() {
+		opts.Apps = append(opts.Apps, App{Name: a.Name, Verifier: zoom.NewVerifier(a.WebhookSecretTokens, c.Ingress.MaxClockSkew.D())})
 	}
 	if c.Install.Enabled() {
 		// The bucket of used install states is opened at start, before the

@@ -27,7 +27,6 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
-	"github.com/geomux/geomux/pkg/config"
 	"github.com/geomux/geomux/pkg/governor"
 	"github.com/geomux/geomux/pkg/health"
 	"github.com/geomux/geomux/pkg/httpx"
@@ -47,14 +46,10 @@ const WebhookPath = proto.WebhookPath
 
 // Options configure a Handler.
 type Options struct {
-	// Verifier checks the signatures of the default app's events, posted to
-	// WebhookPath.
-	Verifier *zoom.Verifier
-	// DefaultApp names the default app (config.DefaultAppName when empty).
-	DefaultApp string
-	// Apps are the other apps' verifiers, by name: each app's events are
-	// posted to WebhookPath/<name> and verified with its secrets only.
-	Apps map[string]*zoom.Verifier
+	// Apps are the Zoom apps: each app's events are posted to
+	// WebhookPath/<name> and verified with its secrets only; the first's
+	// also to WebhookPath.
+	Apps []App
 	// PublishTimeout bounds the wait for JetStream's acknowledgement.
 	PublishTimeout time.Duration
 	// TransitPartitions is how many transit streams there are (1 when 0):
@@ -104,11 +99,15 @@ func newApp(name string, v *zoom.Verifier, m *Metrics) *app {
 		duplicates: m.Duplicates.WithLabelValues(name), publishFailures: m.PublishFailures.WithLabelValues(name)}
 }
 
+// App is a Zoom app as the ingress knows it: its name and its webhook
+// secrets.
+type App struct {
+	Name     string
+	Verifier *zoom.Verifier
+}
+
 // NewHandler returns the ingress HTTP handler. It publishes with js, over nc.
 func NewHandler(js jetstream.JetStream, opts Options, m *Metrics, h *health.Registry, log *zap.Logger) *Handler {
-	if opts.DefaultApp == "" {
-		opts.DefaultApp = config.DefaultAppName
-	}
 	if opts.Tracer == nil {
 		opts.Tracer = noop.NewTracerProvider().Tracer("")
 	}
@@ -120,12 +119,13 @@ func NewHandler(js jetstream.JetStream, opts Options, m *Metrics, h *health.Regi
 			return zapcore.NewSamplerWithOptions(c, time.Second, 5, 0)
 		})),
 	}
-	def := newApp(opts.DefaultApp, opts.Verifier, m)
-	s.apps[def.name] = def
-	for name, v := range opts.Apps {
-		s.apps[name] = newApp(name, v, m)
+	for i, a := range opts.Apps {
+		s.apps[a.Name] = newApp(a.Name, a.Verifier, m)
+		if i == 0 {
+			first := s.apps[a.Name]
+			s.mux.HandleFunc("POST "+WebhookPath, func(w http.ResponseWriter, r *http.Request) { s.webhook(w, r, first) })
+		}
 	}
-	s.mux.HandleFunc("POST "+WebhookPath, func(w http.ResponseWriter, r *http.Request) { s.webhook(w, r, def) })
 	s.mux.HandleFunc("POST "+WebhookPath+"/{app}", func(w http.ResponseWriter, r *http.Request) {
 		a, ok := s.apps[r.PathValue("app")]
 		if !ok {

@@ -56,7 +56,7 @@ func newFixture(t *testing.T) *fixture {
 	m := ingress.NewMetrics(prometheus.NewRegistry())
 	reg := health.NewRegistry()
 	h := ingress.NewHandler(ns.JS, ingress.Options{
-		Verifier:       zoom.NewVerifier([]string{secret, oldSecret}, 5*time.Minute),
+		Apps:           []ingress.App{{Name: config.DefaultAppName, Verifier: zoom.NewVerifier([]string{secret, oldSecret}, 5*time.Minute)}},
 		PublishTimeout: 2 * time.Second,
 	}, m, reg, zap.NewNop())
 	srv := httptest.NewServer(h)

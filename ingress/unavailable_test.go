@@ -84,7 +84,7 @@ func TestExternalNATSDownAndBack(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := ingress.NewHandler(js, ingress.Options{
-		Verifier:       zoom.NewVerifier([]string{secret}, 5*time.Minute),
+		Apps:           []ingress.App{{Name: config.DefaultAppName, Verifier: zoom.NewVerifier([]string{secret}, 5*time.Minute)}},
 		PublishTimeout: 2 * time.Second,
 	}, ingress.NewMetrics(prometheus.NewRegistry()), health.NewRegistry(), zap.NewNop())
 	srv := httptest.NewServer(h)
@@ -149,7 +149,7 @@ func TestStoreFull(t *testing.T) {
 	}
 	reg := health.NewRegistry()
 	h := ingress.NewHandler(js, ingress.Options{
-		Verifier:       zoom.NewVerifier([]string{secret}, 5*time.Minute),
+		Apps:           []ingress.App{{Name: config.DefaultAppName, Verifier: zoom.NewVerifier([]string{secret}, 5*time.Minute)}},
 		PublishTimeout: 2 * time.Second,
 	}, ingress.NewMetrics(prometheus.NewRegistry()), reg, zap.NewNop())
 	srv := httptest.NewServer(h)
@@ -242,7 +242,7 @@ func TestPublishIsTriedAgainWithinItsTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := ingress.NewHandler(js, ingress.Options{
-		Verifier:       zoom.NewVerifier([]string{secret}, 5*time.Minute),
+		Apps:           []ingress.App{{Name: config.DefaultAppName, Verifier: zoom.NewVerifier([]string{secret}, 5*time.Minute)}},
 		PublishTimeout: 2 * time.Second,
 	}, ingress.NewMetrics(prometheus.NewRegistry()), health.NewRegistry(), zap.NewNop())
 	srv := httptest.NewServer(h)
@@ -303,7 +303,7 @@ func TestEventGoesToAnotherTransitStreamWhenOneDoesNotAnswer(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := ingress.NewHandler(js, ingress.Options{
-		Verifier:          zoom.NewVerifier([]string{secret}, 5*time.Minute),
+		Apps:              []ingress.App{{Name: config.DefaultAppName, Verifier: zoom.NewVerifier([]string{secret}, 5*time.Minute)}},
 		PublishTimeout:    2 * time.Second,
 		TransitPartitions: 2,
 	}, ingress.NewMetrics(prometheus.NewRegistry()), health.NewRegistry(), zap.NewNop())

@@ -29,7 +29,7 @@ func TestRepliesAsTheEventsApp(t *testing.T) {
 		return zoom.NewClient(zoom.ClientConfig{ClientID: id, ClientSecret: secret, APIBaseURL: srv.URL + "/v2", OAuthBaseURL: srv.URL}, newHTTPClient(t, 0))
 	}
 	opts := testOptions("eu")
-	opts.Apps = map[string]workers.App{"eu-bot": {BotJID: "eu-bot@xmpp.zoom.us", Zoom: client("eu-bot-id", "eu-bot-secret")}}
+	opts.Apps = []workers.App{{Name: "eu-bot", BotJID: "eu-bot@xmpp.zoom.us", Zoom: client("eu-bot-id", "eu-bot-secret")}}
 	startWorker(t, ns.JS, workers.Echo, client(clientID, clientSecret), opts)
 
 	send := func(app, text string, n int64) {

@@ -304,7 +304,7 @@ func (w *Worker) event(m jetstream.Msg) (Event, error) {
 		Type: h.Get(proto.HeaderEventType), App: h.Get(proto.HeaderApp), Body: m.Data(),
 	}
 	if ev.App == "" {
-		ev.App = w.opts.DefaultApp
+		ev.App = w.defaultApp
 	}
 	if ev.ID == "" || ev.AccountID == "" || ev.Type == "" {
 		return ev, fmt.Errorf("%w: event lacks geomux headers", retry.ErrPermanent)
@@ -320,10 +320,7 @@ func (w *Worker) event(m jetstream.Msg) (Event, error) {
 // worker does not know (its config lags the ingress's) is retried: the
 // event waits for the worker to know it.
 func (w *Worker) bot(app string) (App, error) {
-	if app == w.opts.DefaultApp {
-		return App{BotJID: w.opts.BotJID, Zoom: w.zoom}, nil
-	}
-	if a, ok := w.opts.Apps[app]; ok {
+	if a, ok := w.apps[app]; ok {
 		return a, nil
 	}
 	return App{}, fmt.Errorf("the event came through Zoom app %q, which this worker's config does not have (zoom.apps)", app)

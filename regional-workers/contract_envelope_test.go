@@ -61,7 +61,6 @@ func TestBackendOpenAPIDescribesTheEnvelopeSent(t *testing.T) {
 		return backendAnswer{Status: http.StatusNoContent}
 	})
 	plain := testOptions("eu")
-	plain.DefaultApp = "default"
 	startWorker(t, ns.JS, backendHandler(t, backend, "eu", 0), zoomClient(t, z), plain)
 
 	// A region that passes the installing user's token.
@@ -70,7 +69,7 @@ func TestBackendOpenAPIDescribesTheEnvelopeSent(t *testing.T) {
 		t.Fatal(err)
 	}
 	tokens := testOptions("us")
-	tokens.DefaultApp, tokens.Vault, tokens.UserToken = "default", vault.Later(key, nil), true
+	tokens.Vault, tokens.UserToken = vault.Later(key, nil), true
 	if err := tokens.Vault.Open(context.Background(), ns.JS, "us", tokens.Streams); err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,6 @@ import (
 	"github.com/geomux/geomux/pkg/platformfx"
 	"github.com/geomux/geomux/pkg/topology"
 	"github.com/geomux/geomux/pkg/vaultfx"
-	"github.com/geomux/geomux/pkg/zoom"
 )
 
 // Module runs a worker for each region of the target (config.Target), and
@@ -38,7 +37,6 @@ type WorkersParams struct {
 	Config    config.Config
 	Target    config.Target
 	Regions   natsfx.Regions
-	Zoom      *zoom.Client
 	ZoomApps  platformfx.ZoomApps
 	HTTP      *retryablehttp.Client
 	Metrics   *Metrics
@@ -50,9 +48,9 @@ type WorkersParams struct {
 }
 
 func registerWorkers(p WorkersParams) error {
-	apps := map[string]App{}
-	for _, a := range p.Config.Zoom.OtherApps() {
-		apps[a.Name] = App{BotJID: a.BotJID, Zoom: p.ZoomApps[a.Name]}
+	var apps []App
+	for _, a := range p.Config.Zoom.AllApps() {
+		apps = append(apps, App{Name: a.Name, BotJID: a.BotJID, Zoom: p.ZoomApps[a.Name]})
 	}
 	var all []*Worker
 	for _, r := range p.Target.WorkerRegions(p.Config) {
@@ -62,8 +60,6 @@ func registerWorkers(p WorkersParams) error {
 		}
 		opts := Options{
 			Region:             r.Name,
-			BotJID:             p.Config.Zoom.DefaultApp().BotJID,
-			DefaultApp:         p.Config.Zoom.DefaultApp().Name,
 			Apps:               apps,
 			Retry:              p.Config.Retry,
 			Concurrency:        p.Config.Worker.Concurrency,
@@ -84,7 +80,7 @@ func registerWorkers(p WorkersParams) error {
 			// when the region asks.
 			opts.Directory = directory.AskHub{JS: p.Regions[r.Name].JS, Region: r.Name}
 		}
-		w := New(p.Regions[r.Name].JS, h, p.Zoom, opts, p.Metrics, p.Log)
+		w := New(p.Regions[r.Name].JS, h, opts, p.Metrics, p.Log)
 		p.Health.Register("worker-"+r.Name, w.Ready)
 		all = append(all, w)
 	}

@@ -289,7 +289,6 @@ func backendHandler(t *testing.T, b *fakeBackend, region string, retries int) *w
 func testOptions(region string) workers.Options {
 	return workers.Options{
 		Region: region,
-		BotJID: botJID,
 		Retry: config.Retry{
 			MaxAttempts: 5,
 			Backoff:     []config.Duration{config.Duration(50 * time.Millisecond)},
@@ -304,11 +303,25 @@ func testOptions(region string) workers.Options {
 	}
 }
 
+// withBot gives opts the test's default app, replying as botJID through
+// zc, ahead of the apps it has (or fills in the sender of its own first
+// app).
+func withBot(opts workers.Options, zc workers.Sender) workers.Options {
+	if len(opts.Apps) > 0 && opts.Apps[0].Name == config.DefaultAppName {
+		if opts.Apps[0].Zoom == nil {
+			opts.Apps[0].Zoom = zc
+		}
+		return opts
+	}
+	opts.Apps = append([]workers.App{{Name: config.DefaultAppName, BotJID: botJID, Zoom: zc}}, opts.Apps...)
+	return opts
+}
+
 // startWorker builds and starts a worker; it is stopped when the test ends.
 func startWorker(t *testing.T, js jetstream.JetStream, h workers.Handler, zc workers.Sender, opts workers.Options) (*workers.Worker, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	w := workers.New(js, h, zc, opts, workers.NewMetrics(reg), testLogger(t))
+	w := workers.New(js, h, withBot(opts, zc), workers.NewMetrics(reg), testLogger(t))
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
 	if err := w.Start(ctx); err != nil {

@@ -76,7 +76,7 @@ func runWorkerProcess() int {
 	if os.Getenv("GEOMUXTEST_LOG") != "" {
 		log, _ = zap.NewDevelopment()
 	}
-	w := workers.New(js, h, zc, opts, workers.NewMetrics(prometheus.NewRegistry()), log)
+	w := workers.New(js, h, withBot(opts, zc), workers.NewMetrics(prometheus.NewRegistry()), log)
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
 	if err := w.Start(ctx); err != nil {

@@ -44,15 +44,10 @@ type Options struct {
 	Governor *governor.Governor
 	// Tracer makes the spans of each attempt (none when nil).
 	Tracer trace.Tracer
-	// BotJID is robot_jid in every message of the default app.
-	BotJID string
-	// DefaultApp names the app whose bot is BotJID and sender the Sender
-	// given to New (config.DefaultAppName when empty). Events that name no
-	// app are the default app's.
-	DefaultApp string
-	// Apps are the other apps' bots, by name: an event is replied to by the
-	// bot of the app it came through.
-	Apps map[string]App
+	// Apps are the Zoom apps' bots: an event is replied to by the bot of
+	// the app it came through; an event that names no app (stored before
+	// apps were) is the first app's.
+	Apps []App
 	// Retry is the retry policy.
 	Retry config.Retry
 	// Concurrency is how many events the worker holds at once, running or
@@ -82,9 +77,6 @@ type Options struct {
 }
 
 func (o *Options) setDefaults() {
-	if o.DefaultApp == "" {
-		o.DefaultApp = config.DefaultAppName
-	}
 	if o.Tracer == nil {
 		o.Tracer = noop.NewTracerProvider().Tracer("")
 	}
@@ -108,8 +100,10 @@ func (o *Options) setDefaults() {
 	}
 }
 
-// App is a Zoom app's chatbot: its JID and what sends as it.
+// App is a Zoom app's chatbot: the app's name, the bot's JID and what
+// sends as it.
 type App struct {
+	Name   string
 	BotJID string
 	Zoom   Sender
 }
@@ -123,8 +117,11 @@ type App struct {
 type Worker struct {
 	js      jetstream.JetStream
 	handler Handler
-	zoom    Sender
 	opts    Options
+	// apps are the bots by app name; defaultApp is the app of events that
+	// name none.
+	apps       map[string]App
+	defaultApp string
 	log     *zap.Logger
 	metrics *Metrics
 
@@ -154,16 +151,20 @@ type Worker struct {
 }
 
 // New returns a worker for opts.Region.
-func New(js jetstream.JetStream, h Handler, zc Sender, opts Options, m *Metrics, log *zap.Logger) *Worker {
+func New(js jetstream.JetStream, h Handler, opts Options, m *Metrics, log *zap.Logger) *Worker {
 	opts.setDefaults()
-	apps := []string{opts.DefaultApp}
-	for name := range opts.Apps {
-		apps = append(apps, name)
+	w := &Worker{js: js, handler: h, opts: opts, metrics: m, log: log.With(logfields.Region(opts.Region)), vault: opts.Vault,
+		ackWait: topology.WorkerAckWait(opts.HandlerTimeout), apps: map[string]App{}, defaultApp: config.DefaultAppName}
+	var names []string
+	for i, a := range opts.Apps {
+		if i == 0 {
+			w.defaultApp = a.Name
+		}
+		w.apps[a.Name] = a
+		names = append(names, a.Name)
 	}
-	m.init(opts.Region, apps)
-	log = log.With(logfields.Region(opts.Region))
-	return &Worker{js: js, handler: h, zoom: zc, opts: opts, metrics: m, log: log, vault: opts.Vault,
-		ackWait: topology.WorkerAckWait(opts.HandlerTimeout)}
+	m.init(opts.Region, names)
+	return w
 }
 
 // Start sets up the region's streams and buckets, starts turning

@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/geomux/geomux/pkg/config"
 	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/pkg/natsx/natstest"
 	"github.com/geomux/geomux/pkg/topology"
@@ -624,7 +625,7 @@ func TestZoomPermanentFailureIsDeadLettered(t *testing.T) {
 	ns := natstest.Start(t, "")
 	z := newFakeZoom(t, nil)
 	opts := testOptions("us")
-	opts.BotJID = "unknown-bot@xmpp.zoom.us"
+	opts.Apps = []workers.App{{Name: config.DefaultAppName, BotJID: "unknown-bot@xmpp.zoom.us"}}
 	startWorker(t, ns.JS, workers.Echo, zoomClient(t, z), opts)
 
 	publish(t, ns.JS, "us", zoom.EventBotNotification, "acct", zoomtest.BotNotification("acct", "hi", 1))
@@ -814,7 +815,7 @@ func TestReady(t *testing.T) {
 	t.Parallel()
 	ns := natstest.Start(t, "")
 	z := newFakeZoom(t, nil)
-	w := workers.New(ns.JS, workers.Echo, zoomClient(t, z), testOptions("us"), workers.NewMetrics(newRegistry()), nopLogger())
+	w := workers.New(ns.JS, workers.Echo, withBot(testOptions("us"), zoomClient(t, z)), workers.NewMetrics(newRegistry()), nopLogger())
 	if w.Ready() == nil {
 		t.Error("Ready before Start = nil, want an error")
 	}
@@ -833,7 +834,7 @@ func TestReady(t *testing.T) {
 		t.Error("Ready after Stop = nil, want an error")
 	}
 	// Stop of a worker never started does nothing.
-	w2 := workers.New(ns.JS, workers.Echo, zoomClient(t, z), testOptions("us"), workers.NewMetrics(newRegistry()), nopLogger())
+	w2 := workers.New(ns.JS, workers.Echo, withBot(testOptions("us"), zoomClient(t, z)), workers.NewMetrics(newRegistry()), nopLogger())
 	if err := w2.Stop(ctx); err != nil {
 		t.Errorf("Stop before Start = %v", err)
 	}
@@ -1042,7 +1043,7 @@ func TestFullDeadLetterStreamKeepsTheEvent(t *testing.T) {
 	ns := natstest.Start(t, "")
 	z := newFakeZoom(t, nil)
 	opts := testOptions("us")
-	opts.BotJID = "unknown-bot@xmpp.zoom.us" // Zoom refuses every reply for good
+	opts.Apps = []workers.App{{Name: config.DefaultAppName, BotJID: "unknown-bot@xmpp.zoom.us"}} // Zoom refuses every reply for good
 	opts.Streams.DeadLetterMaxBytes = 4 << 10
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()

@@ -37,7 +37,7 @@ func newRouter(js jetstream.JetStream, regions natsfx.Regions, dir *directory.Di
 		RegionJS:      regions.JS(),
 		RemoveAccount: dir.Purge,
 		Pins:          c.Zoom.Pins(),
-		DefaultApp:    c.Zoom.DefaultApp().Name,
+		Apps:          c.Zoom.AppNames(),
 		Conflicts:     conflicts,
 		Channels:      channels,
 		Governor:      gov,

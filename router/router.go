@@ -51,9 +51,9 @@ type Options struct {
 	// go there whatever the directory says, unless it says another region
 	// (a conflict: the event is parked).
 	Pins map[string]string
-	// DefaultApp is the app of events that name none (stored before apps
-	// were).
-	DefaultApp string
+	// Apps are the Zoom apps' names; an event that names none (stored
+	// before apps were) is the first's (config.DefaultAppName when none).
+	Apps []string
 	// Conflicts, if set, records each conflict, for operators.
 	Conflicts ConflictRecorder
 	// Channels, if set, keeps which account owns each channel: an event
@@ -133,8 +133,8 @@ type Router struct {
 
 // New returns a router reading the directory through cache.
 func New(js jetstream.JetStream, cache *directory.Cache, opts Options, m *Metrics, log *zap.Logger) *Router {
-	if opts.DefaultApp == "" {
-		opts.DefaultApp = config.DefaultAppName
+	if len(opts.Apps) == 0 {
+		opts.Apps = []string{config.DefaultAppName}
 	}
 	if opts.Tracer == nil {
 		opts.Tracer = noop.NewTracerProvider().Tracer("")
@@ -148,7 +148,7 @@ func New(js jetstream.JetStream, cache *directory.Cache, opts Options, m *Metric
 		}
 		r.regions[name] = true
 		// Export every region's series from the start, at zero.
-		m.Routed.WithLabelValues(name, opts.DefaultApp)
+		m.Routed.WithLabelValues(name, opts.Apps[0])
 		m.Unparked.WithLabelValues(name)
 	}
 	for app, region := range opts.Pins {
@@ -588,7 +588,7 @@ func (r *Router) appOf(h nats.Header) string {
 	if app := h.Get(proto.HeaderApp); app != "" {
 		return app
 	}
-	return r.opts.DefaultApp
+	return r.opts.Apps[0]
 }
 
 // route says where an event of account that came through app goes: a

@@ -274,9 +274,14 @@ func (z Zoom) AllApps() []App {
 	return append(out, z.Apps...)
 }
 
-// OtherApps are the apps besides the default one, each served at
-// /zoom/webhook/<name>.
-func (z Zoom) OtherApps() []App { return z.AllApps()[1:] }
+// AppNames are the names of AllApps, in order.
+func (z Zoom) AppNames() []string {
+	var names []string
+	for _, a := range z.AllApps() {
+		names = append(names, a.Name)
+	}
+	return names
+}
 
 // DefaultApp is the app served at /zoom/webhook, whose credentials the
 // install flow uses.

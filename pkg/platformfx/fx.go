@@ -45,20 +45,20 @@ var Module = fx.Module("platform",
 	fx.Invoke(func(*AdminServer, *SandboxServer) {}),
 )
 
-// NewZoomClient is the Zoom client of the default app (chatbot token, chat
-// messages, and the user OAuth of the install flow).
-func NewZoomClient(c config.Config, hc *retryablehttp.Client) *zoom.Client {
-	return zoomClient(c, c.Zoom.DefaultApp(), hc)
+// NewZoomClient is the Zoom client of the app the install flow uses (the
+// first app: the user OAuth of an install, and the vaults' token refresh).
+func NewZoomClient(c config.Config, apps ZoomApps) *zoom.Client {
+	return apps[c.Zoom.DefaultApp().Name]
 }
 
-// ZoomApps are the Zoom clients of the other apps (zoom.apps), by name:
-// each with its own chatbot token.
+// ZoomApps are the Zoom clients of every app, by name: each with its own
+// chatbot token.
 type ZoomApps map[string]*zoom.Client
 
-// NewZoomApps makes a client per app besides the default one.
+// NewZoomApps makes a client per app.
 func NewZoomApps(c config.Config, hc *retryablehttp.Client) ZoomApps {
 	out := ZoomApps{}
-	for _, a := range c.Zoom.OtherApps() {
+	for _, a := range c.Zoom.AllApps() {
 		out[a.Name] = zoomClient(c, a, hc)
 	}
 	return out
@@ -120,10 +120,11 @@ func newSandbox(lc fx.Lifecycle, c config.Config, log *zap.Logger) *SandboxServe
 	if c.Install.Enabled() {
 		redirect = strings.TrimRight(c.Install.PublicURL, "/") + "/oauth/callback"
 	}
-	def := c.Zoom.DefaultApp()
+	apps := c.Zoom.AllApps()
+	def := apps[0]
 	cfg := sandbox.Config{ClientID: def.ClientID, ClientSecret: def.ClientSecret, BotJID: def.BotJID, RedirectURI: redirect,
 		RateLimit: sandbox.RateLimit{PerSecond: c.Sandbox.RateLimit.PerSecond, PerDay: c.Sandbox.RateLimit.PerDay}}
-	for _, a := range c.Zoom.OtherApps() {
+	for _, a := range apps[1:] {
 		cfg.Apps = append(cfg.Apps, sandbox.App{ClientID: a.ClientID, ClientSecret: a.ClientSecret, BotJID: a.BotJID})
 	}
 	cfg.Chat = chatConfig(c)
