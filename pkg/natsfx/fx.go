@@ -6,6 +6,7 @@ package natsfx
 import (
 	"context"
 	"errors"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -34,41 +35,29 @@ type ConnParams struct {
 	Health    *health.Registry
 }
 
-// Embedded is the embedded nats-server, or nil when the process connects
-// to nats.url.
-type Embedded struct{ Server *server.Server }
-
-// NewConn starts the embedded nats-server if nats.url is empty and connects.
-// On stop it drains the connection (pending publishes and acks are flushed),
-// then shuts the embedded server down, which flushes its store.
-func NewConn(p ConnParams) (*nats.Conn, Embedded, error) {
-	nc, ns, err := newConn(p)
-	return nc, Embedded{Server: ns}, err
+// Embedded is the gate of the process's connections to its NATS: in
+// process to the embedded nats-server, which starts (and opens the gate)
+// when the process starts, when InProcess; else to nats.url.
+type Embedded struct {
+	Gate      *natsx.Gate
+	InProcess bool
 }
 
-func newConn(p ConnParams) (*nats.Conn, *server.Server, error) {
+// NewConn makes the process's connection to its NATS: to the embedded
+// nats-server if nats.url is empty. Nothing is dialled or started here: at
+// start the embedded server starts and the connection connects (within
+// the start's deadline, nats.connect_timeout and more); on stop the
+// connection drains (pending publishes and acks are flushed), then the
+// embedded server shuts down, which flushes its store.
+func NewConn(p ConnParams) (*nats.Conn, Embedded, error) {
 	c := HubNATS(p.Config, p.Target)
-	var ns *server.Server
-	if c.URL == "" {
-		var err error
-		if ns, err = natsx.StartEmbedded(p.Config.NATS, p.Log); err != nil {
-			return nil, nil, err
-		}
-		p.Log.Info("Embedded NATS started", zap.String("store_dir", p.Config.NATS.StoreDir), zap.String("listen", p.Config.NATS.Listen))
+	e := Embedded{Gate: &natsx.Gate{}, InProcess: c.URL == ""}
+	if !e.InProcess {
+		c = natsx.WithLocalAuth(c, natsx.RoleProcess) // an embedded server of another process on this machine
 	}
-	nc, err := natsx.Connect(natsx.WithLocalAuth(c, natsx.RoleProcess), ns, "geomux-"+p.Target.Name, p.Log)
+	nc, err := natsx.ConnectAtStart(c, e.InProcess, e.Gate, "geomux-"+p.Target.Name, p.Log)
 	if err != nil {
-		if ns != nil {
-			ns.Shutdown()
-		}
-		return nil, nil, err
-	}
-	// A Zoom body may be 1 MiB, plus headers: a server with the default
-	// max_payload (1 MB) refuses the largest events, and ingress would answer
-	// 503 to them forever.
-	if mp := nc.MaxPayload(); mp < minMaxPayload {
-		p.Log.Warn("NATS max_payload is too small for the largest Zoom events; set max_payload: 2MB on the servers",
-			zap.Int64("max_payload", mp), zap.Int64("want", minMaxPayload))
+		return nil, e, err
 	}
 	p.Health.Register("nats", func() error {
 		if !nc.IsConnected() {
@@ -76,35 +65,75 @@ func newConn(p ConnParams) (*nats.Conn, *server.Server, error) {
 		}
 		return nil
 	})
-	stopKeeping := func() {}
-	if ns != nil {
-		if jsc := ns.JetStreamConfig(); jsc != nil {
-			ctx, cancel := context.WithCancel(context.Background())
-			kept := make(chan struct{})
-			go func() {
-				defer close(kept)
-				natsx.KeepJetStream(ctx, ns, *jsc, jetStreamRetry, p.Log.Named("nats"))
-			}()
-			stopKeeping = func() { cancel(); <-kept }
-		}
+	var ns atomic.Pointer[server.Server]
+	if e.InProcess {
 		p.Health.Register("jetstream", func() error {
-			if !ns.JetStreamEnabled() {
+			if s := ns.Load(); s == nil || !s.JetStreamEnabled() {
 				return errors.New("the embedded JetStream is off (out of disk space?); geomux turns it back on once it can")
 			}
 			return nil
 		})
 	}
-	p.Lifecycle.Append(fx.StopHook(func(ctx context.Context) error {
-		stopKeeping()
-		err := drain(ctx, nc)
-		if ns != nil {
-			ns.Shutdown()
-			ns.WaitForShutdown()
-			p.Log.Info("Embedded NATS stopped")
-		}
-		return err
-	}))
-	return nc, ns, nil
+	stopKeeping := func() {}
+	p.Lifecycle.Append(fx.Hook{
+		OnStart: func(ctx context.Context) error {
+			if e.InProcess {
+				s, err := natsx.StartEmbedded(p.Config.NATS, p.Log, e.Gate.User())
+				if err != nil {
+					return err
+				}
+				ns.Store(s)
+				p.Log.Info("Embedded NATS started", zap.String("store_dir", p.Config.NATS.StoreDir), zap.String("listen", p.Config.NATS.Listen))
+				stopKeeping = keepJetStream(s, p.Log)
+			}
+			e.Gate.Open(ns.Load())
+			if err := natsx.AwaitConnected(ctx, nc, e.Gate, natsx.Describe(c, e.InProcess)); err != nil {
+				// fx does not stop what failed to start: undo it here.
+				nc.Close()
+				stopKeeping()
+				if s := ns.Load(); s != nil {
+					s.Shutdown()
+					s.WaitForShutdown()
+				}
+				return err
+			}
+			// A Zoom body may be 1 MiB, plus headers: a server with the
+			// default max_payload (1 MB) refuses the largest events, and
+			// ingress would answer 503 to them forever.
+			if mp := nc.MaxPayload(); mp < minMaxPayload {
+				p.Log.Warn("NATS max_payload is too small for the largest Zoom events; set max_payload: 2MB on the servers",
+					zap.Int64("max_payload", mp), zap.Int64("want", minMaxPayload))
+			}
+			return nil
+		},
+		OnStop: func(ctx context.Context) error {
+			stopKeeping()
+			err := drain(ctx, nc)
+			if s := ns.Load(); s != nil {
+				s.Shutdown()
+				s.WaitForShutdown()
+				p.Log.Info("Embedded NATS stopped")
+			}
+			return err
+		},
+	})
+	return nc, e, nil
+}
+
+// keepJetStream turns the embedded server's JetStream back on whenever
+// nats-server turned it off (natsx.KeepJetStream), until the returned stop.
+func keepJetStream(ns *server.Server, log *zap.Logger) (stop func()) {
+	jsc := ns.JetStreamConfig()
+	if jsc == nil {
+		return func() {}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	kept := make(chan struct{})
+	go func() {
+		defer close(kept)
+		natsx.KeepJetStream(ctx, ns, *jsc, jetStreamRetry, log.Named("nats"))
+	}()
+	return func() { cancel(); <-kept }
 }
 
 // jetStreamRetry is how often the embedded server's JetStream is tried

@@ -73,7 +73,8 @@ func NewRegions(p RegionsParams) (Regions, error) {
 			out[r.Name] = Region{Conn: p.Conn, JS: p.JS, Separate: true} // the main connection is the region's
 			continue
 		}
-		nc, err := natsx.Connect(p.Config.NATS.ForRegion(r), nil, "geomux-"+p.Target.Name+"-"+r.Name, p.Log.With(zap.String("nats", r.Name)))
+		rc, gate := p.Config.NATS.ForRegion(r), &natsx.Gate{}
+		nc, err := natsx.ConnectAtStart(rc, false, gate, "geomux-"+p.Target.Name+"-"+r.Name, p.Log.With(zap.String("nats", r.Name)))
 		if err != nil {
 			closeAll(out)
 			return nil, fmt.Errorf("region %s: %w", r.Name, err)
@@ -91,7 +92,7 @@ func NewRegions(p RegionsParams) (Regions, error) {
 			}
 			return nil
 		})
-		p.Lifecycle.Append(fx.StopHook(func(ctx context.Context) error { return drain(ctx, nc) }))
+		p.Lifecycle.Append(atStart(nc, gate, func() { gate.Open(nil) }, fmt.Sprintf("region %s's %s", name, natsx.Describe(rc, false))))
 	}
 	return out, nil
 }
@@ -99,8 +100,11 @@ func NewRegions(p RegionsParams) (Regions, error) {
 // laneTo is a connection of region's own to the hub's NATS (in-process to
 // the embedded server), drained at stop before the main one.
 func (p RegionsParams) laneTo(region string) (Region, error) {
-	c := natsx.WithLocalAuth(HubNATS(p.Config, p.Target), natsx.RoleProcess)
-	nc, err := natsx.Connect(c, p.Embedded.Server, "geomux-"+p.Target.Name+"-"+region, p.Log.With(zap.String("nats", region)))
+	c := HubNATS(p.Config, p.Target)
+	if !p.Embedded.InProcess {
+		c = natsx.WithLocalAuth(c, natsx.RoleProcess)
+	}
+	nc, err := natsx.ConnectAtStart(c, p.Embedded.InProcess, p.Embedded.Gate, "geomux-"+p.Target.Name+"-"+region, p.Log.With(zap.String("nats", region)))
 	if err != nil {
 		return Region{}, fmt.Errorf("region %s: %w", region, err)
 	}
@@ -109,8 +113,27 @@ func (p RegionsParams) laneTo(region string) (Region, error) {
 		nc.Close()
 		return Region{}, err
 	}
-	p.Lifecycle.Append(fx.StopHook(func(ctx context.Context) error { return drain(ctx, nc) }))
+	p.Lifecycle.Append(atStart(nc, p.Embedded.Gate, nil, natsx.Describe(c, p.Embedded.InProcess)))
 	return Region{Conn: nc, JS: js, own: true}, nil
+}
+
+// atStart connects nc (made with natsx.ConnectAtStart) when the process
+// starts, its gate opened by then (the main connection's, for a lane to the
+// hub) or here when open is set; it drains nc on stop.
+func atStart(nc *nats.Conn, gate *natsx.Gate, open func(), what string) fx.Hook {
+	return fx.Hook{
+		OnStart: func(ctx context.Context) error {
+			if open != nil {
+				open()
+			}
+			if err := natsx.AwaitConnected(ctx, nc, gate, what); err != nil {
+				nc.Close() // fx does not stop what failed to start
+				return err
+			}
+			return nil
+		},
+		OnStop: func(ctx context.Context) error { return drain(ctx, nc) },
+	}
 }
 
 // closeAll closes the connections NewRegions opened.

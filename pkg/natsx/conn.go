@@ -17,6 +17,39 @@ import (
 // default), else to c.URL. The connection reconnects forever; while it is
 // down, publishes fail fast enough for ingress to answer 503.
 func Connect(c config.NATS, ns *server.Server, name string, log *zap.Logger) (*nats.Conn, error) {
+	opts, err := options(c, name, log)
+	if err != nil {
+		return nil, err
+	}
+	url := c.URL
+	if ns != nil {
+		opts = append(opts, nats.InProcessServer(ns))
+		url = ""
+	}
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		if ns != nil {
+			return nil, fmt.Errorf("connect to the embedded nats-server: %w", err)
+		}
+		return nil, fmt.Errorf("cannot reach NATS at %s: %w", redact(c.URL), err)
+	}
+	return nc, nil
+}
+
+// redact hides passwords in a comma-separated list of NATS URLs.
+func redact(urls string) string {
+	parts := strings.Split(urls, ",")
+	for i, p := range parts {
+		if u, err := neturl.Parse(strings.TrimSpace(p)); err == nil {
+			parts[i] = u.Redacted()
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+// options are a connection's options: reconnecting forever, logging its
+// troubles, authenticated as c says.
+func options(c config.NATS, name string, log *zap.Logger) ([]nats.Option, error) {
 	log = log.Named("nats")
 	opts := []nats.Option{
 		nats.Name(name),
@@ -63,28 +96,5 @@ func Connect(c config.NATS, ns *server.Server, name string, log *zap.Logger) (*n
 	if c.Auth.CertFile != "" {
 		opts = append(opts, nats.ClientCert(c.Auth.CertFile, c.Auth.KeyFile))
 	}
-	url := c.URL
-	if ns != nil {
-		opts = append(opts, nats.InProcessServer(ns))
-		url = ""
-	}
-	nc, err := nats.Connect(url, opts...)
-	if err != nil {
-		if ns != nil {
-			return nil, fmt.Errorf("connect to the embedded nats-server: %w", err)
-		}
-		return nil, fmt.Errorf("cannot reach NATS at %s: %w", redact(c.URL), err)
-	}
-	return nc, nil
-}
-
-// redact hides passwords in a comma-separated list of NATS URLs.
-func redact(urls string) string {
-	parts := strings.Split(urls, ",")
-	for i, p := range parts {
-		if u, err := neturl.Parse(strings.TrimSpace(p)); err == nil {
-			parts[i] = u.Redacted()
-		}
-	}
-	return strings.Join(parts, ",")
+	return opts, nil
 }

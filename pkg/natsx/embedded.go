@@ -24,8 +24,10 @@ const maxPayload = 2 << 20
 // StartEmbedded starts a single-node nats-server with JetStream inside this
 // process, storing under c.StoreDir and, if c.Listen is set, also accepting
 // clients there: only those with its keys (auth.go), unless
-// c.ListenWithoutAuth. The caller owns it and must call Shutdown.
-func StartEmbedded(c config.NATS, log *zap.Logger) (*server.Server, error) {
+// c.ListenWithoutAuth; inProcess are users of this process's own
+// in-process connections (natsx.Gate). The caller owns it and must call
+// Shutdown.
+func StartEmbedded(c config.NATS, log *zap.Logger, inProcess ...*server.NkeyUser) (*server.Server, error) {
 	opts := &server.Options{
 		ServerName: "geomux",
 		JetStream:  true,
@@ -59,6 +61,11 @@ func StartEmbedded(c config.NATS, log *zap.Logger) (*server.Server, error) {
 		users, err := embeddedUsers(c.StoreDir)
 		if err != nil {
 			return nil, err
+		}
+		for _, u := range inProcess {
+			if u != nil {
+				users = append(users, u)
+			}
 		}
 		opts.Nkeys = users
 	}
