@@ -55,15 +55,18 @@ func setup(ctx context.Context, out io.Writer, cfg config.Config) error {
 			system = topology.HubSite // a region on the hub's system
 		}
 		js := systems[system]
+		say := func(kind, name string) { fmt.Fprintf(out, "%-6s %-8s %s\n", system, kind, name) }
+		if err := site.EnsureStores(ctx, js, say); err != nil {
+			return err
+		}
 		if site.Name != topology.HubSite {
 			// A work-queue stream refuses overlapping consumers: the single
 			// consumer of earlier versions goes before the partitions' come.
-			if err := js.DeleteConsumer(ctx, proto.RegionEventsStream(site.Name), proto.LegacyWorkersConsumer); err != nil &&
-				!errors.Is(err, jetstream.ErrConsumerNotFound) && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			if err := js.DeleteConsumer(ctx, proto.RegionEventsStream(site.Name), proto.LegacyWorkersConsumer); err != nil && !errors.Is(err, jetstream.ErrConsumerNotFound) {
 				return fmt.Errorf("remove the consumer of an earlier version from %s: %w", proto.RegionEventsStream(site.Name), err)
 			}
 		}
-		if err := site.Ensure(ctx, js, func(kind, name string) { fmt.Fprintf(out, "%-6s %-8s %s\n", system, kind, name) }); err != nil {
+		if err := site.EnsureConsumers(ctx, js, say); err != nil {
 			return err
 		}
 	}

@@ -94,9 +94,9 @@ func Owner(name string, c config.Config) string {
 	return ""
 }
 
-// Ensure sets up every stream, bucket and consumer of the site, calling
-// done after each.
-func (s Site) Ensure(ctx context.Context, js jetstream.JetStream, done func(kind, name string)) error {
+// EnsureStores sets up the site's streams and buckets, calling done after
+// each.
+func (s Site) EnsureStores(ctx context.Context, js jetstream.JetStream, done func(kind, name string)) error {
 	for _, c := range s.Streams {
 		if _, err := natsx.EnsureStream(ctx, js, c); err != nil {
 			return err
@@ -109,6 +109,12 @@ func (s Site) Ensure(ctx context.Context, js jetstream.JetStream, done func(kind
 		}
 		done("bucket", c.Bucket)
 	}
+	return nil
+}
+
+// EnsureConsumers sets up the site's durable consumers, calling done after
+// each.
+func (s Site) EnsureConsumers(ctx context.Context, js jetstream.JetStream, done func(kind, name string)) error {
 	for _, c := range s.Consumers {
 		if _, err := natsx.EnsureConsumer(ctx, js, c.Stream, c.Config); err != nil {
 			return err
