@@ -81,11 +81,13 @@ func notSetUp(kind, name string, err error) error {
 }
 
 func retrySetup[T any](ctx context.Context, f func(context.Context) (T, error)) (T, error) {
+	start := time.Now()
 	for {
 		actx, cancel := context.WithTimeout(ctx, setupAttemptTimeout)
 		v, err := f(actx)
 		cancel()
-		if err == nil || !Transient(err) || ctx.Err() != nil {
+		again := Transient(err) || (noPeersYet(err) && time.Since(start) < peersWait)
+		if err == nil || !again || ctx.Err() != nil {
 			return v, err
 		}
 		select {
@@ -94,6 +96,20 @@ func retrySetup[T any](ctx context.Context, f func(context.Context) (T, error)) 
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// peersWait is how long a set-up waits for a fresh cluster's servers to
+// count as online: until then JetStream refuses to place a replicated
+// stream ("no suitable peers for placement"), as it does for placement
+// tags no server has, which waiting does not mend.
+const peersWait = 30 * time.Second
+
+// errCodeNoPeers is JetStream's "no suitable peers for placement".
+const errCodeNoPeers jetstream.ErrorCode = 10005
+
+func noPeersYet(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == errCodeNoPeers
 }
 
 // Transient reports whether a NATS request failed for a reason that passes
