@@ -16,10 +16,15 @@ import (
 	"github.com/geomux/geomux/proto"
 )
 
+// adminFlags are the flags of the commands that ask the admin API.
+type adminFlags struct {
+	config string
+	admin  string
+	json   bool
+}
+
 type accountsFlags struct {
-	config    string
-	admin     string
-	json      bool
+	adminFlags
 	conflicts bool
 }
 

@@ -19,14 +19,8 @@ import (
 	"github.com/geomux/geomux/proto"
 )
 
-type inventoryFlags struct {
-	config string
-	admin  string
-	json   bool
-}
-
 func newInventoryCmd() *cobra.Command {
-	var f inventoryFlags
+	var f adminFlags
 	cmd := &cobra.Command{
 		Use:   "inventory ACCOUNT",
 		Short: "Show what every region holds of an account (counts, no content)",
