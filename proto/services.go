@@ -2,8 +2,9 @@ package proto
 
 // geomux's request/reply services, served with nats.go's micro package (so
 // `nats micro ls` lists them): the router's directory service, asked by an
-// ingress that does not hold the directory, and each region's vault
-// service, which keeps the tokens an install hands over.
+// ingress that does not hold the directory; each region's vault service,
+// which keeps the tokens an install hands over; and each region's service
+// answering the hub's questions about the region.
 
 // ServicesVersion is the version the services announce.
 const ServicesVersion = "1.0.0"
@@ -45,6 +46,12 @@ type DirectoryReply struct {
 	Code   string `json:"code,omitempty"`
 	Region string `json:"region,omitempty"`
 }
+
+// RegionService is a region's workers' service answering the hub's
+// questions about the region: its held accounts (RegionHoldsSubject, queue
+// group HoldsQueue) and an account's inventory (RegionInventorySubject,
+// queue group InventoryQueue).
+const RegionService = "geomux-region"
 
 // VaultService is a region's vault service on RegionVaultSubject, in queue
 // group VaultService: one of the region's workers takes each handover.

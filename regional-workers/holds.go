@@ -3,11 +3,10 @@ package workers
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 	"go.uber.org/zap"
 
 	"github.com/geomux/geomux/proto"
@@ -17,22 +16,8 @@ import (
 // (proto.RegionHoldsSubject), read from the region's pacing bucket: the hub's
 // admin API and `geomux accounts` ask it, and the bucket stays in the region.
 
-// serveHolds starts answering; one worker of the region answers each request.
-func (w *Worker) serveHolds() error {
-	nc := w.js.Conn()
-	sub, err := nc.QueueSubscribe(proto.RegionHoldsSubject(w.opts.Region), proto.HoldsQueue, w.answerHolds)
-	if err != nil {
-		return fmt.Errorf("holds service of region %s: %w", w.opts.Region, err)
-	}
-	if err := nc.Flush(); err != nil {
-		_ = sub.Unsubscribe()
-		return fmt.Errorf("holds service of region %s: %w", w.opts.Region, err)
-	}
-	w.holdsSub = sub
-	return nil
-}
-
-func (w *Worker) answerHolds(m *nats.Msg) {
+// answerHolds answers one request (the region service's holds endpoint).
+func (w *Worker) answerHolds(req micro.Request) {
 	var a proto.HoldsAnswer
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
 	defer cancel()
@@ -45,8 +30,7 @@ func (w *Worker) answerHolds(m *nats.Msg) {
 	if a.Holds == nil {
 		a.Holds = []proto.Hold{}
 	}
-	b, _ := json.Marshal(a)
-	_ = m.Respond(b)
+	_ = req.RespondJSON(a)
 }
 
 // holds lists the accounts held now, from the bucket.

@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 	"go.uber.org/zap"
 
 	"github.com/geomux/geomux/pkg/logfields"
@@ -21,26 +21,12 @@ import (
 // operator or a compliance officer can show that an erase was complete
 // without any content leaving the region.
 
-// serveInventory starts answering; one worker of the region answers each
-// request.
-func (w *Worker) serveInventory() error {
-	nc := w.js.Conn()
-	sub, err := nc.QueueSubscribe(proto.RegionInventorySubject(w.opts.Region), proto.InventoryQueue, w.answerInventory)
-	if err != nil {
-		return fmt.Errorf("inventory service of region %s: %w", w.opts.Region, err)
-	}
-	if err := nc.Flush(); err != nil {
-		_ = sub.Unsubscribe()
-		return fmt.Errorf("inventory service of region %s: %w", w.opts.Region, err)
-	}
-	w.invSub = sub
-	return nil
-}
-
-func (w *Worker) answerInventory(m *nats.Msg) {
+// answerInventory answers one request (the region service's inventory
+// endpoint).
+func (w *Worker) answerInventory(m micro.Request) {
 	var a proto.InventoryAnswer
 	var req proto.InventoryRequest
-	if err := json.Unmarshal(m.Data, &req); err != nil || !proto.ValidAccountID(req.AccountID) {
+	if err := json.Unmarshal(m.Data(), &req); err != nil || !proto.ValidAccountID(req.AccountID) {
 		a.Error = "the request names no valid account id"
 	} else {
 		ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
@@ -51,8 +37,7 @@ func (w *Worker) answerInventory(m *nats.Msg) {
 			a.Error = "the region's stores could not all be read: " + err.Error()
 		}
 	}
-	b, _ := json.Marshal(a)
-	_ = m.Respond(b)
+	_ = m.RespondJSON(a)
 }
 
 // inventory counts what the region holds of an account.

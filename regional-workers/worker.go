@@ -11,6 +11,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go/micro"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
@@ -122,27 +123,27 @@ type Worker struct {
 	// name none.
 	apps       map[string]App
 	defaultApp string
-	log     *zap.Logger
-	metrics *Metrics
+	log        *zap.Logger
+	metrics    *Metrics
 
-	state    *stateStore
-	keeper   *dlq.Keeper
-	dlq      *dlq.Store
-	vault    *vault.Vault
-	holdsSub *nats.Subscription
-	invSub   *nats.Subscription
-	events   jetstream.Stream
-	pace     *pacer
-	backend  *gate
-	budget   *budget
-	sched    *scheduler
-	ccs      []jetstream.ConsumeContext
-	wg       sync.WaitGroup // attempts running
-	loops    sync.WaitGroup // the scheduler and the ack-wait keeper
-	base     context.Context
-	cancel   context.CancelFunc
-	running  atomic.Bool
-	ackWait  time.Duration
+	state  *stateStore
+	keeper *dlq.Keeper
+	dlq    *dlq.Store
+	vault  *vault.Vault
+	// service answers the hub's questions about the region (service.go).
+	service micro.Service
+	events  jetstream.Stream
+	pace    *pacer
+	backend *gate
+	budget  *budget
+	sched   *scheduler
+	ccs     []jetstream.ConsumeContext
+	wg      sync.WaitGroup // attempts running
+	loops   sync.WaitGroup // the scheduler and the ack-wait keeper
+	base    context.Context
+	cancel  context.CancelFunc
+	running atomic.Bool
+	ackWait time.Duration
 
 	// unwatchRegion stops exporting the backlog; set by consume.
 	unwatchRegion func()
@@ -199,17 +200,11 @@ func (w *Worker) Start(ctx context.Context) error {
 		w.metrics.Failed.WithLabelValues(region, reason).Inc()
 	}, w.log)
 	if err := w.keeper.Start(ctx); err != nil {
-		w.stopServices()
 		return err
 	}
-	serr := w.serveHolds()
-	if serr == nil {
-		serr = w.serveInventory()
-	}
-	if serr != nil {
+	if err := w.serve(); err != nil {
 		_ = w.keeper.Stop(ctx)
-		w.stopServices()
-		return serr
+		return err
 	}
 	w.base, w.cancel = context.WithCancel(context.Background())
 	w.backend = newGate(w.opts.BackendConcurrency, w.metrics.BackendInFlight.WithLabelValues(region))
@@ -297,14 +292,11 @@ func (w *Worker) Stop(ctx context.Context) error {
 	return err
 }
 
-// stopServices stops the requests the worker answers: the held accounts
-// and the inventories.
+// stopServices stops answering the hub's questions about the region.
 func (w *Worker) stopServices() {
-	for _, sub := range []**nats.Subscription{&w.holdsSub, &w.invSub} {
-		if *sub != nil {
-			_ = (*sub).Drain()
-			*sub = nil
-		}
+	if w.service != nil {
+		_ = w.service.Stop()
+		w.service = nil
 	}
 }
 
