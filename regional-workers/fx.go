@@ -2,8 +2,6 @@ package workers
 
 import (
 	"context"
-	"errors"
-	"sync"
 
 	"github.com/hashicorp/go-retryablehttp"
 	"go.opentelemetry.io/otel/trace"
@@ -84,31 +82,13 @@ func registerWorkers(p WorkersParams) error {
 		p.Health.Register("worker-"+r.Name, w.Ready)
 		all = append(all, w)
 	}
+	fleet := Fleet(all)
 	p.Lifecycle.Append(fx.Hook{
-		OnStart: func(ctx context.Context) error {
-			for i, w := range all {
-				if err := w.Start(ctx); err != nil {
-					// fx stops only what started: undo the regions before.
-					for _, s := range all[:i] {
-						_ = s.Stop(ctx)
-					}
-					return err
-				}
-			}
-			return nil
-		},
-		// Every region drains at once: a stop takes as long as the slowest
-		// region, not the sum of them.
+		OnStart: fleet.Start,
 		OnStop: func(ctx context.Context) error {
 			ctx, cancel := natsfx.ReserveForDrain(ctx)
 			defer cancel()
-			errs := make([]error, len(all))
-			var wg sync.WaitGroup
-			for i, w := range all {
-				wg.Go(func() { errs[i] = w.Stop(ctx) })
-			}
-			wg.Wait()
-			return errors.Join(errs...)
+			return fleet.Stop(ctx)
 		},
 	})
 	return nil
