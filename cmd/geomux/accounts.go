@@ -23,6 +23,15 @@ type adminFlags struct {
 	json   bool
 }
 
+// api loads the config and finds the admin API to ask.
+func (f adminFlags) api() (cfg config.Config, base string, err error) {
+	if cfg, err = loadConfig(f.config, config.RoleTool); err != nil {
+		return cfg, "", err
+	}
+	base, err = adminBase(cfg, f.admin)
+	return cfg, base, err
+}
+
 type accountsFlags struct {
 	adminFlags
 	conflicts bool
@@ -48,11 +57,7 @@ with admin.token).`,
   geomux accounts --config hub-router.yaml --admin http://router.internal:8081 --conflicts --json`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(f.config, config.RoleTool)
-			if err != nil {
-				return err
-			}
-			base, err := adminBase(cfg, f.admin)
+			cfg, base, err := f.api()
 			if err != nil {
 				return err
 			}

@@ -14,7 +14,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/geomux/geomux/pkg/config"
 	"github.com/geomux/geomux/pkg/directory"
 	"github.com/geomux/geomux/proto"
 )
@@ -46,11 +45,7 @@ after printing what the others said.`,
 			return nil
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			cfg, err := loadConfig(f.config, config.RoleTool)
-			if err != nil {
-				return err
-			}
-			base, err := adminBase(cfg, f.admin)
+			cfg, base, err := f.api()
 			if err != nil {
 				return err
 			}
