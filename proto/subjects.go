@@ -315,9 +315,9 @@ func RegionAuditStream(region string) string {
 	return "GEOMUX_" + streamToken(region) + "_AUDIT"
 }
 
-// RegionVaultSubject is where the ingress hands a region the tokens of an
-// account installed there (core NATS request/reply: nothing is stored on the
-// way).
+// RegionVaultSubject is where the router hands a region's vault service
+// (VaultService) the tokens of an account installed there, a TokenHandover
+// (request/reply: nothing is stored on the way).
 func RegionVaultSubject(region string) string {
 	return "geomux.region." + region + ".vault.put"
 }
