@@ -10,7 +10,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 	"io"
 	"net/http"
 	"strconv"
@@ -328,21 +327,26 @@ func (s *Handler) persist(w http.ResponseWriter, r *http.Request, a *app, body [
 const publishAttempts = 4
 
 // publishPause is the pause after every transit stream failed at once (no
-// responders: none has a leader yet, or the connection is away).
+// responders: none has a leader yet).
 const publishPause = 50 * time.Millisecond
 
 // publish stores msg within ctx's deadline in transit stream home or, when
-// one does not answer, in the next: each try waits for JetStream's answer
-// for a share of the publish timeout. A stream whose leader is lost takes
-// seconds to elect another, longer than Zoom waits, while the others, led
-// by other servers, answer. The Nats-Msg-Id makes the copy of a try that
-// was stored after all a duplicate in its stream; one stored in two streams
-// is dropped by the region's stream and its reply records.
+// that one has no leader, in the next: each try waits for JetStream's
+// answer for a share of the publish timeout. A stream whose leader is lost
+// takes seconds to elect another, longer than Zoom waits, while the
+// others, led by other servers, answer at once.
+//
+// Only a stream that nobody answers for (no responders: its leader gone)
+// is left for the next: a try that timed out may still be stored, so it is
+// made again in the same stream, where the Nats-Msg-Id makes the late copy
+// a duplicate. Moving on after a timeout stored copies in other streams
+// under load, which slowed the store further (4,284 answers 503 at
+// 4,000 events/s on two cores).
 func (s *Handler) publish(ctx context.Context, msg *nats.Msg, home int) (*jetstream.PubAck, error) {
 	try := max(s.opts.PublishTimeout/publishAttempts, 100*time.Millisecond)
 	n := s.partitions()
-	for i := 0; ; i++ {
-		msg.Subject = proto.TransitSubject((home + i) % n)
+	for p, leaderless := home, 0; ; {
+		msg.Subject = proto.TransitSubject(p)
 		tctx, cancel := context.WithTimeout(ctx, try)
 		ack, err := s.publishOnce(tctx, msg)
 		cancel()
@@ -352,7 +356,11 @@ func (s *Handler) publish(ctx context.Context, msg *nats.Msg, home int) (*jetstr
 		if err == nil || ctx.Err() != nil || !retry.Retryable(err) || errors.As(err, &answered) {
 			return ack, err
 		}
-		if i%n != n-1 {
+		if !errors.Is(err, jetstream.ErrNoStreamResponse) && !errors.Is(err, nats.ErrNoResponders) {
+			continue // timed out: the same stream again
+		}
+		p = (p + 1) % n
+		if leaderless++; leaderless%n != 0 {
 			continue
 		}
 		select {
@@ -390,14 +398,7 @@ func (s *Handler) partitions() int { return max(s.opts.TransitPartitions, 1) }
 // event that names none, its conversation's), so that an account's events
 // keep their order through the router.
 func (s *Handler) transitOf(account, conversation, id string) int {
-	n := s.partitions()
-	if n == 1 {
-		return 0
-	}
-	key := cmp.Or(account, conversation, id)
-	h := fnv.New32a()
-	_, _ = h.Write([]byte(key))
-	return int(h.Sum32() % uint32(n))
+	return proto.TransitOf(cmp.Or(account, conversation, id), s.partitions())
 }
 
 func (s *Handler) unavailable(w http.ResponseWriter, a *app, err error, fields []zap.Field) {

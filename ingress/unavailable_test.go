@@ -286,16 +286,12 @@ func TestPublishIsTriedAgainWithinItsTimeout(t *testing.T) {
 }
 
 // A transit stream without a leader (lost with its server, an election
-// taking longer than Zoom waits) holds up no event: each is stored in the
-// next transit stream, well within Zoom's 3 s.
-func TestEventGoesToAnotherTransitStreamWhenOneDoesNotAnswer(t *testing.T) {
-	nc, js := inProcessJetStream(t)
-	// Transit stream 0 is leaderless: this subscriber takes its tries and
-	// answers none. Stream 1 answers.
-	silent, err := nc.SubscribeSync(proto.TransitSubject(0))
-	if err != nil {
-		t.Fatal(err)
-	}
+// taking longer than Zoom waits: nobody answers for it) holds up no event:
+// each is stored in the next transit stream, well within Zoom's 3 s.
+func TestEventGoesToAnotherTransitStreamWhenOneHasNoLeader(t *testing.T) {
+	_, js := inProcessJetStream(t)
+	// Transit stream 0 has no leader: it is not there, and nobody answers
+	// on its subject. Stream 1 answers.
 	so := topology.OptionsFrom(config.Default())
 	so.TransitPartitions = 2
 	other, err := natsx.EnsureStream(context.Background(), js, topology.TransitConfig(so, 1))
@@ -310,17 +306,19 @@ func TestEventGoesToAnotherTransitStreamWhenOneDoesNotAnswer(t *testing.T) {
 	srv := httptest.NewServer(h)
 	defer srv.Close()
 
-	const events = 8
-	for i := range events {
-		status, took := postTimed(t, srv.URL+ingress.WebhookPath, zoomtest.BotNotification(fmt.Sprintf("acct-%d", i), "hi", int64(i)))
-		if status != http.StatusOK || took >= zoomPatience/2 {
-			t.Fatalf("event %d: answered %d after %s, want 200 well within Zoom's 3 s", i, status, took)
+	sent := 0
+	for i := 0; sent < 4; i++ {
+		account := fmt.Sprintf("acct-%d", i)
+		if proto.TransitOf(account, 2) != 0 {
+			continue // an account of stream 1 proves nothing here
 		}
+		status, took := postTimed(t, srv.URL+ingress.WebhookPath, zoomtest.BotNotification(account, "hi", int64(i)))
+		if status != http.StatusOK || took >= zoomPatience/2 {
+			t.Fatalf("%s: answered %d after %s, want 200 well within Zoom's 3 s", account, status, took)
+		}
+		sent++
 	}
-	if n, _, _ := silent.Pending(); n == 0 {
-		t.Fatal("no event's account has stream 0 as its own: the test proves nothing")
-	}
-	if info, err := other.Info(context.Background()); err != nil || info.State.Msgs != events {
-		t.Fatalf("stream 1 holds %v events (%v), want all %d", info.State.Msgs, err, events)
+	if info, err := other.Info(context.Background()); err != nil || info.State.Msgs != uint64(sent) {
+		t.Fatalf("stream 1 holds %v events (%v), want all %d", info.State.Msgs, err, sent)
 	}
 }

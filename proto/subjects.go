@@ -2,6 +2,7 @@ package proto
 
 import (
 	"fmt"
+	"hash/fnv"
 	"regexp"
 	"strconv"
 	"strings"
@@ -54,6 +55,18 @@ func TransitSubject(p int) string {
 		return IngressSubject
 	}
 	return IngressSubject + "." + strconv.Itoa(p)
+}
+
+// TransitOf is the transit stream, of n, of an event whose account (or,
+// naming none, its conversation or its id) is key: an account's events
+// share one, so that the router keeps their order.
+func TransitOf(key string, n int) int {
+	if n <= 1 {
+		return 0
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(key))
+	return int(h.Sum32() % uint32(n))
 }
 
 // IsTransitStream reports whether a stream is one of the hub's transit

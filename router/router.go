@@ -107,8 +107,10 @@ type Router struct {
 	parked jetstream.Stream
 	// unwatchBacklog stops exporting the backlog; set by Start.
 	unwatchBacklog func()
-	// ccs consume the transit streams, one each.
-	ccs []jetstream.ConsumeContext
+	// ccs consume the transit streams, one each; routing serialises
+	// their events (handle).
+	ccs     []jetstream.ConsumeContext
+	routing sync.Mutex
 	// stopSpread stops moving the transit streams' leaders apart.
 	stopSpread func()
 	// lanes carry published events to their acknowledgement, one lane per
@@ -360,8 +362,8 @@ func (p pendingAck) end(err error) {
 
 // handle routes one event. It is called by one goroutine per transit
 // stream, in that stream's order (an account's events are in one stream, but
-// while it has no leader); publishes are asynchronous and acknowledged in
-// their lane's ackLoop, in the same order. An event whose region is unreachable, or whose lane is full, is
+// while it has no leader), one event at a time; publishes are asynchronous
+// and acknowledged in their lane's ackLoop, in the same order. An event whose region is unreachable, or whose lane is full, is
 // handed back to wait in the transit stream: the other regions' events keep
 // flowing.
 func (r *Router) handle(in jetstream.Msg) {
@@ -374,6 +376,13 @@ func (r *Router) handle(in jetstream.Msg) {
 	r.handlers.Add(1)
 	r.mu.Unlock()
 	defer r.handlers.Done()
+	// One event at a time, whichever transit stream it comes from: the
+	// router's work per event is small, and routing in parallel took CPU
+	// from the ingress under overload (the governor paces one routing
+	// goroutine: an ack p99 of 1.8 s instead of 0.1 s at 4,000 events/s on
+	// two cores).
+	r.routing.Lock()
+	defer r.routing.Unlock()
 	defer func() {
 		// A bug must not take the process down with every region and the
 		// ingress: the event is tried again, like any failure. The
@@ -481,8 +490,8 @@ func (r *Router) handle(in jetstream.Msg) {
 		_ = in.NakWithDelay(time.Second)
 		return
 	}
-	// The lane had room: this blocks at most while another transit
-	// stream's goroutine takes the last place, until the ackLoop frees one.
+	// Only one event is routed at a time, and the lane had room: this does
+	// not block.
 	l.ch <- pendingAck{in: in, fut: fut, also: also, account: account, id: id, region: region, app: app, reason: reason,
 		channel: h.Get(proto.HeaderChannel), uninstall: uninstall, start: time.Now(), span: pubSpan}
 }
