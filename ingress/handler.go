@@ -65,8 +65,10 @@ type Options struct {
 
 // Handler serves the webhook endpoints and the health endpoints.
 type Handler struct {
-	js      jetstream.JetStream
-	nc      *nats.Conn
+	js jetstream.JetStream
+	nc *nats.Conn
+	// transit are the transit streams' subjects, by partition.
+	transit []string
 	opts    Options
 	log     *zap.Logger
 	metrics *Metrics
@@ -117,6 +119,9 @@ func NewHandler(js jetstream.JetStream, opts Options, m *Metrics, h *health.Regi
 		rejectLog: log.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
 			return zapcore.NewSamplerWithOptions(c, time.Second, 5, 0)
 		})),
+	}
+	for p := range max(opts.TransitPartitions, 1) {
+		s.transit = append(s.transit, proto.TransitSubject(p))
 	}
 	for i, a := range opts.Apps {
 		s.apps[a.Name] = newApp(a.Name, a.Verifier, m)
@@ -344,9 +349,9 @@ const publishPause = 50 * time.Millisecond
 // 4,000 events/s on two cores).
 func (s *Handler) publish(ctx context.Context, msg *nats.Msg, home int) (*jetstream.PubAck, error) {
 	try := max(s.opts.PublishTimeout/publishAttempts, 100*time.Millisecond)
-	n := s.partitions()
+	n := len(s.transit)
 	for p, leaderless := home, 0; ; {
-		msg.Subject = proto.TransitSubject(p)
+		msg.Subject = s.transit[p]
 		tctx, cancel := context.WithTimeout(ctx, try)
 		ack, err := s.publishOnce(tctx, msg)
 		cancel()
@@ -392,13 +397,11 @@ func (s *Handler) publishOnce(ctx context.Context, msg *nats.Msg) (*jetstream.Pu
 // reconnectPoll is how often a publish waiting for the connection looks.
 const reconnectPoll = 10 * time.Millisecond
 
-func (s *Handler) partitions() int { return max(s.opts.TransitPartitions, 1) }
-
 // transitOf is the transit stream of an event: its account's (or, for an
 // event that names none, its conversation's), so that an account's events
 // keep their order through the router.
 func (s *Handler) transitOf(account, conversation, id string) int {
-	return proto.TransitOf(cmp.Or(account, conversation, id), s.partitions())
+	return proto.TransitOf(cmp.Or(account, conversation, id), len(s.transit))
 }
 
 func (s *Handler) unavailable(w http.ResponseWriter, a *app, err error, fields []zap.Field) {

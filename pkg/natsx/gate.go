@@ -45,12 +45,12 @@ func (g *Gate) Open(ns *server.Server) {
 // Dial dials the network once the gate is open (nats.CustomDialer).
 func (g *Gate) Dial(network, address string) (net.Conn, error) {
 	g.mu.Lock()
-	open := g.open
+	open, timeout := g.open, g.timeout
 	g.mu.Unlock()
 	if !open {
 		return nil, errNotStarted
 	}
-	c, err := (&net.Dialer{Timeout: g.timeout}).Dial(network, address)
+	c, err := (&net.Dialer{Timeout: timeout}).Dial(network, address)
 	g.failed(err)
 	return c, err
 }
@@ -80,10 +80,13 @@ func (g *Gate) failed(err error) {
 // User is the embedded server's user for the gate's in-process
 // connections (nil when there are none).
 func (g *Gate) User() *server.NkeyUser {
-	if g.key == nil {
+	g.mu.Lock()
+	key := g.key
+	g.mu.Unlock()
+	if key == nil {
 		return nil
 	}
-	pub, _ := g.key.PublicKey()
+	pub, _ := key.PublicKey()
 	return &server.NkeyUser{Nkey: pub}
 }
 
@@ -91,21 +94,27 @@ func (g *Gate) User() *server.NkeyUser {
 // embedded server, as the gate's user) whose dials wait for gate (see
 // Gate): no I/O here. AwaitConnected connects it.
 func ConnectAtStart(c config.NATS, inProcess bool, gate *Gate, name string, log *zap.Logger) (*nats.Conn, error) {
-	gate.timeout = c.ConnectTimeout.D()
 	opts, err := options(c, name, log)
 	if err != nil {
 		return nil, err
 	}
 	opts = append(opts, nats.RetryOnFailedConnect(true), nats.ConnectHandler(func(*nats.Conn) {}))
+	// The gate may be shared (a process's connections to its one NATS),
+	// and a connection made before may be dialling through it already.
+	gate.mu.Lock()
+	gate.timeout = c.ConnectTimeout.D()
+	if inProcess && gate.key == nil {
+		gate.key, err = nkeys.CreateUser()
+	}
+	key := gate.key
+	gate.mu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("nats credentials: %w", err)
+	}
 	url := c.URL
 	if inProcess {
-		if gate.key == nil {
-			if gate.key, err = nkeys.CreateUser(); err != nil {
-				return nil, fmt.Errorf("nats credentials: %w", err)
-			}
-		}
-		pub, _ := gate.key.PublicKey()
-		opts = append(opts, nats.InProcessServer(gate), nats.Nkey(pub, gate.key.Sign))
+		pub, _ := key.PublicKey()
+		opts = append(opts, nats.InProcessServer(gate), nats.Nkey(pub, key.Sign))
 		url = ""
 	} else {
 		opts = append(opts, nats.SetCustomDialer(gate))
@@ -118,7 +127,10 @@ func ConnectAtStart(c config.NATS, inProcess bool, gate *Gate, name string, log 
 // nats.connect_timeout (or until ctx ends); what names the NATS in the
 // error.
 func AwaitConnected(ctx context.Context, nc *nats.Conn, gate *Gate, what string) error {
-	ctx, cancel := context.WithTimeout(ctx, max(gate.timeout, time.Second))
+	gate.mu.Lock()
+	timeout := gate.timeout
+	gate.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, max(timeout, time.Second))
 	defer cancel()
 	_ = nc.ForceReconnect()
 	t := time.NewTicker(10 * time.Millisecond)
