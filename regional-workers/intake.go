@@ -45,6 +45,7 @@ func (w *Worker) consume(ctx context.Context) error {
 		all = append(all, cons)
 		cc, err := cons.Consume(w.take,
 			jetstream.PullMaxMessages(pullBatch),
+			jetstream.PullHeartbeat(natsx.PullHeartbeat),
 			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 				if !errors.Is(err, jetstream.ErrNoHeartbeat) {
 					w.log.Warn("Worker consume error", zap.Error(err))
@@ -55,6 +56,9 @@ func (w *Worker) consume(ctx context.Context) error {
 		}
 		w.ccs = append(w.ccs, cc)
 	}
+	g := &leaderGatherer{js: w.js, events: w.events, consumers: all, replies: w.state.stream, log: w.log}
+	w.loops.Add(1)
+	go func() { defer w.loops.Done(); g.run(w.base) }()
 	events := w.events
 	w.unwatchRegion = w.metrics.watchRegion(w.opts.Region, func(ctx context.Context) (natsx.Backlog, error) {
 		return natsx.BacklogOf(ctx, events, all...)

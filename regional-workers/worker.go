@@ -139,7 +139,7 @@ type Worker struct {
 	sched   *scheduler
 	ccs     []jetstream.ConsumeContext
 	wg      sync.WaitGroup // attempts running
-	loops   sync.WaitGroup // the scheduler and the ack-wait keeper
+	loops   sync.WaitGroup // the scheduler, the ack-wait keeper and the leader gatherer
 	base    context.Context
 	cancel  context.CancelFunc
 	running atomic.Bool

@@ -2,15 +2,14 @@ package router
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/geomux/geomux/pkg/logfields"
+	"github.com/geomux/geomux/pkg/natsx"
 )
 
 // The transit streams' leaders are kept on different servers: the ingress
@@ -75,8 +74,8 @@ func (s *leaderSpreader) spread(ctx context.Context) {
 			if !p.Current || p.Offline || leads[p.Name] > 0 {
 				continue
 			}
-			err := s.stepDown(ctx, info.Config.Name, p.Name)
-			if err != nil {
+			err := natsx.StreamLeader(info.Config.Name).StepDown(ctx, s.js.Conn(), p.Name)
+			if err != nil && !errors.Is(err, natsx.ErrAlreadyLeader) {
 				if !s.refused {
 					s.log.Warn("Transit stream's leader not moved; losing its server may turn events away", logfields.Stream(info.Config.Name), zap.Error(err))
 				}
@@ -89,29 +88,4 @@ func (s *leaderSpreader) spread(ctx context.Context) {
 			return
 		}
 	}
-}
-
-// stepDown asks a stream's leader to hand over to server to.
-func (s *leaderSpreader) stepDown(ctx context.Context, stream, to string) error {
-	req, _ := json.Marshal(map[string]any{"placement": map[string]string{"preferred": to}})
-	msg, err := s.js.Conn().RequestWithContext(ctx, jetstream.DefaultAPIPrefix+"STREAM.LEADER.STEPDOWN."+stream, req)
-	if err != nil {
-		return err
-	}
-	var resp struct {
-		Success bool `json:"success"`
-		Error   *struct {
-			Description string `json:"description"`
-		} `json:"error"`
-	}
-	if err := json.Unmarshal(msg.Data, &resp); err != nil {
-		return fmt.Errorf("step-down answer: %w", err)
-	}
-	if resp.Error != nil {
-		return errors.New(resp.Error.Description)
-	}
-	if !resp.Success {
-		return errors.New("step-down not done")
-	}
-	return nil
 }

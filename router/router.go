@@ -214,6 +214,7 @@ func (r *Router) Start(ctx context.Context) error {
 	for _, cons := range conss {
 		cc, err := cons.Consume(r.handle,
 			jetstream.PullMaxMessages(512),
+			jetstream.PullHeartbeat(natsx.PullHeartbeat),
 			jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
 				if !errors.Is(err, jetstream.ErrNoHeartbeat) {
 					r.log.Warn("Router consume error", zap.Error(err))

@@ -21,8 +21,9 @@ import (
 //   - The hub server leading the transit stream is killed (SIGKILL) while
 //     events of every region come at 200 a second: Zoom gets 200 for every
 //     event, each within its 3 s, and every event is replied to once.
-//   - The server leading eu's events stream is killed the same way, then
-//     one following it: every event is replied to once.
+//   - The server leading eu's events stream (and, moved there by the
+//     workers, its consumers and reply records) is killed the same way,
+//     then one following it: every event is replied to once.
 func TestServerLoss(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the deployment takes a while")
@@ -81,7 +82,50 @@ func TestServerLoss(t *testing.T) {
 		}
 		return serverIndex(t, d.regions["eu"], info.Cluster.Leader)
 	}
+	// The workers keep the leaders of eu's consumers and reply records on
+	// the events stream's leader, so that losing another server costs
+	// nothing.
+	euDeployer := jsFor(t, d.regions["eu"], "deployer")
+	euGathered := func() []string {
+		st, err := euDeployer.Stream(t.Context(), proto.RegionEventsStream("eu"))
+		if err != nil {
+			return []string{err.Error()}
+		}
+		leader := st.CachedInfo().Cluster.Leader
+		var elsewhere []string
+		for name := range st.ConsumerNames(t.Context()).Name() {
+			c, err := st.Consumer(t.Context(), name)
+			if err != nil {
+				return []string{err.Error()}
+			}
+			if strings.HasPrefix(name, "workers") && c.CachedInfo().Cluster.Leader != leader {
+				elsewhere = append(elsewhere, name+" on "+c.CachedInfo().Cluster.Leader)
+			}
+		}
+		kv, err := euDeployer.Stream(t.Context(), "KV_"+proto.RegionRepliesBucket("eu"))
+		if err != nil {
+			return []string{err.Error()}
+		}
+		if l := kv.CachedInfo().Cluster.Leader; l != leader {
+			elsewhere = append(elsewhere, "replies on "+l)
+		}
+		if leader == "" {
+			elsewhere = append(elsewhere, "no events leader")
+		}
+		return elsewhere
+	}
+	gathered := func() {
+		t.Helper()
+		deadline := time.Now().Add(time.Minute)
+		for elsewhere := euGathered(); len(elsewhere) > 0; elsewhere = euGathered() {
+			if time.Now().After(deadline) {
+				t.Fatalf("eu's consumers and reply records not led from the events stream's server after a minute: %v", elsewhere)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 	t.Run("the leader of eu's events stream is killed", func(t *testing.T) {
+		gathered()
 		i := euLeader()
 		l := d.load(t, accounts, "eu leader", func() { d.regions["eu"].kill(i) })
 		l.check(t, d)
@@ -89,6 +133,7 @@ func TestServerLoss(t *testing.T) {
 	})
 
 	t.Run("a follower of eu's events stream is killed", func(t *testing.T) {
+		gathered()
 		i := (euLeader() + 1) % 3
 		l := d.load(t, accounts, "eu follower", func() { d.regions["eu"].kill(i) })
 		l.check(t, d)
