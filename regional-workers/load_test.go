@@ -385,22 +385,7 @@ func TestFullAccountTakesTheEventItsConversationWaitsFor(t *testing.T) {
 	opts.AccountConcurrency = 1 // holds 8 of the account's events
 	// A worker that took the conversation's first event and died: it comes
 	// back only after its ack wait, behind later events.
-	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
-	defer cancel()
-	for _, c := range topology.WorkerConsumers("us", topology.DefaultPartitions, opts.ConsumerSettings()) {
-		if _, err := ns.JS.CreateOrUpdateConsumer(ctx, c.Stream, c.Config); err != nil {
-			t.Fatal(err)
-		}
-	}
-	batch, err := pendingConsumer(t, ns.JS, "us").Fetch(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for m := range batch.Messages() {
-		if got := chatOf(t, m.Data()).Text; got != "bank 00" {
-			t.Fatalf("the dead worker took %q, want the first event", got)
-		}
-	}
+	takeFirst(t, ns.JS, opts, "bank 00")
 	startWorker(t, ns.JS, &slowBackend{}, zoomClient(t, z), opts)
 	// The events handed back while it waited come back within 9 s each.
 	natstest.Eventually(t, time.Minute, func() bool { return len(z.SB.Delivered()) >= n }, "every event replied to")
@@ -410,4 +395,62 @@ func TestFullAccountTakesTheEventItsConversationWaitsFor(t *testing.T) {
 		}
 	}
 	assertOnce(t, z, n)
+}
+
+// An event whose replies all went out but whose acknowledgement was lost
+// (the consumer's leader lost or moved as it was sent: a region's server
+// killed) stays in the stream until its redelivery, an ack wait later. The
+// next event of its conversation does not wait that long: the first one's
+// record says it is done.
+func TestLostAckDoesNotHoldItsConversation(t *testing.T) {
+	t.Parallel()
+	ns := natstest.Start(t, "")
+	z := newFakeZoom(t, nil)
+	first, second := newPublished(userEvent("bank", 0, "first", 1)), newPublished(userEvent("bank", 0, "second", 2))
+	publishAll(t, ns.JS, "us", []published{first, second}, []string{"bank", "bank"})
+	opts := loadOptions("us")
+	opts.HandlerTimeout = 13 * time.Second // an ack wait of 15 s
+	// A worker took the first event, replied, recorded it done, and its
+	// acknowledgement was lost.
+	takeFirst(t, ns.JS, opts, "first")
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	kv, err := natsx.EnsureKeyValue(ctx, ns.JS, topology.RepliesConfig("us", opts.Streams))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := kv.Put(ctx, "bank."+first.ID, []byte(`{"sent":1,"message_ids":["m-1"],"done":true}`)); err != nil {
+		t.Fatal(err)
+	}
+
+	startWorker(t, ns.JS, &slowBackend{}, zoomClient(t, z), opts)
+	natstest.Eventually(t, waitFor, func() bool { return len(z.Texts()) > 0 }, "the second event replied to")
+	if n := streamMsgs(t, ns.JS, proto.RegionEventsStream("us")); n != 1 {
+		t.Errorf("the events stream holds %d events when the second is replied to, want 1 (the first, until its redelivery): the second waited for it", n)
+	}
+	if got := z.Texts(); len(got) != 1 || got[0] != "second" {
+		t.Errorf("Zoom received %q, want the second event's reply", got)
+	}
+}
+
+// takeFirst takes the first event of region us's stream, as a worker that
+// then dies or loses its acknowledgement: it comes back after its ack wait.
+func takeFirst(t *testing.T, js jetstream.JetStream, opts workers.Options, want string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	for _, c := range topology.WorkerConsumers("us", topology.DefaultPartitions, opts.ConsumerSettings()) {
+		if _, err := js.CreateOrUpdateConsumer(ctx, c.Stream, c.Config); err != nil {
+			t.Fatal(err)
+		}
+	}
+	batch, err := pendingConsumer(t, js, "us").Fetch(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for m := range batch.Messages() {
+		if got := chatOf(t, m.Data()).Text; got != want {
+			t.Fatalf("the worker took %q, want %q", got, want)
+		}
+	}
 }

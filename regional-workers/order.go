@@ -35,9 +35,9 @@ const (
 )
 
 // turn asks the stream where it stands. An error counts as notFirst: the
-// event waits and asks again. An earlier event this worker finished a moment
-// ago may still be there (acknowledgements are not waited for): it is
-// passed over.
+// event waits and asks again. An earlier event that is finished may still
+// be there (acknowledgements are not waited for, and one can be lost with a
+// consumer's leader): it is passed over.
 func (w *Worker) turn(it *item) place {
 	ctx, cancel := context.WithTimeout(w.base, w.opts.HandlerTimeout)
 	defer cancel()
@@ -64,17 +64,45 @@ func (w *Worker) turn(it *item) place {
 }
 
 // firstAfterFinished is the first event of it's conversation, asked with
-// get, passing over those this worker finished a moment ago.
-func (w *Worker) firstAfterFinished(ctx context.Context, it *item, get func(context.Context, uint64, string) (uint64, error)) (uint64, error) {
+// get, passing over those already finished (finishedAt).
+func (w *Worker) firstAfterFinished(ctx context.Context, it *item, get func(context.Context, uint64, string) (earlier, error)) (uint64, error) {
 	from := uint64(1)
 	for range maxPassedOver {
-		seq, err := get(ctx, from, it.filter)
-		if err != nil || seq >= it.seq || !w.sched.recentlyFinished(seq) {
-			return seq, err
+		e, err := get(ctx, from, it.filter)
+		if err != nil || e.seq >= it.seq || !w.finishedAt(ctx, e) {
+			return e.seq, err
 		}
-		from = seq + 1
+		from = e.seq + 1
 	}
 	return from - 1, nil
+}
+
+// earlier is the first event of a conversation from some sequence on: its
+// sequence and, when the answer carried its headers, its account and id.
+type earlier struct {
+	seq         uint64
+	account, id string
+}
+
+// finishedAt reports whether an earlier event still in the stream is
+// finished: this worker finished it a moment ago (its acknowledgement is on
+// its way), or its record says every reply went out. An acknowledgement is
+// lost when the consumer's leader is lost or moves as it is sent; the event
+// then stays until its redelivery, after the ack wait, and without this its
+// conversation would wait as long.
+func (w *Worker) finishedAt(ctx context.Context, e earlier) bool {
+	if w.sched.recentlyFinished(e.seq) {
+		return true
+	}
+	if e.id == "" {
+		return false
+	}
+	st, ok, err := w.state.load(ctx, e.account, e.id)
+	if err != nil || !ok || !st.Done {
+		return false
+	}
+	w.sched.finished(e.seq)
+	return true
 }
 
 // maxPassedOver bounds the events a turn passes over as finished here.
@@ -84,30 +112,30 @@ const maxPassedOver = 16
 // filter. It asks any replica (a direct get) and, should none answer (a
 // region's servers coming back: their direct-get responders return only
 // once each is current), the stream's leader.
-func (w *Worker) firstFrom(ctx context.Context, from uint64, filter string) (uint64, error) {
+func (w *Worker) firstFrom(ctx context.Context, from uint64, filter string) (earlier, error) {
 	m, err := w.events.GetMsg(ctx, from, jetstream.WithGetMsgSubject(filter))
 	if err == nil {
-		return m.Sequence, nil
+		return earlier{seq: m.Sequence, account: m.Header.Get(proto.HeaderAccountID), id: m.Header.Get(proto.HeaderEventID)}, nil
 	}
 	if errors.Is(err, jetstream.ErrMsgNotFound) || ctx.Err() != nil {
-		return 0, err
+		return earlier{}, err
 	}
 	return w.firstFromLeader(ctx, from, filter)
 }
 
 // firstFromLeader asks the stream's leader (STREAM.MSG.GET), which has
 // every message the stream acknowledged.
-func (w *Worker) firstFromLeader(ctx context.Context, from uint64, filter string) (uint64, error) {
+func (w *Worker) firstFromLeader(ctx context.Context, from uint64, filter string) (earlier, error) {
 	req, err := json.Marshal(struct {
 		Seq    uint64 `json:"seq"`
 		NextBy string `json:"next_by_subj"`
 	}{from, filter})
 	if err != nil {
-		return 0, err
+		return earlier{}, err
 	}
 	r, err := w.js.Conn().RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+proto.RegionEventsStream(w.opts.Region), req)
 	if err != nil {
-		return 0, err
+		return earlier{}, err
 	}
 	var resp struct {
 		Message *struct {
@@ -120,15 +148,15 @@ func (w *Worker) firstFromLeader(ctx context.Context, from uint64, filter string
 		} `json:"error"`
 	}
 	if err := json.Unmarshal(r.Data, &resp); err != nil {
-		return 0, fmt.Errorf("stream message get: %w", err)
+		return earlier{}, fmt.Errorf("stream message get: %w", err)
 	}
 	switch {
 	case resp.Error != nil && resp.Error.ErrCode == int(jetstream.JSErrCodeMessageNotFound):
-		return 0, jetstream.ErrMsgNotFound
+		return earlier{}, jetstream.ErrMsgNotFound
 	case resp.Error != nil:
-		return 0, fmt.Errorf("stream message get: %d %s", resp.Error.Code, resp.Error.Description)
+		return earlier{}, fmt.Errorf("stream message get: %d %s", resp.Error.Code, resp.Error.Description)
 	case resp.Message == nil:
-		return 0, errors.New("stream message get: empty answer")
+		return earlier{}, errors.New("stream message get: empty answer")
 	}
-	return resp.Message.Seq, nil
+	return earlier{seq: resp.Message.Seq}, nil
 }
