@@ -155,7 +155,7 @@ type Worker struct {
 func New(js jetstream.JetStream, h Handler, opts Options, m *Metrics, log *zap.Logger) *Worker {
 	opts.setDefaults()
 	w := &Worker{js: js, handler: h, opts: opts, metrics: m, log: log.With(logfields.Region(opts.Region)), vault: opts.Vault,
-		ackWait: topology.WorkerAckWait(opts.HandlerTimeout), apps: map[string]App{}, defaultApp: config.DefaultAppName}
+		ackWait: topology.WorkerAckWait, apps: map[string]App{}, defaultApp: config.DefaultAppName}
 	var names []string
 	for i, a := range opts.Apps {
 		if i == 0 {
@@ -231,7 +231,7 @@ func (w *Worker) Start(ctx context.Context) error {
 // ConsumerSettings are what the workers' consumers are made from
 // (topology.WorkerConsumer).
 func (o Options) ConsumerSettings() topology.WorkerSettings {
-	return topology.WorkerSettings{MaxAttempts: o.Retry.MaxAttempts, Concurrency: o.Concurrency, HandlerTimeout: o.HandlerTimeout}
+	return topology.WorkerSettings{MaxAttempts: o.Retry.MaxAttempts, Concurrency: o.Concurrency}
 }
 
 // lastError is what the keeper learns of an event's last failed attempt.

@@ -66,8 +66,6 @@ type WorkerSettings struct {
 	MaxAttempts int
 	// Concurrency is worker.concurrency (4096 when 0).
 	Concurrency int
-	// HandlerTimeout is worker.handler_timeout.
-	HandlerTimeout time.Duration
 }
 
 // DefaultWorkerConcurrency is worker.concurrency when it is not set.
@@ -101,7 +99,7 @@ func WorkerConsumer(region string, p int, s WorkerSettings) Consumer {
 		// turn or runs, so that it is redelivered only when its worker is
 		// gone: the ack wait is how long a killed worker's events (and the
 		// conversations behind them) wait for another worker.
-		AckWait:    WorkerAckWait(s.HandlerTimeout),
+		AckWait:    WorkerAckWait,
 		MaxDeliver: s.MaxAttempts + deliveryGuard,
 		// The worker's own budget bounds what it holds; this bounds one
 		// partition, so that a partition whose accounts flood it leaves
@@ -126,11 +124,15 @@ func WorkerConsumers(region string, n int, s WorkerSettings) []Consumer {
 	return cs
 }
 
-// WorkerAckWait is the workers' ack wait: short, since the events in hand
-// are kept from it, yet long enough for that to go through a busy moment.
-func WorkerAckWait(handlerTimeout time.Duration) time.Duration {
-	return min(max(handlerTimeout+2*time.Second, 6*time.Second), 15*time.Second)
-}
+// WorkerAckWait is the workers' ack wait. An event in hand has it
+// restarted while it waits its turn or runs (every WorkerAckWait/4, once
+// held a third of it), whatever worker.handler_timeout is, so it bounds only
+// how long an event waits when its delivery is lost: its worker killed, or
+// the server the worker was connected to (what was on its way there is
+// gone). Short for that; long enough for the restarts to go through a busy
+// moment. It was handler_timeout + 2 s (12 s by default), which a region's
+// server loss added to the replies of the events in flight.
+const WorkerAckWait = 6 * time.Second
 
 // deliveryGuard is how many deliveries beyond retry.max_attempts an event
 // may have before JetStream gives up on it: hand-backs that use no attempt

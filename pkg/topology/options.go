@@ -81,7 +81,7 @@ func OptionsFrom(c config.Config) Options {
 		Partitions:         c.Worker.Partitions,
 		TransitPartitions:  c.NATS.TransitPartitions,
 		Workers: WorkerSettings{
-			MaxAttempts: c.Retry.MaxAttempts, Concurrency: c.Worker.Concurrency, HandlerTimeout: c.Worker.HandlerTimeout.D(),
+			MaxAttempts: c.Retry.MaxAttempts, Concurrency: c.Worker.Concurrency,
 		},
 	}
 	for _, r := range c.Regions {
