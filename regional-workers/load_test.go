@@ -412,6 +412,7 @@ func TestLostAckDoesNotHoldItsConversation(t *testing.T) {
 	// A worker took the first event, replied, recorded it done, and its
 	// acknowledgement was lost.
 	takeFirst(t, ns.JS, opts, "first")
+	taken := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
 	defer cancel()
 	kv, err := natsx.EnsureKeyValue(ctx, ns.JS, topology.RepliesConfig("us", opts.Streams))
@@ -424,8 +425,16 @@ func TestLostAckDoesNotHoldItsConversation(t *testing.T) {
 
 	startWorker(t, ns.JS, &slowBackend{}, zoomClient(t, z), opts)
 	natstest.Eventually(t, waitFor, func() bool { return len(z.Texts()) > 0 }, "the second event replied to")
-	if n := streamMsgs(t, ns.JS, proto.RegionEventsStream("us")); n != 1 {
-		t.Errorf("the events stream holds %d events when the second is replied to, want 1 (the first, until its redelivery after the ack wait): the second waited for it", n)
+	if waited := time.Since(taken); waited >= topology.WorkerAckWait {
+		t.Errorf("the second event was replied to %s after the first was taken, not before the first's ack wait (%s) ended: it waited for the first's redelivery",
+			waited.Round(time.Millisecond), topology.WorkerAckWait)
+	}
+	st, err := ns.JS.Stream(ctx, proto.RegionEventsStream("us"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.GetMsg(ctx, 1); err != nil {
+		t.Errorf("the first event is no longer in the stream when the second is replied to (%v): it was redelivered first", err)
 	}
 	if got := z.Texts(); len(got) != 1 || got[0] != "second" {
 		t.Errorf("Zoom received %q, want the second event's reply", got)
