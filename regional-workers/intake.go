@@ -120,7 +120,7 @@ func (w *Worker) take(m jetstream.Msg) {
 		_ = m.Nak() // stopping
 		return
 	}
-	if time.Since(start) > w.ackWait/4 {
+	if time.Since(start) > topology.WorkerAckWait/4 {
 		// It waited for the ingress or for room: restart its ack wait.
 		_ = m.InProgress()
 	}
@@ -184,7 +184,7 @@ func handBackDelay(it *item) time.Duration {
 // to matter (waiting its turn, its account's pace, or a slow backend), so
 // that JetStream redelivers an event only when its worker is gone.
 func (w *Worker) keepInHand(ctx context.Context) {
-	t := time.NewTicker(w.ackWait / 4)
+	t := time.NewTicker(topology.WorkerAckWait / 4)
 	defer t.Stop()
 	for {
 		select {
@@ -192,11 +192,11 @@ func (w *Worker) keepInHand(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		for _, it := range w.sched.heldLongerThan(w.ackWait / 3) {
+		for _, it := range w.sched.heldLongerThan(topology.WorkerAckWait / 3) {
 			_ = it.msg().InProgress()
 			it.touch()
 		}
 		w.pace.sweep(paceIdle)
-		w.sched.forgetFinished(w.ackWait / 4)
+		w.sched.forgetFinished(topology.WorkerAckWait / 4)
 	}
 }

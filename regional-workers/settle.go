@@ -30,7 +30,7 @@ func (w *Worker) saveState(start time.Time, account, id string, st replyState, f
 // redelivery that comes anyway joins the event in hand), and gives up on an
 // error that will not pass, or when a stop gives up.
 func (w *Worker) settle(f func(context.Context) error) error {
-	until := time.Now().Add(max(w.ackWait-settleMargin, settleFor))
+	until := time.Now().Add(settleFor)
 	wait := 50 * time.Millisecond
 	for {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(w.base), min(settleAttempt, max(time.Until(until), 0)+time.Second))
@@ -49,11 +49,9 @@ func (w *Worker) settle(f func(context.Context) error) error {
 }
 
 // settleAttempt bounds one attempt of settle; settleFor is how long settle
-// keeps trying at least, long enough for a region's servers to restart or
-// elect new leaders; settleMargin is how long before the ack wait's end a
-// settle of a long ack wait gives up.
+// keeps trying, long enough for a region's servers to restart or elect new
+// leaders.
 const (
 	settleAttempt = 5 * time.Second
 	settleFor     = time.Minute
-	settleMargin  = 3 * time.Second
 )

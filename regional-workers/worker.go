@@ -143,7 +143,6 @@ type Worker struct {
 	base    context.Context
 	cancel  context.CancelFunc
 	running atomic.Bool
-	ackWait time.Duration
 
 	// unwatchRegion stops exporting the backlog; set by consume.
 	unwatchRegion func()
@@ -155,7 +154,7 @@ type Worker struct {
 func New(js jetstream.JetStream, h Handler, opts Options, m *Metrics, log *zap.Logger) *Worker {
 	opts.setDefaults()
 	w := &Worker{js: js, handler: h, opts: opts, metrics: m, log: log.With(logfields.Region(opts.Region)), vault: opts.Vault,
-		ackWait: topology.WorkerAckWait, apps: map[string]App{}, defaultApp: config.DefaultAppName}
+		apps: map[string]App{}, defaultApp: config.DefaultAppName}
 	var names []string
 	for i, a := range opts.Apps {
 		if i == 0 {

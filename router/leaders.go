@@ -71,7 +71,7 @@ func (s *leaderSpreader) spread(ctx context.Context) {
 			continue
 		}
 		for _, p := range info.Cluster.Replicas {
-			if !p.Current || p.Offline || leads[p.Name] > 0 {
+			if !natsx.CanLead(info.Cluster, p.Name) || leads[p.Name] > 0 {
 				continue
 			}
 			err := natsx.StreamLeader(info.Config.Name).StepDown(ctx, s.js.Conn(), p.Name)
