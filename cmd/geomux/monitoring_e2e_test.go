@@ -7,7 +7,9 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/geomux/geomux/pkg/natsx/natstest"
 	"github.com/geomux/geomux/pkg/zoom/zoomtest"
 )
 
@@ -30,6 +32,11 @@ func TestDashboardAndAlertsNameExportedMetrics(t *testing.T) {
 	p.setRegion("acct-monitor", "eu")
 	p.send("acct-monitor", "hi")
 	p.waitDelivered(1)
+	// The reply goes out before the event is acknowledged and its end to
+	// end time observed: wait for that too.
+	natstest.Eventually(t, 10*time.Second, func() bool {
+		return strings.Contains(p.metrics(), "geomux_worker_end_to_end_seconds_count")
+	}, "the event's end to end time observed")
 	// A refused request, so that the rejections' series exist.
 	if status, err := zoomtest.Post(http.DefaultClient, p.webhook, "not-the-secret", zoomtest.BotNotification("acct-monitor", "x", 99)); err != nil || status != http.StatusUnauthorized {
 		t.Fatalf("badly signed webhook: %d %v", status, err)
