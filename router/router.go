@@ -501,30 +501,56 @@ func (r *Router) handle(in jetstream.Msg) {
 // transit stream before it is tried again.
 const deferDelay = 2 * time.Second
 
+// publishAckTimeout is how long the router waits for a stream to store an
+// event it routed (milliseconds when all is well). A publish that reached a
+// server killed before it answered is never answered: the event is handed
+// back and tried again, once the stream has a new leader; a late answer
+// costs a copy that the stream drops (Nats-Msg-Id). The ack loop takes its
+// lane's events in order, so this is also how long the events behind such
+// a publish wait. It was the JetStream context's 10 s, which a region's
+// server loss added to its replies.
+const publishAckTimeout = 2 * time.Second
+
+var errPublishAckTimeout = errors.New("router: the stream did not acknowledge the event within 2 s")
+
 // ackLoop acknowledges each input of a lane once its copy is stored.
 func (r *Router) ackLoop(l *lane) {
 	defer r.ackDone.Done()
+	late := time.NewTimer(publishAckTimeout)
+	defer late.Stop()
 	for p := range l.ch {
+		late.Reset(time.Until(p.start.Add(publishAckTimeout)))
+		var err error
 		select {
 		case <-r.stopping:
 			p.end(errors.New("stopping"))
 			_ = p.in.Nak()
+			continue
 		case <-p.fut.Ok():
-			p.end(nil)
-			if err := r.awaitAll(p.also); err != nil {
-				r.metrics.Failures.Inc()
-				r.failLog.Warn("Erasure copy not stored; will retry", logfields.EventID(p.id), logfields.AccountID(p.account), zap.Error(err))
-				_ = p.in.NakWithDelay(time.Second)
-				continue
+		case err = <-p.fut.Err():
+		case <-late.C:
+			select { // its answer may have come meanwhile
+			case <-p.fut.Ok():
+			case err = <-p.fut.Err():
+			default:
+				err = errPublishAckTimeout
 			}
-			_ = p.in.Ack()
-			r.routed(p)
-		case err := <-p.fut.Err():
-			p.end(err)
-			r.metrics.Failures.Inc()
-			r.failLog.Warn("Route publish failed; will retry", logfields.EventID(p.id), logfields.AccountID(p.account), zap.Error(err))
-			_ = p.in.NakWithDelay(time.Second)
 		}
+		p.end(err)
+		msg := "Route publish failed; will retry"
+		if err == nil {
+			if err = r.awaitAll(p.also); err != nil {
+				msg = "Erasure copy not stored; will retry"
+			}
+		}
+		if err != nil {
+			r.metrics.Failures.Inc()
+			r.failLog.Warn(msg, logfields.EventID(p.id), logfields.AccountID(p.account), zap.Error(err))
+			_ = p.in.NakWithDelay(time.Second)
+			continue
+		}
+		_ = p.in.Ack()
+		r.routed(p)
 	}
 }
 

@@ -20,11 +20,14 @@ type Consumer struct {
 const RouterInFlight = 4096
 
 // RouterAckWait is how long the router has to place an event before it is
-// delivered again. It is also how long the events a router had in hand wait
-// when the leader of their transit stream's consumer is lost (their
-// acknowledgements with it): short, since routing takes milliseconds; a
-// copy routed twice is dropped by the region's stream (Nats-Msg-Id).
-const RouterAckWait = 10 * time.Second
+// delivered again. It is also how long the events on their way to a router
+// wait when they are lost: the router's server killed, or the leader of
+// their transit stream's consumer (their acknowledgements with it). Short,
+// since routing takes milliseconds and the router gives up on a region's
+// store after 2 s (a copy routed twice is dropped by the region's stream,
+// Nats-Msg-Id); an event that waited for the ingress (the governor) has it
+// restarted. It was 10 s, which a hub server's loss added to replies.
+const RouterAckWait = 5 * time.Second
 
 // RouterConsumer is the router's durable consumer on transit stream p.
 func RouterConsumer(p int) Consumer {
