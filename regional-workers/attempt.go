@@ -139,7 +139,11 @@ func (w *Worker) handleEvent(it *item, fields []zap.Field) (o outcome) {
 func (w *Worker) replies(it *item, start time.Time) (replyState, error) {
 	ctx, cancel := context.WithTimeout(w.base, w.opts.HandlerTimeout)
 	defer cancel()
-	st, _, err := w.state.load(ctx, it.ev.AccountID, it.ev.ID)
+	var st replyState
+	err := lookup(ctx, func(ctx context.Context) (err error) {
+		st, _, err = w.state.load(ctx, it.ev.AccountID, it.ev.ID)
+		return err
+	})
 	if err != nil || st.Done {
 		return st, err
 	}

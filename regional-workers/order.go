@@ -5,11 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"go.uber.org/zap"
 
 	"github.com/geomux/geomux/pkg/logfields"
+	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/proto"
 )
 
@@ -39,13 +41,11 @@ const (
 // be there (acknowledgements are not waited for, and one can be lost with a
 // consumer's leader): it is passed over.
 func (w *Worker) turn(it *item) place {
-	ctx, cancel := context.WithTimeout(w.base, w.opts.HandlerTimeout)
-	defer cancel()
-	seq, err := w.firstAfterFinished(ctx, it, w.firstFrom)
+	seq, err := w.firstAfterFinished(w.base, it, w.firstFrom)
 	if errors.Is(err, jetstream.ErrMsgNotFound) || (err == nil && seq > it.seq) {
 		// A replica answered, and may not have the event yet: only the
 		// stream's leader can say it is gone.
-		seq, err = w.firstAfterFinished(ctx, it, w.firstFromLeader)
+		seq, err = w.firstAfterFinished(w.base, it, w.firstFromLeader)
 	}
 	switch {
 	case errors.Is(err, jetstream.ErrMsgNotFound):
@@ -97,12 +97,42 @@ func (w *Worker) finishedAt(ctx context.Context, e earlier) bool {
 	if e.id == "" {
 		return false
 	}
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
 	st, ok, err := w.state.load(ctx, e.account, e.id)
 	if err != nil || !ok || !st.Done {
 		return false
 	}
 	w.sched.finished(e.seq)
 	return true
+}
+
+// lookupTimeout bounds each question a worker asks the region's streams
+// about an event (where it stands in its conversation, what its record
+// says). They take milliseconds; one a server took and never answered
+// (seen after a region's leaders moved: 10 s, the handler timeout, before)
+// is asked again, maybe of another replica: an event whose place is not
+// known waits and asks again within a second.
+const lookupTimeout = time.Second
+
+// lookup asks f, each try bounded by lookupTimeout, until it answers, its
+// error will not pass, or ctx ends.
+func lookup(ctx context.Context, f func(context.Context) error) error {
+	wait := 50 * time.Millisecond
+	for {
+		tctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+		err := f(tctx)
+		cancel()
+		if err == nil || !natsx.Transient(err) || ctx.Err() != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 500*time.Millisecond)
+	}
 }
 
 // maxPassedOver bounds the events a turn passes over as finished here.
@@ -113,11 +143,13 @@ const maxPassedOver = 16
 // region's servers coming back: their direct-get responders return only
 // once each is current), the stream's leader.
 func (w *Worker) firstFrom(ctx context.Context, from uint64, filter string) (earlier, error) {
-	m, err := w.events.GetMsg(ctx, from, jetstream.WithGetMsgSubject(filter))
+	dctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	m, err := w.events.GetMsg(dctx, from, jetstream.WithGetMsgSubject(filter))
+	cancel()
 	if err == nil {
 		return earlier{seq: m.Sequence, account: m.Header.Get(proto.HeaderAccountID), id: m.Header.Get(proto.HeaderEventID)}, nil
 	}
-	if errors.Is(err, jetstream.ErrMsgNotFound) || ctx.Err() != nil {
+	if errors.Is(err, jetstream.ErrMsgNotFound) || w.base.Err() != nil {
 		return earlier{}, err
 	}
 	return w.firstFromLeader(ctx, from, filter)
@@ -133,6 +165,8 @@ func (w *Worker) firstFromLeader(ctx context.Context, from uint64, filter string
 	if err != nil {
 		return earlier{}, err
 	}
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
 	r, err := w.js.Conn().RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET."+proto.RegionEventsStream(w.opts.Region), req)
 	if err != nil {
 		return earlier{}, err

@@ -48,10 +48,11 @@ func (w *Worker) settle(f func(context.Context) error) error {
 	}
 }
 
-// settleAttempt bounds one attempt of settle; settleFor is how long settle
-// keeps trying, long enough for a region's servers to restart or elect new
-// leaders.
+// settleAttempt bounds one attempt of settle (a write takes milliseconds;
+// one a server took and never answered is made again); settleFor is how
+// long settle keeps trying, long enough for a region's servers to restart
+// or elect new leaders.
 const (
-	settleAttempt = 5 * time.Second
+	settleAttempt = 2 * time.Second
 	settleFor     = time.Minute
 )

@@ -132,10 +132,12 @@ func WorkerConsumers(region string, n int, s WorkerSettings) []Consumer {
 // held a third of it), whatever worker.handler_timeout is, so it bounds only
 // how long an event waits when its delivery is lost: its worker killed, or
 // the server the worker was connected to (what was on its way there is
-// gone). Short for that; long enough for the restarts to go through a busy
-// moment. It was handler_timeout + 2 s (12 s by default), which a region's
-// server loss added to the replies of the events in flight.
-const WorkerAckWait = 6 * time.Second
+// gone), and with it the later events of its conversation. Short for that,
+// as a region's server loss adds it to the replies of those conversations;
+// long enough that the restarts go through a busy moment (a restart is due
+// at most 1.75 s after the last). It was handler_timeout + 2 s (12 s by
+// default), then 6 s.
+const WorkerAckWait = 3 * time.Second
 
 // deliveryGuard is how many deliveries beyond retry.max_attempts an event
 // may have before JetStream gives up on it: hand-backs that use no attempt
