@@ -140,7 +140,7 @@ func (w *Worker) replies(it *item, start time.Time) (replyState, error) {
 	ctx, cancel := context.WithTimeout(w.base, w.opts.HandlerTimeout)
 	defer cancel()
 	var st replyState
-	err := lookup(ctx, func(ctx context.Context) (err error) {
+	err := untilAnswered(ctx, nil, lookupTimeout, func(ctx context.Context) (err error) {
 		st, _, err = w.state.load(ctx, it.ev.AccountID, it.ev.ID)
 		return err
 	})

@@ -16,7 +16,7 @@ func TestLookupAsksAgainWhenUnanswered(t *testing.T) {
 	defer cancel()
 	tries := 0
 	start := time.Now()
-	err := lookup(ctx, func(ctx context.Context) error {
+	err := untilAnswered(ctx, nil, lookupTimeout, func(ctx context.Context) error {
 		tries++
 		if tries == 1 {
 			<-ctx.Done() // taken, never answered
@@ -25,7 +25,7 @@ func TestLookupAsksAgainWhenUnanswered(t *testing.T) {
 		return nil
 	})
 	if err != nil || tries != 2 {
-		t.Fatalf("lookup: %v after %d tries, want an answer at the second", err, tries)
+		t.Fatalf("untilAnswered: %v after %d tries, want an answer at the second", err, tries)
 	}
 	if took := time.Since(start); took >= 5*time.Second {
 		t.Errorf("answered after %s: the first try was waited on", took)
@@ -35,11 +35,11 @@ func TestLookupAsksAgainWhenUnanswered(t *testing.T) {
 // An answer that will not change (a message not found) is not asked again.
 func TestLookupTakesAFinalAnswer(t *testing.T) {
 	tries := 0
-	err := lookup(context.Background(), func(context.Context) error {
+	err := untilAnswered(context.Background(), nil, lookupTimeout, func(context.Context) error {
 		tries++
 		return jetstream.ErrMsgNotFound
 	})
 	if !errors.Is(err, jetstream.ErrMsgNotFound) || tries != 1 {
-		t.Errorf("lookup: %v after %d tries, want not found after one", err, tries)
+		t.Errorf("untilAnswered: %v after %d tries, want not found after one", err, tries)
 	}
 }

@@ -11,7 +11,6 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/geomux/geomux/pkg/logfields"
-	"github.com/geomux/geomux/pkg/natsx"
 	"github.com/geomux/geomux/proto"
 )
 
@@ -112,28 +111,8 @@ func (w *Worker) finishedAt(ctx context.Context, e earlier) bool {
 // says). They take milliseconds; one a server took and never answered
 // (seen after a region's leaders moved: 10 s, the handler timeout, before)
 // is asked again, maybe of another replica: an event whose place is not
-// known waits and asks again within a second.
+// known waits and asks again within a second (untilAnswered).
 const lookupTimeout = time.Second
-
-// lookup asks f, each try bounded by lookupTimeout, until it answers, its
-// error will not pass, or ctx ends.
-func lookup(ctx context.Context, f func(context.Context) error) error {
-	wait := 50 * time.Millisecond
-	for {
-		tctx, cancel := context.WithTimeout(ctx, lookupTimeout)
-		err := f(tctx)
-		cancel()
-		if err == nil || !natsx.Transient(err) || ctx.Err() != nil {
-			return err
-		}
-		select {
-		case <-ctx.Done():
-			return err
-		case <-time.After(wait):
-		}
-		wait = min(2*wait, 500*time.Millisecond)
-	}
-}
 
 // maxPassedOver bounds the events a turn passes over as finished here.
 const maxPassedOver = 16

@@ -30,18 +30,31 @@ func (w *Worker) saveState(start time.Time, account, id string, st replyState, f
 // redelivery that comes anyway joins the event in hand), and gives up on an
 // error that will not pass, or when a stop gives up.
 func (w *Worker) settle(f func(context.Context) error) error {
-	until := time.Now().Add(settleFor)
+	// The try running when a stop comes goes on: it may be the record.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(w.base), settleFor+settleAttempt)
+	defer cancel()
+	return untilAnswered(ctx, w.base.Done(), settleAttempt, f)
+}
+
+// untilAnswered does f, each try bounded by perTry, until it succeeds, its
+// error will not pass (natsx.Transient: NATS did not answer), ctx ends or
+// stop closes, waiting 50 ms between tries, doubling up to a second. A
+// request a server took and never answered (seen after a region's leaders
+// moved) is made again, maybe of another replica, rather than waited on.
+func untilAnswered(ctx context.Context, stop <-chan struct{}, perTry time.Duration, f func(context.Context) error) error {
 	wait := 50 * time.Millisecond
 	for {
-		ctx, cancel := context.WithTimeout(context.WithoutCancel(w.base), min(settleAttempt, max(time.Until(until), 0)+time.Second))
-		err := f(ctx)
+		tctx, cancel := context.WithTimeout(ctx, perTry)
+		err := f(tctx)
 		cancel()
-		if err == nil || !natsx.Transient(err) || time.Until(until) < wait {
+		if err == nil || !natsx.Transient(err) || ctx.Err() != nil {
 			return err
 		}
 		select {
 		case <-time.After(wait):
-		case <-w.base.Done():
+		case <-ctx.Done():
+			return err
+		case <-stop:
 			return err
 		}
 		wait = min(2*wait, time.Second)

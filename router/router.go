@@ -511,7 +511,7 @@ const deferDelay = 2 * time.Second
 // server loss added to its replies.
 const publishAckTimeout = 2 * time.Second
 
-var errPublishAckTimeout = errors.New("router: the stream did not acknowledge the event within 2 s")
+var errPublishAckTimeout = fmt.Errorf("router: the stream did not acknowledge the event within %s", publishAckTimeout)
 
 // ackLoop acknowledges each input of a lane once its copy is stored.
 func (r *Router) ackLoop(l *lane) {
