@@ -54,8 +54,14 @@ func DefaultOptions() Options {
 
 // Governor is safe for concurrent use. Its zero value is not usable: use New.
 type Governor struct {
-	o   Options
-	lim *rate.Limiter
+	o Options
+	// lim holds processing to the limit while unlimited is false. It is
+	// never given rate.Inf: a Limiter switched to Inf and back can be left
+	// with NaN tokens (time passing at an infinite rate, for no time, is
+	// NaN), and from then on lets every event through, a Governor turned
+	// off for good without a sign.
+	lim       *rate.Limiter
+	unlimited atomic.Bool
 
 	hist  histogram
 	taken atomic.Uint64 // events processing took in the current window
@@ -107,14 +113,13 @@ func New(o Options) *Governor {
 		o.SchedTarget = o.Target / 4
 	}
 	sl := newSchedLatency()
-	return &Governor{schedP99: func() time.Duration { return sl.quantile(0.99) }, o: o, lim: rate.NewLimiter(rate.Inf, burst(o.Floor)), state: State{Limit: math.Inf(1)}}
+	g := &Governor{schedP99: func() time.Duration { return sl.quantile(0.99) }, o: o, lim: rate.NewLimiter(rate.Limit(o.Floor), burst(o.Floor)), state: State{Limit: math.Inf(1)}}
+	g.unlimited.Store(true)
+	return g
 }
 
 // burst lets a limit's events come in small groups rather than one by one.
 func burst(limit float64) int {
-	if math.IsInf(limit, 1) {
-		return 1 // unused: an unlimited limiter lets every event through
-	}
 	return max(1, int(limit/20))
 }
 
@@ -133,7 +138,7 @@ func (g *Governor) Wait(ctx context.Context) (time.Duration, error) {
 		return 0, nil
 	}
 	g.taken.Add(1)
-	if g.lim.Limit() == rate.Inf {
+	if g.unlimited.Load() {
 		return 0, nil
 	}
 	start := time.Now()
@@ -174,7 +179,7 @@ func (g *Governor) Stop() {
 	}
 	close(g.stop)
 	<-g.done
-	g.lim.SetLimit(rate.Inf)
+	g.unlimited.Store(true)
 }
 
 // adjust is one step of the control loop, at the end of a window of length
@@ -183,7 +188,7 @@ func (g *Governor) adjust(w time.Duration) {
 	n, p99 := g.hist.drain(0.99)
 	sched := g.schedP99()
 	achieved := float64(g.taken.Swap(0)) / w.Seconds()
-	limit := float64(g.lim.Limit())
+	limit := g.limit()
 	slow := p99 > g.o.Target || sched > g.o.SchedTarget
 	fast := p99 < g.o.Target/2 && sched < g.o.SchedTarget/2
 	if n == 0 {
@@ -208,14 +213,33 @@ func (g *Governor) adjust(w time.Duration) {
 			limit = math.Inf(1) // it no longer binds
 		}
 	}
-	if limit != float64(g.lim.Limit()) {
-		g.lim.SetLimit(rate.Limit(limit))
-		g.lim.SetBurst(burst(limit))
-	}
+	g.setLimit(limit)
 	g.mu.Lock()
 	g.state.Limit, g.state.IngressP99, g.state.SchedP99 = limit, p99, sched
 	if slow && n > 0 {
 		g.state.Throttled++
 	}
 	g.mu.Unlock()
+}
+
+// limit is the processing rate allowed now; +Inf when unlimited.
+func (g *Governor) limit() float64 {
+	if g.unlimited.Load() {
+		return math.Inf(1)
+	}
+	return float64(g.lim.Limit())
+}
+
+// setLimit allows processing limit events a second (+Inf: unlimited).
+// Only the control loop calls it.
+func (g *Governor) setLimit(limit float64) {
+	if math.IsInf(limit, 1) {
+		g.unlimited.Store(true)
+		return
+	}
+	if limit != float64(g.lim.Limit()) {
+		g.lim.SetLimit(rate.Limit(limit))
+		g.lim.SetBurst(burst(limit))
+	}
+	g.unlimited.Store(false)
 }

@@ -3,7 +3,9 @@ package governor
 import (
 	"context"
 	"math"
+	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -120,6 +122,58 @@ func TestWaitKeepsTheLimit(t *testing.T) {
 	g.Stop()
 	if d, _ := g.Wait(context.Background()); d != 0 {
 		t.Errorf("after Stop: waited %s, want unlimited", d)
+	}
+}
+
+// The limit holds however often it goes from unlimited to limited and back
+// while processing waits on it. It once did not: the limiter, set to
+// rate.Inf and back, was left with NaN tokens in some runs and let every
+// event through from then on, the Governor off for good (the slow phase of
+// geomux-bench kept up only in the runs where that happened).
+func TestLimitSurvivesUnlimited(t *testing.T) {
+	g := quiet(Options{Target: 40 * time.Millisecond, Floor: 100})
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Go(func() {
+			for !stop.Load() {
+				_, _ = g.Wait(context.Background())
+			}
+		})
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	for i := range 20000 {
+		switch r.IntN(4) {
+		case 0:
+			window(g, 100, 90*time.Millisecond, 3000) // slow: lower
+		case 1:
+			window(g, 100, time.Millisecond, 300) // fast, little to do: unlimited
+		case 2:
+			window(g, 0, 0, 100) // a pause, then quiet: unlimited
+		default:
+			window(g, 100, time.Millisecond, 3000) // fast: grow
+		}
+		if tok := g.lim.Tokens(); math.IsNaN(tok) {
+			stop.Store(true)
+			wg.Wait()
+			t.Fatalf("window %d: the limiter's tokens are NaN", i)
+		}
+	}
+	stop.Store(true)
+	wg.Wait()
+	// Limited again at the floor: 3 bursts take at least 2 bursts' time.
+	for range 40 {
+		window(g, 100, 90*time.Millisecond, 3000)
+	}
+	if s := g.State(); s.Limit != 100 {
+		t.Fatalf("limit %v, want the floor", s.Limit)
+	}
+	start := time.Now()
+	for range 3 * burst(100) {
+		_, _ = g.Wait(context.Background())
+	}
+	if el, want := time.Since(start), time.Duration(2*burst(100))*time.Second/100; el < want {
+		t.Errorf("%d events took %s at 100/s after the transitions, want at least %s", 3*burst(100), el, want)
 	}
 }
 
