@@ -63,6 +63,14 @@ func (w *Worker) attempt(it *item) (o outcome) {
 		_ = it.msg().NakWithDelay(erasingDelay)
 		return outcome{verdict: handedBack}
 	}
+	if w.erased.before(ev.AccountID, it.seq) {
+		// Stored before an uninstall this worker has erased, and delivered
+		// before the erase deleted it from the stream: it must not record
+		// a reply or a pace after the erase.
+		_ = it.msg().TermWithReason("erased with its account")
+		w.log.Info("Event of an erased account dropped", fields...)
+		return outcome{verdict: finished}
+	}
 	switch w.turn(it) {
 	case notFirst:
 		if !w.budget.pressed() {

@@ -3,6 +3,7 @@ package workers
 import (
 	"context"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -46,6 +47,10 @@ func (w *Worker) erase(ctx context.Context, ev Event, seq uint64) error {
 	if e.ParkedEvents, err = w.eraseWaiting(ctx, account, seq); err != nil {
 		return fmt.Errorf("erase the account's waiting events: %w", err)
 	}
+	// Those gone from the stream may still be on their way here (taken
+	// from the consumer, not yet scheduled): they are dropped when they
+	// come.
+	w.erased.add(account, seq)
 	if w.vault != nil {
 		if e.Tokens, err = w.vault.Delete(ctx, account); err != nil {
 			return err
@@ -142,4 +147,50 @@ func countSubjects(ctx context.Context, st jetstream.Stream, filter string) (int
 		n += c
 	}
 	return int(n), nil
+}
+
+// erasedMemory is how long a worker remembers an account it erased: longer
+// than any event taken before the erase takes to reach its attempt.
+const erasedMemory = 10 * time.Minute
+
+// erasedAccounts are the accounts a worker erased lately, each with the
+// stream sequence of its uninstall. Safe for concurrent use.
+type erasedAccounts struct {
+	mu       sync.Mutex
+	accounts map[string]erasedAccount
+}
+
+type erasedAccount struct {
+	seq uint64    // the uninstall's stream sequence
+	at  time.Time // when it was erased
+}
+
+// add remembers that account's events stored before seq were erased, and
+// forgets the accounts erased more than erasedMemory ago.
+func (e *erasedAccounts) add(account string, seq uint64) {
+	if seq == 0 {
+		return
+	}
+	now := time.Now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.accounts == nil {
+		e.accounts = map[string]erasedAccount{}
+	}
+	for id, a := range e.accounts {
+		if now.Sub(a.at) > erasedMemory {
+			delete(e.accounts, id)
+		}
+	}
+	if a, ok := e.accounts[account]; !ok || seq > a.seq {
+		e.accounts[account] = erasedAccount{seq: seq, at: now}
+	}
+}
+
+// before reports whether the account's event stored at seq was erased.
+func (e *erasedAccounts) before(account string, seq uint64) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	a, ok := e.accounts[account]
+	return ok && seq != 0 && seq < a.seq
 }

@@ -30,8 +30,10 @@ func TestUninstallErasesHeldEvents(t *testing.T) {
 	publish(t, ns.JS, "us", zoom.EventBotNotification, "other", userEvent("other", 0, "other 0", 10))
 	natstest.Eventually(t, waitFor, func() bool {
 		inv := askInventory(t, ns, "us", "held")
-		return daily.limited.Load() >= 1 && inv.ParkedEvents == 3 && inv.Pace && inv.ReplyRecords >= 1
-	}, "the held account's three events waiting in the region")
+		other := askInventory(t, ns, "us", "other")
+		return daily.limited.Load() >= 1 && inv.ParkedEvents == 3 && inv.Pace && inv.ReplyRecords >= 1 &&
+			other.ReplyRecords == 1 && other.ParkedEvents == 0
+	}, "the held account's three events waiting in the region, the other account's handled")
 
 	publish(t, ns.JS, "us", zoom.EventAppDeauthorized, "held", zoomtest.Event("app_deauthorized"))
 	var inv proto.Inventory

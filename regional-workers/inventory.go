@@ -44,6 +44,19 @@ func (w *Worker) answerInventory(m micro.Request) {
 func (w *Worker) inventory(ctx context.Context, account string) (proto.Inventory, error) {
 	var inv proto.Inventory
 	var err error
+	// The audit first: an erase records itself last, so when the count
+	// shows it, everything counted after was counted after the erase (an
+	// erase running meanwhile cannot show as recorded with its data still
+	// there).
+	history, err := w.dlq.History(ctx)
+	if err != nil {
+		return inv, fmt.Errorf("audit: %w", err)
+	}
+	for _, a := range history {
+		if a.Names(account) {
+			inv.AuditEntries++
+		}
+	}
 	if inv.Tokens, err = w.holdsTokens(ctx, account); err != nil {
 		return inv, err
 	}
@@ -64,15 +77,6 @@ func (w *Worker) inventory(ctx context.Context, account string) (proto.Inventory
 	}
 	if inv.ParkedEvents, err = countSubjects(ctx, st, proto.RegionAccountEventsFilter(w.opts.Region, account)); err != nil {
 		return inv, fmt.Errorf("events: %w", err)
-	}
-	history, err := w.dlq.History(ctx)
-	if err != nil {
-		return inv, fmt.Errorf("audit: %w", err)
-	}
-	for _, a := range history {
-		if a.Names(account) {
-			inv.AuditEntries++
-		}
 	}
 	return inv, nil
 }

@@ -148,6 +148,8 @@ type Worker struct {
 	unwatchRegion func()
 	// erasing holds the accounts being erased (erase.go).
 	erasing sync.Map
+	// erased holds, for a while, the accounts this worker erased (erase.go).
+	erased erasedAccounts
 }
 
 // New returns a worker for opts.Region.
