@@ -29,10 +29,15 @@ func (w *Worker) answerInventory(m micro.Request) {
 	if err := json.Unmarshal(m.Data(), &req); err != nil || !proto.ValidAccountID(req.AccountID) {
 		a.Error = "the request names no valid account id"
 	} else {
-		ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+		// Under the asker's 8 s; a store that does not answer for a moment
+		// (its leader moving) is asked again.
+		ctx, cancel := context.WithTimeout(context.Background(), 6*time.Second)
 		defer cancel()
-		var err error
-		if a.Inventory, err = w.inventory(ctx, req.AccountID); err != nil {
+		err := untilAnswered(ctx, nil, 3*time.Second, func(ctx context.Context) (err error) {
+			a.Inventory, err = w.inventory(ctx, req.AccountID)
+			return err
+		})
+		if err != nil {
 			w.log.Warn("Inventory not read", logfields.AccountID(req.AccountID), zap.Error(err))
 			a.Error = "the region's stores could not all be read: " + err.Error()
 		}
