@@ -56,14 +56,14 @@ func (w *Worker) attempt(it *item) (o outcome) {
 	if it.bad != nil {
 		return w.deadLetter(it, proto.DeadReasonPermanent, it.bad, 0, fields)
 	}
-	if _, erasing := w.erasing.Load(ev.AccountID); erasing && ev.AccountID != "" {
+	switch erasing, erased := w.erasures.of(ev.AccountID, it.seq); {
+	case erasing:
 		// Its account is being erased here: it comes back once the erase
 		// is done, deleted from the stream if it came before the
 		// uninstall. No attempt is used.
 		_ = it.msg().NakWithDelay(erasingDelay)
 		return outcome{verdict: handedBack}
-	}
-	if w.erased.before(ev.AccountID, it.seq) {
+	case erased:
 		// Stored before an uninstall this worker has erased, and delivered
 		// before the erase deleted it from the stream: it must not record
 		// a reply or a pace after the erase.

@@ -37,8 +37,11 @@ func (w *Worker) erase(ctx context.Context, ev Event, seq uint64) error {
 	}
 	// While it erases, the account's other events wait (attempt), so that
 	// none records a reply or a pace after the erase.
-	w.erasing.Store(account, struct{}{})
-	defer w.erasing.Delete(account)
+	// Those taken before the erase deleted them from the stream, on their
+	// way here (not yet scheduled), are dropped when they come.
+	w.erasures.begin(account)
+	erased := false
+	defer func() { w.erasures.end(account, seq, erased) }()
 	if err := w.quiesce(ctx, account); err != nil {
 		return err
 	}
@@ -47,10 +50,7 @@ func (w *Worker) erase(ctx context.Context, ev Event, seq uint64) error {
 	if e.ParkedEvents, err = w.eraseWaiting(ctx, account, seq); err != nil {
 		return fmt.Errorf("erase the account's waiting events: %w", err)
 	}
-	// Those gone from the stream may still be on their way here (taken
-	// from the consumer, not yet scheduled): they are dropped when they
-	// come.
-	w.erased.add(account, seq)
+	erased = true
 	if w.vault != nil {
 		if e.Tokens, err = w.vault.Delete(ctx, account); err != nil {
 			return err
@@ -153,44 +153,60 @@ func countSubjects(ctx context.Context, st jetstream.Stream, filter string) (int
 // than any event taken before the erase takes to reach its attempt.
 const erasedMemory = 10 * time.Minute
 
-// erasedAccounts are the accounts a worker erased lately, each with the
-// stream sequence of its uninstall. Safe for concurrent use.
-type erasedAccounts struct {
-	mu       sync.Mutex
-	accounts map[string]erasedAccount
+// erasures are the accounts a worker is erasing, and those it erased lately
+// with the stream sequence of their uninstall. Every attempt reads them: a
+// sync.Map (account → erasure), read without a lock.
+type erasures struct{ m sync.Map }
+
+type erasure struct {
+	erasing bool      // an erase is under way
+	seq     uint64    // the latest uninstall erased (its stream sequence); 0: none
+	at      time.Time // when it was erased
 }
 
-type erasedAccount struct {
-	seq uint64    // the uninstall's stream sequence
-	at  time.Time // when it was erased
+// begin marks the account as being erased.
+func (e *erasures) begin(account string) {
+	var a erasure
+	if v, ok := e.m.Load(account); ok {
+		a = v.(erasure)
+	}
+	a.erasing = true
+	e.m.Store(account, a)
 }
 
-// add remembers that account's events stored before seq were erased, and
-// forgets the accounts erased more than erasedMemory ago.
-func (e *erasedAccounts) add(account string, seq uint64) {
-	if seq == 0 {
+// end ends the account's erase; erased says its events stored before seq
+// are gone from the stream. It forgets the accounts erased more than
+// erasedMemory ago.
+func (e *erasures) end(account string, seq uint64, erased bool) {
+	now := time.Now()
+	e.m.Range(func(k, v any) bool {
+		if a := v.(erasure); !a.erasing && now.Sub(a.at) > erasedMemory {
+			e.m.Delete(k)
+		}
+		return true
+	})
+	var a erasure
+	if v, ok := e.m.Load(account); ok {
+		a = v.(erasure)
+	}
+	a.erasing = false
+	if erased && seq > a.seq {
+		a.seq, a.at = seq, now
+	}
+	if a.seq == 0 {
+		e.m.Delete(account)
 		return
 	}
-	now := time.Now()
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.accounts == nil {
-		e.accounts = map[string]erasedAccount{}
-	}
-	for id, a := range e.accounts {
-		if now.Sub(a.at) > erasedMemory {
-			delete(e.accounts, id)
-		}
-	}
-	if a, ok := e.accounts[account]; !ok || seq > a.seq {
-		e.accounts[account] = erasedAccount{seq: seq, at: now}
-	}
+	e.m.Store(account, a)
 }
 
-// before reports whether the account's event stored at seq was erased.
-func (e *erasedAccounts) before(account string, seq uint64) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	a, ok := e.accounts[account]
-	return ok && seq != 0 && seq < a.seq
+// of says whether the account is being erased, and whether its event
+// stored at seq was erased.
+func (e *erasures) of(account string, seq uint64) (erasing, erased bool) {
+	v, ok := e.m.Load(account)
+	if !ok {
+		return false, false
+	}
+	a := v.(erasure)
+	return a.erasing, seq != 0 && seq < a.seq
 }

@@ -7,29 +7,49 @@ import (
 
 // An erased account's events stored before its uninstall are dropped when
 // they reach an attempt after the erase (taken before it deleted them from
-// the stream); later ones, a new install's, are not. A worker forgets the
-// account after erasedMemory.
+// the stream); later ones, a new install's, are not. While the erase runs,
+// the account's events wait. A worker forgets the account after
+// erasedMemory.
 func TestErasedAccountsDropsOnlyEarlierEvents(t *testing.T) {
-	var e erasedAccounts
-	if e.before("acct", 5) {
+	var e erasures
+	before := func(account string, seq uint64) bool {
+		_, erased := e.of(account, seq)
+		return erased
+	}
+	erase := func(account string, seq uint64) {
+		e.begin(account)
+		if erasing, _ := e.of(account, seq+1); !erasing {
+			t.Errorf("%s not marked as being erased", account)
+		}
+		e.end(account, seq, true)
+	}
+	if before("acct", 5) {
 		t.Fatal("nothing erased yet: an event dropped")
 	}
-	e.add("acct", 10)
-	e.add("acct", 7) // an older uninstall (Zoom's duplicate): the later stays
+	erase("acct", 10)
+	erase("acct", 7) // an older uninstall (Zoom's duplicate): the later stays
 	for seq, want := range map[uint64]bool{5: true, 9: true, 10: false, 11: false, 0: false} {
-		if got := e.before("acct", seq); got != want {
+		if got := before("acct", seq); got != want {
 			t.Errorf("event at %d: dropped %v, want %v", seq, got, want)
 		}
 	}
-	if e.before("other", 5) {
+	if erasing, _ := e.of("acct", 11); erasing {
+		t.Error("still marked as being erased after the erase")
+	}
+	if before("other", 5) {
 		t.Error("another account's event dropped")
 	}
-	e.accounts["acct"] = erasedAccount{seq: 10, at: time.Now().Add(-erasedMemory - time.Second)}
-	e.add("other", 3)
-	if e.before("acct", 5) {
+	e.begin("failed")
+	e.end("failed", 4, false) // the erase failed before its events were deleted
+	if erasing, erased := e.of("failed", 2); erasing || erased {
+		t.Errorf("a failed erase: erasing %v, erased %v, want neither", erasing, erased)
+	}
+	e.m.Store("acct", erasure{seq: 10, at: time.Now().Add(-erasedMemory - time.Second)})
+	erase("other", 3)
+	if before("acct", 5) {
 		t.Error("remembered past erasedMemory")
 	}
-	if !e.before("other", 2) {
+	if !before("other", 2) {
 		t.Error("the account just erased forgotten")
 	}
 }

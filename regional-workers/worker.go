@@ -146,10 +146,9 @@ type Worker struct {
 
 	// unwatchRegion stops exporting the backlog; set by consume.
 	unwatchRegion func()
-	// erasing holds the accounts being erased (erase.go).
-	erasing sync.Map
-	// erased holds, for a while, the accounts this worker erased (erase.go).
-	erased erasedAccounts
+	// erasures are the accounts being erased, and those erased lately
+	// (erase.go).
+	erasures erasures
 }
 
 // New returns a worker for opts.Region.
